@@ -1,0 +1,85 @@
+"""`sae-analysis`: sweep folders (and/or a W&B project) -> frontiers, comparisons, report.
+
+    sae-analysis multirun/2024-06-01/12-00-00
+    sae-analysis multirun/a multirun/b --out reports/ab
+    sae-analysis --wandb my-entity/sae-sweep --group gated_penalty_ablation
+    sae-analysis multirun/2024-06-01/12-00-00 --publish      # + W&B summary run and Report
+
+Prints the report's path and the plots' paths. Exit status: 0 on success (also when some
+runs failed: they are listed in the report), 1 when publishing failed or was partial,
+2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis.pipeline import run_analysis
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sae-analysis",
+        description="Pareto frontiers, like-with-like comparisons and a report for SAE sweeps.",
+    )
+    p.add_argument(
+        "sweep_dirs",
+        nargs="*",
+        metavar="SWEEP_DIR",
+        help="sweep folders (Hydra multirun dirs) with one job folder per SAE",
+    )
+    p.add_argument(
+        "--wandb",
+        metavar="ENTITY/PROJECT",
+        help="also load runs from this W&B project (public API)",
+    )
+    p.add_argument("--group", help="W&B group (= sweep) to load / publish to")
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default: the sweep folder, if there is one)"
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="log a summary run and build a W&B Report (offline: written locally)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with --publish: only build the W&B Report (summary run already synced)",
+    )
+    p.add_argument("--title", help="report title")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.sweep_dirs and not args.wandb:
+        build_parser().error("give at least one SWEEP_DIR or --wandb ENTITY/PROJECT")
+    try:
+        paths = run_analysis(
+            args.sweep_dirs,
+            args.out,
+            wandb=args.wandb,
+            group=args.group,
+            publish=args.publish,
+            report_only=args.report_only,
+            title=args.title,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sae-analysis: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {paths.report_md}")
+    print(f"        {paths.report_html}")
+    for p in paths.plots:
+        print(f"plot:   {p}")
+    if paths.publish is not None:
+        cmd = "sae-analysis " + " ".join(args.sweep_dirs)
+        cmd += (f" --wandb {args.wandb}" if args.wandb else "") + " --publish --report-only"
+        print(paths.publish.describe(cmd))
+        return 0 if paths.publish.ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

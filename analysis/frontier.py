@@ -1,0 +1,129 @@
+"""Pareto frontiers of (L0, metric), one per variant, seeds aggregated.
+
+Each (variant, lambda) point is the mean over its seeds of L0 and of the metric, with the
+seed spread (sample std, min, max). A point is on its variant's frontier when no other
+point of that variant has L0 <= its L0 and a metric at least as good, one of them strictly.
+Identical points are both kept (neither dominates the other).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.variants import LABEL, frontier_axis, value_key
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    """Summary key (a column of the runs DataFrame)."""
+    title: str
+    """Axis label."""
+    higher_is_better: bool
+    """False: lower-left of the (L0, metric) plane is better; True: upper-left."""
+
+
+METRICS = {
+    m.name: m
+    for m in [
+        Metric("fvu", "FVU (fraction of variance unexplained)", False),
+        Metric("mse", "MSE", False),
+        Metric("mmcs", "MMCS with true features", True),
+        Metric("loss_recovered", "loss recovered", True),
+        Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
+    ]
+}
+"""The frontiers the report draws, in order, when the runs have the metric."""
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished and can sit on a log-L0 axis (status done, L0 > 0)."""
+    ok = (runs["status"] == "done") & (pd.to_numeric(runs["l0"], errors="coerce") > 0)
+    return runs[ok]
+
+
+def metrics_present(runs: pd.DataFrame) -> list[str]:
+    """Names in METRICS that at least one finished run has."""
+    done = finished(runs)
+    return [m for m in METRICS if m in done.columns and done[m].notna().any()]
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray, higher_is_better: bool = False) -> np.ndarray:
+    """Boolean mask of the non-dominated points of (x, y); lower x is better.
+
+    x, y: shape (n,). Ties: of points with equal x only the best y is kept, of points with
+    equal y only the lowest x; exact duplicates are all kept.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    yy = -y if higher_is_better else y  # lower is better from here on
+    order = np.lexsort((yy, x))  # by x, then best y first
+    mask = np.zeros(len(x), dtype=bool)
+    best = np.inf
+    last = None
+    for i in order:
+        if yy[i] < best:
+            mask[i] = True
+            best = yy[i]
+            last = (x[i], yy[i])
+        elif last is not None and (x[i], yy[i]) == last:
+            mask[i] = True
+    return mask
+
+
+def aggregate_seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (variant, lambda) point, seeds aggregated.
+
+    runs: rows with a `variant_label` column (see `assign_variants`); only finished runs
+    with the metric are used. Columns: variant_label, lam, n_seeds, l0, l0_std, <metric>,
+    <metric>_std (NaN for one seed), <metric>_min, <metric>_max, run_ids.
+    """
+    cols = [LABEL, "lam", "n_seeds", "l0", "l0_std", metric]
+    cols += [f"{metric}_std", f"{metric}_min", f"{metric}_max", "run_ids"]
+    if metric not in runs.columns:
+        return pd.DataFrame(columns=cols)
+    done = finished(runs)
+    done = done[done[metric].notna()].copy()
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    axis = frontier_axis(done)
+    done["_lam"] = done[axis] if axis else np.nan
+    # Without a lambda axis every run is its own point.
+    done["_key"] = done["_lam"].map(value_key) if axis else done["run_id"].astype(str)
+    done["l0"] = done["l0"].astype(float)
+    done[metric] = done[metric].astype(float)
+    g = done.groupby([LABEL, "_key"], sort=False)
+    out = pd.DataFrame(
+        {
+            "lam": g["_lam"].first(),
+            "n_seeds": g.size(),
+            "l0": g["l0"].mean(),
+            "l0_std": g["l0"].std(),
+            metric: g[metric].mean(),
+            f"{metric}_std": g[metric].std(),
+            f"{metric}_min": g[metric].min(),
+            f"{metric}_max": g[metric].max(),
+            "run_ids": g["run_id"].agg(lambda s: ", ".join(map(str, s))),
+        }
+    ).reset_index()
+    out = out.drop(columns="_key")
+    return out.sort_values([LABEL, "l0"], kind="stable").reset_index(drop=True)[cols]
+
+
+def frontier_points(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`aggregate_seeds` plus a boolean `on_frontier` column (per variant)."""
+    agg = aggregate_seeds(runs, metric)
+    agg["on_frontier"] = False
+    hib = METRICS[metric].higher_is_better if metric in METRICS else False
+    for _, g in agg.groupby(LABEL, sort=False):
+        agg.loc[g.index, "on_frontier"] = pareto_mask(g["l0"], g[metric], hib)
+    return agg
+
+
+def frontier_of(points: pd.DataFrame, label: str) -> pd.DataFrame:
+    """One variant's frontier points, sorted by L0."""
+    f = points[(points[LABEL] == label) & points["on_frontier"]]
+    return f.sort_values("l0", kind="stable").reset_index(drop=True)

@@ -1,0 +1,343 @@
+"""Load trained SAEs into one pandas DataFrame: one row per SAE.
+
+Two sources give the same columns:
+- local records: a sweep folder (Hydra multirun dir) with one job folder per SAE,
+  each holding `config.yaml`, `summary.json` and `metrics.jsonl` (DESIGN 5);
+- W&B: the runs of a project (optionally one group = one sweep), via the public API.
+
+Columns:
+- bookkeeping: `run_id`, `sweep`, `source` ("local" | "wandb"), `path`, `status`
+  ("done" | "failed" | "running" | "unfinished"), `error`, `last_step`;
+- knobs: the flattened, dotted config keys (`sae.kind`, `penalty.coefficient`, `seed`, ...);
+  lists become tuples so they can be grouped on. Their names are in `df.attrs["knobs"]`;
+- metrics: the flat summary keys (`l0`, `fvu`, `mse`, `mmcs`, `loss_recovered`, ...).
+
+A job with no `summary.json` never started or was killed: it is "unfinished" and kept,
+so the report can list it. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step"]
+
+# Summary keys that are metrics (floats); anything numeric in a summary is kept too.
+METRIC_COLUMNS = [
+    "l0",
+    "mse",
+    "mse_original_units",
+    "fvu",
+    "explained_variance",
+    "dead_fraction",
+    "shrinkage",
+    "mmcs",
+    "frac_recovered",
+    "mmcs_random",
+    "loss_recovered",
+    "delta_lm_loss",
+    "ce_clean",
+    "ce_sae",
+    "ce_zero",
+    "steps",
+    "wall_s",
+    "activations_per_s",
+    "norm_scale",
+    "dead_window_tokens",
+]
+
+# Summary keys that are neither knobs nor metrics.
+_SUMMARY_SKIP = {"knobs", "versions", "status", "error", "traceback", "variant", "sweep"}
+
+# W&B run states -> our statuses (a killed run never wrote its final summary).
+_WANDB_STATES = {
+    "finished": "done",
+    "failed": "failed",
+    "crashed": "failed",
+    "killed": "unfinished",
+    "running": "running",
+    "pending": "unfinished",
+    "preempted": "unfinished",
+}
+
+# Folders inside a sweep that never hold a job.
+_SKIP_DIRS = {"wandb", ".hydra", "__pycache__", "plots", "checkpoints", ".git"}
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {"a.b.c": value}. Lists become tuples (hashable, groupable)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = _hashable(v)
+    return out
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, Mapping):  # an empty mapping, or a dict inside a list
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
+    """Job folders under `sweep_dir`, at any depth, sorted.
+
+    A job folder holds `config.yaml` or `summary.json`, or only Hydra's `.hydra/config.yaml`
+    (the job was launched but died before writing its record). The search does not descend
+    into a job folder, so weights saved with their own config are not mistaken for jobs.
+    """
+    root = Path(sweep_dir)
+    jobs: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        is_job = "config.yaml" in filenames or "summary.json" in filenames
+        if not is_job and (here / ".hydra" / "config.yaml").is_file() and here != root:
+            is_job = True
+        if is_job:
+            jobs.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+    return sorted(jobs, key=lambda p: _natural_key(str(p.relative_to(root))))
+
+
+def _natural_key(s: str) -> list:
+    """'10' sorts after '9' (Hydra numbers jobs 0, 1, ..., 10)."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    """The optional `sweep.json` manifest, or {}."""
+    p = Path(sweep_dir) / "sweep.json"
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def load_history(job_dir: str | os.PathLike) -> pd.DataFrame:
+    """A job's `metrics.jsonl` as a DataFrame (one row per logged step).
+
+    A killed job may leave a half-written last line; unparsable lines are skipped.
+    """
+    p = Path(job_dir) / "metrics.jsonl"
+    rows = []
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return pd.DataFrame(rows)
+
+
+def _last_step(job_dir: Path) -> int | None:
+    hist = load_history(job_dir)
+    if hist.empty or "step" not in hist:
+        return None
+    step = hist["step"].max()
+    return None if pd.isna(step) else int(step)
+
+
+def _read_config(job_dir: Path) -> dict[str, Any]:
+    for p in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
+        if p.is_file():
+            try:
+                cfg = yaml.safe_load(p.read_text())
+            except yaml.YAMLError:
+                continue
+            if isinstance(cfg, dict):
+                return cfg
+    return {}
+
+
+def _read_summary(job_dir: Path) -> dict[str, Any] | None:
+    p = job_dir / "summary.json"
+    if not p.is_file():
+        return None
+    try:
+        s = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return {"status": "failed", "error": f"unreadable summary.json: {e}"}
+    return s if isinstance(s, dict) else {"status": "failed", "error": "summary.json is not a dict"}
+
+
+def make_row(
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any] | None,
+    *,
+    run_id: str,
+    sweep: str | None,
+    source: str,
+    path: str | None,
+    fallback_status: str = "unfinished",
+) -> tuple[dict[str, Any], list[str]]:
+    """One DataFrame row from a resolved config and a flat summary; returns (row, knob names)."""
+    knobs = flatten(config)
+    summary = dict(summary or {})
+    for k, v in flatten(summary.get("knobs") or {}).items():
+        knobs.setdefault(k, v)
+    if summary.get("variant") is not None:
+        knobs.setdefault("variant", summary["variant"])
+
+    row: dict[str, Any] = dict(knobs)
+    for k, v in summary.items():
+        if k in _SUMMARY_SKIP or k.startswith("_"):
+            continue
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            continue  # strings, lists: not metrics
+        row[k] = math.nan if v is None else float(v)
+    # W&B summaries may carry only the `eval/...` names.
+    for m in METRIC_COLUMNS:
+        if pd.isna(row.get(m, math.nan)) and isinstance(summary.get(f"eval/{m}"), int | float):
+            row[m] = float(summary[f"eval/{m}"])
+    for k, v in (summary.get("versions") or {}).items():
+        row[f"versions.{k}"] = v
+
+    status = summary.get("status") if summary else None
+    row.update(
+        run_id=run_id,
+        sweep=summary.get("sweep") or sweep,
+        source=source,
+        path=path,
+        status=status if status in {"done", "failed", "running"} else fallback_status,
+        error=summary.get("error") or (summary.get("traceback") or None),
+        last_step=None,
+    )
+    return row, list(knobs)
+
+
+def _frame(rows: list[dict[str, Any]], knobs: Iterable[str]) -> pd.DataFrame:
+    knob_list = list(dict.fromkeys(knobs))
+    df = pd.DataFrame(rows)
+    for c in BOOKKEEPING_COLUMNS + ["l0"]:
+        if c not in df:
+            df[c] = None if c != "l0" else math.nan
+    metrics = [c for c in df.columns if c not in knob_list and c not in BOOKKEEPING_COLUMNS]
+    df = df[BOOKKEEPING_COLUMNS + [k for k in knob_list if k in df] + metrics]
+    df.attrs["knobs"] = [k for k in knob_list if k in df]
+    return df.reset_index(drop=True)
+
+
+def load_runs(sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Every job under one or more sweep folders, as one DataFrame (one row per SAE).
+
+    Jobs that failed or never finished are rows too (status "failed" / "running" /
+    "unfinished"); their metrics are NaN where missing.
+    """
+    if isinstance(sweep_dirs, str | os.PathLike):
+        sweep_dirs = [sweep_dirs]
+    rows: list[dict[str, Any]] = []
+    knobs: list[str] = []
+    for sweep_dir in sweep_dirs:
+        root = Path(sweep_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"sweep folder not found: {root}")
+        name = read_sweep_manifest(root).get("name") or root.resolve().name
+        for job in find_job_dirs(root):
+            summary = _read_summary(job)
+            rel = job.relative_to(root).as_posix()
+            row, k = make_row(
+                _read_config(job),
+                summary,
+                run_id=f"{name}/{rel}" if rel != "." else name,
+                sweep=name,
+                source="local",
+                path=str(job),
+            )
+            if row["status"] != "done":
+                row["last_step"] = _last_step(job)
+            rows.append(row)
+            knobs += k
+    return _frame(rows, knobs)
+
+
+def _unwrap_wandb_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """W&B run config -> the resolved nested config (drops `_wandb`, unwraps {"value": v})."""
+    out = {}
+    for k, v in cfg.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, Mapping) and set(v) <= {"value", "desc"} and "value" in v:
+            v = v["value"]
+        out[k] = v
+    return out
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    if summary is None:
+        return {}
+    if hasattr(summary, "_json_dict"):
+        summary = summary._json_dict
+    try:
+        return dict(summary)
+    except (TypeError, ValueError):
+        return {}
+
+
+def load_wandb_runs(project: str, group: str | None = None, api: Any = None) -> pd.DataFrame:
+    """The runs of W&B project `project` ("entity/project"), optionally one group (= sweep).
+
+    Uses the public API (`wandb.Api()`, which needs `WANDB_API_KEY` or a login). The run
+    config is the resolved nested config, its summary holds the flat summary keys, so the
+    DataFrame has the same columns as `load_runs`.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    filters = {"group": group} if group else None
+    rows: list[dict[str, Any]] = []
+    knobs: list[str] = []
+    for run in api.runs(project, filters=filters):
+        if getattr(run, "job_type", None) == "analysis":  # our own summary runs
+            continue
+        summary = _summary_dict(getattr(run, "summary", None))
+        state = getattr(run, "state", None)
+        status = _WANDB_STATES.get(state, "unfinished")
+        if status != "running" and summary.get("status") in {"done", "failed"}:
+            status = summary["status"]
+        summary["status"] = status
+        row, k = make_row(
+            _unwrap_wandb_config(getattr(run, "config", {}) or {}),
+            summary,
+            run_id=f"{project}/{getattr(run, 'id', '?')}",
+            sweep=getattr(run, "group", None) or group,
+            source="wandb",
+            path=getattr(run, "url", None),
+        )
+        rows.append(row)
+        knobs += k
+    return _frame(rows, knobs)
+
+
+def concat_runs(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Several `load_runs`/`load_wandb_runs` frames as one, keeping the knob list."""
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return _frame([], [])
+    knobs: list[str] = []
+    for f in frames:
+        knobs += f.attrs.get("knobs", [])
+    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    return _frame(df.to_dict("records"), knobs)

@@ -1,0 +1,198 @@
+"""Variants: which knobs vary in a sweep, a label per variant, and like-with-like checks.
+
+A variant is one setting of every knob that varies across the loaded runs, except
+- the frontier axis (`penalty.coefficient`, `lambda_multiplier`): it traces the frontier;
+- the seed: seeds of one (variant, lambda) point are aggregated;
+- bookkeeping keys (`logger.*`, names, paths, `device`, logging intervals): they never
+  change what is trained.
+A knob that is a one-to-one alias of an earlier varying knob (`sae.d_sae` of
+`sae.expansion_factor` at fixed width) is folded into it, so two variants that differ in
+expansion factor differ in one knob, not two.
+
+If a `variant` column exists (sweeps may name their variants) it is the label, extended by
+any varying knob the name does not determine; the differing knobs are still computed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier")
+SEED = "seed"
+VARIANT_NAME = "variant"
+LABEL = "variant_label"
+
+_BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
+_BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir"}
+# Last dotted component: names, paths, folders, logging/checkpoint intervals.
+_BOOKKEEPING_LEAF = re.compile(
+    r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"
+)
+
+
+def is_bookkeeping(key: str) -> bool:
+    """True for knobs that never change what is trained (logger.*, names, paths, device).
+
+    Everything under `data.` is a knob: a different dataset or model name is different data.
+    """
+    if key in _BOOKKEEPING_KEYS or key.startswith(_BOOKKEEPING_PREFIXES):
+        return True
+    if key.startswith("data."):
+        return False
+    return bool(_BOOKKEEPING_LEAF.match(key.rsplit(".", 1)[-1]))
+
+
+def value_key(v: Any) -> str:
+    """A stable string for grouping: None/NaN -> 'None', floats to 12 significant digits."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "None"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.12g}"
+    if isinstance(v, tuple | list):
+        return "(" + ", ".join(value_key(x) for x in v) + ")"
+    return str(v)
+
+
+def knob_columns(df: pd.DataFrame) -> list[str]:
+    """The config knobs among `df`'s columns (from `df.attrs`, else dotted names)."""
+    knobs = df.attrs.get("knobs")
+    if knobs:
+        return [k for k in knobs if k in df.columns]
+    top = {SEED, VARIANT_NAME, "lambda_multiplier", "device", "dtype"}
+    return [
+        c
+        for c in df.columns
+        if (("." in c and not c.startswith(("versions.", "eval/", "train/"))) or c in top)
+    ]
+
+
+def frontier_axis(df: pd.DataFrame) -> str | None:
+    """The column that traces a frontier: `lambda_multiplier` if the sweep has it, else
+    `penalty.coefficient`, else None."""
+    for c in ("lambda_multiplier", "penalty.coefficient"):
+        if c in df.columns and df[c].notna().any():
+            return c
+    return None
+
+
+def _keys(df: pd.DataFrame, col: str) -> pd.Series:
+    return df[col].map(value_key)
+
+
+def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """(knobs that define variants, {alias knob: the knob it is folded into}).
+
+    Computed over all loaded runs, finished or not, so a variant whose every run failed
+    is still a variant.
+    """
+    candidates = [
+        k
+        for k in knob_columns(df)
+        if k not in FRONTIER_AXIS and k != SEED and not is_bookkeeping(k)
+    ]
+    candidates.sort(key=lambda k: k != VARIANT_NAME)  # a sweep's own names come first
+    keys = {k: _keys(df, k) for k in candidates}
+    varying = [k for k in candidates if keys[k].nunique() > 1]
+    kept: list[str] = []
+    aliases: dict[str, str] = {}
+    for k in varying:
+        for j in kept:
+            if VARIANT_NAME in (j, k):
+                continue
+            pair = pd.DataFrame({"a": keys[k], "b": keys[j]}).drop_duplicates()
+            if pair["a"].is_unique and pair["b"].is_unique:
+                aliases[k] = j
+                break
+        else:
+            kept.append(k)
+    return kept, aliases
+
+
+def short_names(keys: list[str], among: list[str] | None = None) -> dict[str, str]:
+    """Shortest dotted suffix of each key that is unique among `among` (default: `keys`):
+    `penalty.kind` (not `kind`, if `sae.kind` is a knob too), `aux_decoder`."""
+    among = list(among or keys)
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(1, len(parts) + 1):
+            cand = ".".join(parts[-n:])
+            others = [o for o in among if o != k and (o == cand or o.endswith("." + cand))]
+            if not others:
+                out[k] = cand
+                break
+        else:
+            out[k] = k
+    return out
+
+
+@dataclass
+class Variants:
+    """What distinguishes the variants of a set of runs."""
+
+    knobs: list[str]
+    """Knobs that vary (aliases folded), `variant` first if the sweep names its variants."""
+    aliases: dict[str, str]
+    """{knob: the varying knob it is a one-to-one alias of}."""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """{label: {knob: value}} for every knob in `knobs` except `variant`."""
+    order: list[str] = field(default_factory=list)
+    """Labels in a stable order (first appearance in the runs)."""
+
+    def differing(self, a: str, b: str) -> dict[str, tuple[Any, Any]]:
+        """{knob: (value in a, value in b)} for the knobs in which variants a and b differ."""
+        sa, sb = self.settings[a], self.settings[b]
+        return {
+            k: (sa.get(k), sb.get(k))
+            for k in self.knobs
+            if k != VARIANT_NAME and value_key(sa.get(k)) != value_key(sb.get(k))
+        }
+
+    def like_with_like(self, a: str, b: str) -> bool:
+        """True when a and b differ in at most one knob."""
+        return len(self.differing(a, b)) <= 1
+
+
+def assign_variants(df: pd.DataFrame) -> tuple[pd.DataFrame, Variants]:
+    """A copy of `df` with a `variant_label` column, and the `Variants` description."""
+    df = df.copy()
+    knobs, aliases = varying_knobs(df)
+    real = [k for k in knobs if k != VARIANT_NAME]
+    short = short_names(real, knob_columns(df))
+
+    def fmt(k: str, v: Any) -> str:
+        return f"{short[k]}={value_key(v)}"
+
+    if len(df) == 0:
+        df[LABEL] = pd.Series(dtype=object)
+        return df, Variants(knobs, aliases)
+
+    if VARIANT_NAME in knobs:
+        names = _keys(df, VARIANT_NAME)
+        # Knobs the variant name does not determine are added to the label.
+        extra = [k for k in real if (_keys(df, k).groupby(names).nunique() > 1).any()]
+        labels = []
+        for i, name in enumerate(names):
+            parts = [fmt(k, df[k].iloc[i]) for k in extra]
+            labels.append(name + (f" ({', '.join(parts)})" if parts else ""))
+    elif real:
+        labels = [", ".join(fmt(k, df[k].iloc[i]) for k in real) for i in range(len(df))]
+    else:
+        name = None
+        if VARIANT_NAME in df.columns and df[VARIANT_NAME].notna().any():
+            name = value_key(df[VARIANT_NAME].dropna().iloc[0])
+        labels = [name or "all runs"] * len(df)
+    df[LABEL] = labels
+
+    v = Variants(knobs, aliases)
+    for label, g in df.groupby(LABEL, sort=False):
+        v.order.append(label)
+        v.settings[label] = {k: g[k].iloc[0] for k in real}
+    return df, v
