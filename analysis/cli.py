@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.pipeline import run_analysis
+from analysis.pipeline import WandbLoadError, run_analysis
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             report_only=args.report_only,
             title=args.title,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)
         return 2
     print(f"report: {paths.report_md}")

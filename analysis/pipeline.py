@@ -12,6 +12,11 @@ import pandas as pd
 
 from analysis.load import concat_runs, load_runs, load_wandb_runs, read_sweep_manifest
 from analysis.report import ReportPaths, analyse, write_report
+from analysis.variants import is_bookkeeping, knob_columns, value_key
+
+
+class WandbLoadError(RuntimeError):
+    """Runs could not be loaded from W&B (no login, no network, unknown project)."""
 
 
 def _unique(runs: pd.DataFrame, col: str) -> str | None:
@@ -33,6 +38,24 @@ def wandb_project(runs: pd.DataFrame) -> str | None:
     if project and entity and "/" not in project:
         return f"{entity}/{project}"
     return project
+
+
+def drop_wandb_duplicates(runs: pd.DataFrame) -> pd.DataFrame:
+    """Drop W&B rows that mirror a local record (same sweep and same knobs, seed included):
+    the local record is the source of truth (DESIGN 5), W&B its mirror."""
+    if runs.empty or set(runs["source"]) != {"local", "wandb"}:
+        return runs
+    knobs = [k for k in knob_columns(runs) if not is_bookkeeping(k)]
+
+    def key(row: pd.Series) -> tuple:
+        return (str(row["sweep"]),) + tuple(value_key(row.get(k)) for k in knobs)
+
+    keys = runs.apply(key, axis=1)
+    local = set(keys[runs["source"] == "local"])
+    dup = (runs["source"] == "wandb") & keys.isin(local)
+    out = runs[~dup].reset_index(drop=True)
+    out.attrs = dict(runs.attrs)
+    return out
 
 
 def default_out_dir(sweep_dirs: list[Path], group: str | None) -> Path:
@@ -59,8 +82,10 @@ def run_analysis(
         listed in the report; they never make this fail.
     out_dir: where report.md, report.html, plots/ and tables/ go (default: the sweep
         folder when there is one, else ./sae-analysis/<name>).
-    wandb: "entity/project" to load runs from W&B as well (`group` selects one sweep).
-    publish: also push to W&B (see `analysis.publish`); the outcome is in `.publish`.
+    wandb: "entity/project" to load runs from W&B as well (`group` selects one sweep);
+        W&B runs that mirror a loaded local record are dropped.
+    publish: also push to W&B (see `analysis.publish`), to `wandb` if given, else to the
+        runs' `logger.entity`/`logger.project`; the outcome is in `.publish`.
     Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`).
     """
     if isinstance(sweep_dirs, str | os.PathLike):
@@ -68,10 +93,13 @@ def run_analysis(
     dirs = [Path(d) for d in sweep_dirs]
     frames = [load_runs(dirs)] if dirs else []
     if wandb:
-        frames.append(load_wandb_runs(wandb, group))
+        try:
+            frames.append(load_wandb_runs(wandb, group))
+        except Exception as e:  # noqa: BLE001 - auth, network, unknown project
+            raise WandbLoadError(f"could not load runs from W&B {wandb!r}: {e}") from e
     if not frames:
         raise ValueError("give at least one sweep folder or a W&B project")
-    runs = concat_runs(frames)
+    runs = drop_wandb_duplicates(concat_runs(frames))
     group = group or sweep_group(runs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, group)
     manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None

@@ -180,6 +180,7 @@ def publish(
         try:
             run = log_summary_run(a, paths, proj, group, entity, mode, out_dir)
             res.run_url = getattr(run, "url", None)
+            entity = entity or getattr(run, "entity", None)
             res.run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
             res.steps["summary run"] = "ok" if mode == "online" else "written locally"
         except Exception as e:  # noqa: BLE001 - any W&B error is reported, not raised

@@ -5,9 +5,11 @@ A variant is one setting of every knob that varies across the loaded runs, excep
 - the seed: seeds of one (variant, lambda) point are aggregated;
 - bookkeeping keys (`logger.*`, names, paths, `device`, logging intervals): they never
   change what is trained.
-A knob that is a one-to-one alias of an earlier varying knob (`sae.d_sae` of
-`sae.expansion_factor` at fixed width) is folded into it, so two variants that differ in
-expansion factor differ in one knob, not two.
+A knob derived from another (`sae.d_sae` from `sae.expansion_factor` at a fixed input
+width, see DERIVED) is folded into it when the two vary one-to-one, so two variants that
+differ in expansion factor differ in one knob, not two. Knobs that merely vary together in
+one sweep (unit-norm decoder and resampling, switched off together) are not folded: they
+are two knobs, and a comparison across them is not like with like.
 
 If a `variant` column exists (sweeps may name their variants) it is the label, extended by
 any varying knob the name does not determine; the differing knobs are still computed.
@@ -26,6 +28,9 @@ FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier")
 SEED = "seed"
 VARIANT_NAME = "variant"
 LABEL = "variant_label"
+
+DERIVED = {"sae.d_sae": "sae.expansion_factor"}
+"""{knob: the knob it is computed from}."""
 
 _BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
 _BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir"}
@@ -103,15 +108,13 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     kept: list[str] = []
     aliases: dict[str, str] = {}
     for k in varying:
-        for j in kept:
-            if VARIANT_NAME in (j, k):
-                continue
-            pair = pd.DataFrame({"a": keys[k], "b": keys[j]}).drop_duplicates()
+        src = DERIVED.get(k)
+        if src in varying:
+            pair = pd.DataFrame({"a": keys[k], "b": keys[src]}).drop_duplicates()
             if pair["a"].is_unique and pair["b"].is_unique:
-                aliases[k] = j
-                break
-        else:
-            kept.append(k)
+                aliases[k] = src
+                continue
+        kept.append(k)
     return kept, aliases
 
 
@@ -140,7 +143,7 @@ class Variants:
     knobs: list[str]
     """Knobs that vary (aliases folded), `variant` first if the sweep names its variants."""
     aliases: dict[str, str]
-    """{knob: the varying knob it is a one-to-one alias of}."""
+    """{derived knob: the varying knob it was folded into}."""
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """{label: {knob: value}} for every knob in `knobs` except `variant`."""
     order: list[str] = field(default_factory=list)

@@ -1,0 +1,92 @@
+"""Pareto frontiers on hand-made points: dominated points out, ties, single points, seeds."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.frontier import aggregate_seeds, frontier_of, frontier_points, pareto_mask
+
+
+def test_dominated_points_are_excluded():
+    # (L0, FVU), lower-left better. (20, 0.3) is dominated by (10, 0.2); (5, 0.4) is not.
+    x = np.array([10.0, 20.0, 5.0, 40.0])
+    y = np.array([0.2, 0.3, 0.4, 0.1])
+    assert pareto_mask(x, y).tolist() == [True, False, True, True]
+
+
+def test_higher_is_better_flips_the_y_direction():
+    # (L0, loss recovered), upper-left better: (20, 0.8) is dominated by (10, 0.9).
+    x = np.array([10.0, 20.0, 40.0])
+    y = np.array([0.9, 0.8, 0.95])
+    assert pareto_mask(x, y, higher_is_better=True).tolist() == [True, False, True]
+    assert pareto_mask(x, y, higher_is_better=False).tolist() == [True, True, False]
+
+
+def test_ties():
+    # Same L0: only the better FVU stays. Same FVU: only the lower L0 stays.
+    assert pareto_mask([10.0, 10.0], [0.3, 0.2]).tolist() == [False, True]
+    assert pareto_mask([10.0, 20.0], [0.2, 0.2]).tolist() == [True, False]
+    # Exact duplicates: neither dominates the other, both stay.
+    assert pareto_mask([10.0, 10.0, 30.0], [0.2, 0.2, 0.1]).tolist() == [True, True, True]
+
+
+def test_single_point_and_empty():
+    assert pareto_mask([7.0], [0.5]).tolist() == [True]
+    assert pareto_mask([], []).tolist() == []
+
+
+def _runs(rows):
+    cols = ["variant_label", "run_id", "penalty.coefficient", "seed", "l0", "fvu"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["status"] = "done"
+    return df
+
+
+def test_seeds_are_aggregated_per_variant_and_lambda():
+    runs = _runs(
+        [
+            ("a", "r0", 0.1, 0, 20.0, 0.10),
+            ("a", "r1", 0.1, 1, 22.0, 0.14),
+            ("a", "r2", 1.0, 0, 5.0, 0.30),
+            ("b", "r3", 0.1, 0, 30.0, 0.05),
+        ]
+    )
+    agg = aggregate_seeds(runs, "fvu")
+    a01 = agg[(agg["variant_label"] == "a") & (agg["lam"] == 0.1)].iloc[0]
+    assert a01["n_seeds"] == 2
+    assert a01["l0"] == pytest.approx(21.0)
+    assert a01["fvu"] == pytest.approx(0.12)
+    assert a01["fvu_std"] == pytest.approx(np.std([0.10, 0.14], ddof=1))
+    assert (a01["fvu_min"], a01["fvu_max"]) == (0.10, 0.14)
+    # A single seed has no spread (NaN), not a made-up zero.
+    assert np.isnan(agg[agg["variant_label"] == "b"].iloc[0]["fvu_std"])
+    assert len(agg) == 3
+
+
+def test_frontier_points_per_variant_with_single_point_variant():
+    runs = _runs(
+        [
+            ("a", "r0", 0.1, 0, 20.0, 0.10),
+            ("a", "r1", 0.3, 0, 25.0, 0.20),  # dominated within a
+            ("a", "r2", 1.0, 0, 5.0, 0.30),
+            ("b", "r3", 0.1, 0, 30.0, 0.50),  # dominated by a's points, but b's only point
+        ]
+    )
+    pts = frontier_points(runs, "fvu")
+    fa = frontier_of(pts, "a")
+    assert fa["l0"].tolist() == [5.0, 20.0]  # sorted by L0, dominated point out
+    fb = frontier_of(pts, "b")
+    assert fb["l0"].tolist() == [30.0]  # frontiers are per variant
+
+
+def test_failed_runs_and_zero_l0_are_not_on_frontiers():
+    runs = _runs(
+        [
+            ("a", "r0", 0.1, 0, 20.0, 0.1),
+            ("a", "r1", 1.0, 0, 0.0, 1.0),  # L0 = 0 cannot sit on a log axis
+            ("a", "r2", 0.3, 0, 1.0, 0.01),
+        ]
+    )
+    runs.loc[2, "status"] = "failed"
+    agg = aggregate_seeds(runs, "fvu")
+    assert agg["run_ids"].tolist() == ["r0"]

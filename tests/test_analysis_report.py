@@ -1,0 +1,103 @@
+"""Plots, report and CLI on a hand-made sweep folder."""
+
+import pandas as pd
+
+try:
+    from analysis_fixtures import make_sweep
+except ImportError:  # tests/ imported as a package
+    from tests.analysis_fixtures import make_sweep
+
+import analysis
+from analysis.cli import main
+from analysis.plots import frontier_plot, save_figure, series_labels
+from analysis.report import analyse
+
+
+def test_plot_has_one_series_per_variant_and_files_are_written(tmp_path):
+    a = analyse(analysis.load_runs(make_sweep(tmp_path / "s")))
+    fig = frontier_plot(a.runs, "fvu", order=a.variants.order)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert series_labels(fig) == a.variants.order  # one labelled line per variant
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == a.variants.order
+    # Every finished run is a faint point: one scatter per variant, 8 runs each.
+    runs = [c for c in ax.collections if c.get_label().startswith("_runs")]
+    assert len(runs) == 2 and all(len(c.get_offsets()) == 8 for c in runs)
+    assert all(c.get_alpha() < 0.5 for c in runs)
+    # One colour and one marker per variant.
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert len({ln.get_color() for ln in lines}) == 2
+    assert len({ln.get_marker() for ln in lines}) == 2
+    paths = save_figure(fig, tmp_path / "plots", "fvu")
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_frontier_plot_of_three_variants_from_a_plain_dataframe():
+    rows = []
+    for v, scale in (("x", 1.0), ("y", 0.9), ("z", 1.1)):
+        for lam, l0 in ((0.1, 30.0), (1.0, 3.0), (0.5, 40.0)):
+            rows.append({"variant_label": v, "penalty.coefficient": lam, "l0": l0,
+                         "fvu": scale / l0, "status": "done", "run_id": f"{v}{lam}"})  # fmt: skip
+    fig = frontier_plot(pd.DataFrame(rows), "fvu")
+    assert series_labels(fig) == ["x", "y", "z"]
+    # (0.5 -> L0 40) is a better point than (0.1 -> L0 30)? No: higher L0, lower FVU: kept.
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 3
+
+
+def test_report_lists_failed_and_unfinished_runs(tmp_path):
+    root = make_sweep(tmp_path / "s")
+    paths = analysis.run_analysis(root)
+    assert paths.report_md == root / "report.md"
+    md = paths.report_md.read_text()
+    html = paths.report_html.read_text()
+    for text in (md, html):
+        assert "Failed and unfinished runs (2)" in text
+        assert "ablation/16" in text and "CUDA out of memory" in text
+        assert "ablation/17" in text and "unfinished" in text
+        assert "Verdict per L0 band" in text
+    assert "decoder_norm" in md.split("## Verdict per L0 band (fvu)")[1].split("##")[0]
+    assert "plots/frontier_fvu.png" in md
+    assert "data:image/png;base64," in html  # the HTML is one self-contained file
+    assert {p.name for p in paths.plots} >= {"frontier_fvu.png", "frontier_fvu.svg",
+                                              "frontier_mse.png", "frontier_mmcs.svg"}  # fmt: skip
+    assert not any("loss_recovered" in p.name for p in paths.plots)  # not LM data
+    assert all(p.exists() for p in paths)
+    runs_csv = pd.read_csv(root / "tables" / "runs.csv")
+    assert len(runs_csv) == 18
+
+
+def test_not_like_with_like_warning_in_report(tmp_path):
+    root = make_sweep(tmp_path / "s")
+    # Make the decoder_norm variant also drop the unit-norm constraint: two knobs differ.
+    for cfg_path in root.rglob("config.yaml"):
+        text = cfg_path.read_text()
+        if "kind: decoder_norm" in text:
+            cfg_path.write_text(text.replace("unit_norm_decoder: true", "unit_norm_decoder: false"))
+    md = analysis.run_analysis(root, tmp_path / "out").report_md.read_text()
+    assert "not like with like" in md
+    assert "`train.unit_norm_decoder`" in md
+
+
+def test_report_when_every_run_failed(tmp_path):
+    root = make_sweep(tmp_path / "s", seeds=(0,), lams=(0.1,))
+    for s in root.rglob("summary.json"):
+        s.write_text('{"status": "failed", "error": "boom"}')
+    md = analysis.run_analysis(root).report_md.read_text()
+    assert "No finished run" in md
+    assert "Failed and unfinished runs (4)" in md
+
+
+def test_cli_prints_report_and_plot_paths(tmp_path, capsys):
+    root = make_sweep(tmp_path / "s")
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.md'}" in printed
+    assert str(out / "plots" / "frontier_fvu.png") in printed
+    assert (out / "report.html").exists()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err

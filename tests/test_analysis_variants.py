@@ -1,0 +1,134 @@
+"""Variants and like-with-like detection on hand-made configs."""
+
+from pathlib import Path
+
+try:
+    from analysis_fixtures import config, summary, write_job
+except ImportError:  # tests/ imported as a package
+    from tests.analysis_fixtures import config, summary, write_job
+
+from analysis.load import load_runs
+from analysis.variants import assign_variants, is_bookkeeping, varying_knobs
+
+
+def _sweep(root: Path, variants: list[dict], lams=(0.1, 1.0), seeds=(0, 1)) -> Path:
+    i = 0
+    for over in variants:
+        for lam in lams:
+            for seed in seeds:
+                cfg = config(
+                    seed=seed,
+                    **over,
+                    **{"penalty.coefficient": lam, "logger.name": f"job{i}", "device": f"cuda:{i}"},
+                )
+                write_job(root / str(i), cfg, summary(cfg, l0=10 / lam, fvu=0.1 * lam))
+                i += 1
+    return root
+
+
+def test_variant_is_the_varying_knobs_except_lambda_seed_and_bookkeeping(tmp_path):
+    runs = load_runs(
+        _sweep(
+            tmp_path,
+            [
+                {"sae.aux_decoder": "frozen", "penalty.decoder_norm_grad": "live"},
+                {"sae.aux_decoder": "trainable", "penalty.decoder_norm_grad": "live"},
+                {"sae.aux_decoder": "frozen", "penalty.decoder_norm_grad": "detached"},
+            ],
+        )
+    )
+    knobs, aliases = varying_knobs(runs)
+    # lambda, seed, logger.name and device vary too, but are not variant knobs.
+    assert knobs == ["sae.aux_decoder", "penalty.decoder_norm_grad"]
+    assert aliases == {}
+    labelled, v = assign_variants(runs)
+    assert len(v.order) == 3
+    assert labelled.groupby("variant_label").size().tolist() == [4, 4, 4]
+    assert "aux_decoder=frozen, decoder_norm_grad=live" in v.order
+
+
+def test_differing_knobs_and_not_like_with_like(tmp_path):
+    runs = load_runs(
+        _sweep(
+            tmp_path,
+            [
+                # the original gated recipe
+                {"penalty.kind": "l1", "train.unit_norm_decoder": True, "resample.enabled": True},
+                # the new penalty alone: like with like against the recipe below
+                {
+                    "penalty.kind": "decoder_norm",
+                    "train.unit_norm_decoder": True,
+                    "resample.enabled": True,
+                },
+                # the new penalty without constraint and resampling
+                {
+                    "penalty.kind": "decoder_norm",
+                    "train.unit_norm_decoder": False,
+                    "resample.enabled": False,
+                },
+            ],  # fmt: skip
+        )
+    )
+    _, v = assign_variants(runs)
+    orig, new, vanilla = v.order
+    assert v.differing(orig, new) == {"penalty.kind": ("l1", "decoder_norm")}
+    assert v.like_with_like(orig, new)
+    assert set(v.differing(orig, vanilla)) == {
+        "penalty.kind",
+        "train.unit_norm_decoder",
+        "resample.enabled",
+    }
+    assert not v.like_with_like(orig, vanilla)
+    assert set(v.differing(new, vanilla)) == {"train.unit_norm_decoder", "resample.enabled"}
+
+
+def test_alias_knobs_are_folded(tmp_path):
+    runs = load_runs(
+        _sweep(
+            tmp_path,
+            [
+                {"sae.expansion_factor": 4, "sae.d_sae": 64},
+                {"sae.expansion_factor": 8, "sae.d_sae": 128},
+            ],
+        )
+    )
+    labelled, v = assign_variants(runs)
+    assert v.knobs == ["sae.expansion_factor"]
+    assert v.aliases == {"sae.d_sae": "sae.expansion_factor"}
+    assert v.like_with_like(*v.order)
+    assert set(labelled["variant_label"]) == {"expansion_factor=4", "expansion_factor=8"}
+
+
+def test_named_variants_keep_their_names_and_knobs(tmp_path):
+    variants = []
+    for name, kind in (("paper", "l1"), ("anthropic", "decoder_norm")):
+        for ef in (4, 8):  # a second grid axis the names do not determine
+            variants.append(
+                {"variant": name, "penalty.kind": kind, "sae.expansion_factor": ef,
+                 "lambda_multiplier": 1.0}
+            )  # fmt: skip
+    runs = load_runs(_sweep(tmp_path, variants))
+    labelled, v = assign_variants(runs)
+    assert v.knobs[0] == "variant"
+    assert set(v.order) == {
+        "paper (expansion_factor=4)",
+        "paper (expansion_factor=8)",
+        "anthropic (expansion_factor=4)",
+        "anthropic (expansion_factor=8)",
+    }
+    assert v.differing("paper (expansion_factor=4)", "anthropic (expansion_factor=4)") == {
+        "penalty.kind": ("l1", "decoder_norm")
+    }
+
+
+def test_one_variant_when_nothing_varies(tmp_path):
+    labelled, v = assign_variants(load_runs(_sweep(tmp_path, [{}])))
+    assert v.order == ["all runs"]
+    assert v.knobs == []
+
+
+def test_bookkeeping_keys():
+    for k in ("logger.project", "logger.name", "device", "train.checkpoint_dir", "train.log_every"):
+        assert is_bookkeeping(k), k
+    for k in ("sae.kind", "penalty.coefficient", "data.model_name", "data.path", "train.lr"):
+        assert not is_bookkeeping(k), k
