@@ -40,15 +40,20 @@ METRICS = {
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that finished and can sit on a log-L0 axis (status done, L0 > 0)."""
-    ok = (runs["status"] == "done") & (pd.to_numeric(runs["l0"], errors="coerce") > 0)
+    """Runs that finished and can sit on a log-L0 axis (status done, finite L0 > 0)."""
+    l0 = pd.to_numeric(runs["l0"], errors="coerce")
+    ok = (runs["status"] == "done") & (l0 > 0) & np.isfinite(l0)
     return runs[ok]
 
 
 def metrics_present(runs: pd.DataFrame) -> list[str]:
     """Names in METRICS that at least one finished run has."""
     done = finished(runs)
-    return [m for m in METRICS if m in done.columns and done[m].notna().any()]
+    return [
+        m
+        for m in METRICS
+        if m in done.columns and np.isfinite(pd.to_numeric(done[m], errors="coerce")).any()
+    ]
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray, higher_is_better: bool = False) -> np.ndarray:
@@ -86,7 +91,7 @@ def aggregate_seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in runs.columns:
         return pd.DataFrame(columns=cols)
     done = finished(runs)
-    done = done[done[metric].notna()].copy()
+    done = done[np.isfinite(pd.to_numeric(done[metric], errors="coerce"))].copy()
     if done.empty:
         return pd.DataFrame(columns=cols)
     axis = frontier_axis(done)

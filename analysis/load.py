@@ -204,13 +204,14 @@ def make_row(
     for k, v in summary.items():
         if k in _SUMMARY_SKIP or k.startswith("_"):
             continue
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-            continue  # strings, lists: not metrics
-        row[k] = math.nan if v is None else float(v)
+        x = _number(v)
+        if x is not None:
+            row[k] = x
     # W&B summaries may carry only the `eval/...` names.
     for m in METRIC_COLUMNS:
-        if pd.isna(row.get(m, math.nan)) and isinstance(summary.get(f"eval/{m}"), int | float):
-            row[m] = float(summary[f"eval/{m}"])
+        x = _number(summary.get(f"eval/{m}"))
+        if pd.isna(row.get(m, math.nan)) and x is not None:
+            row[m] = x
     for k, v in (summary.get("versions") or {}).items():
         row[f"versions.{k}"] = v
 
@@ -225,6 +226,25 @@ def make_row(
         last_step=None,
     )
     return row, list(knobs)
+
+
+_NONFINITE = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
+
+
+def _number(v: Any) -> float | None:
+    """A summary value as a float metric, or None if it is not a metric.
+
+    None -> NaN; the training job writes NaN/inf (not JSON) as the strings "nan", "inf".
+    """
+    if v is None:
+        return math.nan
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in _NONFINITE:
+        return float(v)
+    return None
 
 
 def _frame(rows: list[dict[str, Any]], knobs: Iterable[str]) -> pd.DataFrame:

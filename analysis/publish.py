@@ -179,7 +179,7 @@ def publish(
     else:
         try:
             run = log_summary_run(a, paths, proj, group, entity, mode, out_dir)
-            res.run_url = getattr(run, "url", None)
+            res.run_url = getattr(run, "url", None) if mode == "online" else None
             entity = entity or getattr(run, "entity", None)
             res.run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
             res.steps["summary run"] = "ok" if mode == "online" else "written locally"

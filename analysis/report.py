@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.compare import PairComparison, band_verdicts, compare_all, pairs_table
@@ -52,9 +53,22 @@ class Analysis:
 
     @property
     def unplaced(self) -> pd.DataFrame:
-        """Finished runs with no usable L0 (missing, or 0 so not on a log axis)."""
+        """Finished runs missing from some frontier: L0 missing, 0 or not finite, or a
+        metric that other runs have is missing or not finite (a diverged run).
+        Columns: run_id, l0, reason, path."""
         done = self.runs[self.runs["status"] == "done"]
-        return done.drop(index=finished(self.runs).index)
+        ok = finished(self.runs).index
+        rows = []
+        for i, r in done.iterrows():
+            if i not in ok:
+                reason = f"L0 = {r['l0']}"
+            else:
+                bad = [m for m in self.metrics if not np.isfinite(float(r.get(m, np.nan)))]
+                if not bad:
+                    continue
+                reason = ", ".join(f"{m} = {r.get(m)}" for m in bad)
+            rows.append({"run": r["run_id"], "l0": r["l0"], "reason": reason, "path": r["path"]})
+        return pd.DataFrame(rows, columns=["run", "l0", "reason", "path"])
 
 
 def analyse(runs: pd.DataFrame, metrics: list[str] | None = None, n_bands: int = 3) -> Analysis:
@@ -348,15 +362,8 @@ def write_report(
     unplaced = a.unplaced
     if len(unplaced):
         blocks.append(("h2", f"Finished runs not on any frontier ({len(unplaced)})"))
-        blocks.append(("p", "L0 missing or 0 (a log-L0 axis cannot show them)."))
-        blocks.append(
-            (
-                "table",
-                pd.DataFrame(
-                    {"run": unplaced["run_id"], "l0": unplaced["l0"], "path": unplaced["path"]}
-                ),
-            )
-        )
+        blocks.append(("p", "A log-L0 axis cannot show L0 = 0; NaN/inf marks a diverged run."))
+        blocks.append(("table", unplaced))
     blocks.append(
         (
             "p",

@@ -101,3 +101,19 @@ def test_cli_prints_report_and_plot_paths(tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_diverged_and_zero_l0_runs_are_listed_not_plotted(tmp_path):
+    import json
+
+    root = make_sweep(tmp_path / "s")
+    for job, patch in (("0", {"fvu": "nan", "mse": "inf"}), ("1", {"l0": 0.0})):
+        p = root / job / "summary.json"
+        p.write_text(json.dumps(json.loads(p.read_text()) | patch))  # NaN/inf as strings
+    a = analyse(analysis.load_runs(root))
+    assert a.runs.set_index("run_id").loc["ablation/0", "mse"] == float("inf")
+    assert "ablation/0" not in a.metrics["fvu"].points["run_ids"].str.cat(sep=",")
+    md = analysis.run_analysis(root).report_md.read_text()
+    section = md.split("Finished runs not on any frontier (2)")[1]
+    assert "ablation/0" in section and "fvu = nan" in section
+    assert "ablation/1" in section and "L0 = 0.0" in section
