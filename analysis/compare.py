@@ -99,13 +99,15 @@ class PairComparison:
     """'a dominates', 'b dominates', 'cross', 'tie within spread' or 'no overlap'."""
     differing: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """{knob: (value in a, value in b)}."""
+    counted: list[str] = field(default_factory=list)
+    """The differing knobs that count against like with like (`Variants.counted`)."""
     b_dominated: float = float("nan")
     """Fraction of b's frontier points that a point of a dominates (and vice versa below)."""
     a_dominated: float = float("nan")
 
     @property
     def like_with_like(self) -> bool:
-        return len(self.differing) <= 1
+        return len(self.counted) <= 1
 
     @property
     def mean_diff(self) -> float:
@@ -165,6 +167,7 @@ def compare_pair(
     differing = variants.differing(a, b) if variants is not None else {}
     cols = ["l0", "a", "a_std", "b", "b_std", "diff", "spread", "better"]
     pc = PairComparison(metric, a, b, ov, pd.DataFrame(columns=cols), "no overlap", differing)
+    pc.counted = variants.counted(a, b) if variants is not None else []
     pc.b_dominated = dominated_fraction(fa, fb, metric)
     pc.a_dominated = dominated_fraction(fb, fa, metric)
     if ov is None:
@@ -272,10 +275,9 @@ def band_verdicts(
             rel = gap / abs(m2) if m2 != 0 else np.nan
             gaps.setdefault(v1, []).append((gap, float(np.sqrt(s1**2 + s2**2)), v2, rel))
         if n_cmp == 0:
-            only = ", ".join(f"`{v}`" for v in covering) or "no variant"
-            rows.append(
-                {"band": band, "covered by": only, "verdict": f"only {only} covers this band"}
-            )
+            only = ", ".join(f"`{v}`" for v in covering)
+            verdict = f"only {only} covers this band" if only else "no variant covers this band"
+            rows.append({"band": band, "covered by": only or "none", "verdict": verdict})
             continue
         best = max(wins, key=lambda v: wins[v])
         g = gaps[best]

@@ -248,7 +248,8 @@ def _number(v: Any) -> float | None:
 
 
 def _frame(rows: list[dict[str, Any]], knobs: Iterable[str]) -> pd.DataFrame:
-    knob_list = list(dict.fromkeys(knobs))
+    # A config key named like a bookkeeping column (a top-level `sweep:`) is bookkeeping.
+    knob_list = [k for k in dict.fromkeys(knobs) if k not in BOOKKEEPING_COLUMNS]
     df = pd.DataFrame(rows)
     for c in BOOKKEEPING_COLUMNS + ["l0"]:
         if c not in df:

@@ -339,7 +339,7 @@ def write_report(
             blocks.append(("ul", [c.sentence() for c in ma.comparisons]))
             for c in ma.comparisons:
                 if not c.like_with_like:
-                    knobs_d = ", ".join(f"`{k}`" for k in c.differing)
+                    knobs_d = ", ".join(f"`{k}`" for k in c.counted)
                     blocks.append(
                         ("warn", f"not like with like: `{c.a}` and `{c.b}` differ in {knobs_d}.")
                     )

@@ -11,7 +11,8 @@ differ in expansion factor differ in one knob, not two. Knobs that merely vary t
 one sweep (unit-norm decoder and resampling, switched off together) are not folded: they
 are two knobs, and a comparison across them is not like with like.
 
-If a `variant` column exists (sweeps may name their variants) it is the label, extended by
+Labels name the varying knobs' values, leaving out null ones (not applicable to the
+variant). If a `variant` column exists (sweeps may name their variants) it is the label, extended by
 any varying knob the name does not determine; the differing knobs are still computed.
 """
 
@@ -158,9 +159,20 @@ class Variants:
             if k != VARIANT_NAME and value_key(sa.get(k)) != value_key(sb.get(k))
         }
 
+    def counted(self, a: str, b: str) -> list[str]:
+        """The differing knobs that count against like with like.
+
+        A knob that is null (not applicable) in one variant and set in the other, while
+        another knob with values on both sides differs, follows from that other knob
+        (`penalty.decoder_norm_grad` is null with `penalty.kind=l1`): it is not counted.
+        """
+        diff = self.differing(a, b)
+        both = [k for k, (va, vb) in diff.items() if value_key(va) != "None" != value_key(vb)]
+        return both if both else list(diff)
+
     def like_with_like(self, a: str, b: str) -> bool:
-        """True when a and b differ in at most one knob."""
-        return len(self.differing(a, b)) <= 1
+        """True when a and b differ in at most one knob (see `counted`)."""
+        return len(self.counted(a, b)) <= 1
 
 
 def assign_variants(df: pd.DataFrame) -> tuple[pd.DataFrame, Variants]:
@@ -173,6 +185,10 @@ def assign_variants(df: pd.DataFrame) -> tuple[pd.DataFrame, Variants]:
     def fmt(k: str, v: Any) -> str:
         return f"{short[k]}={value_key(v)}"
 
+    def describe(i: int, keys: list[str]) -> str:
+        """Label parts of row i; null (not applicable) knobs are left out."""
+        return ", ".join(fmt(k, df[k].iloc[i]) for k in keys if value_key(df[k].iloc[i]) != "None")
+
     if len(df) == 0:
         df[LABEL] = pd.Series(dtype=object)
         return df, Variants(knobs, aliases)
@@ -183,10 +199,10 @@ def assign_variants(df: pd.DataFrame) -> tuple[pd.DataFrame, Variants]:
         extra = [k for k in real if (_keys(df, k).groupby(names).nunique() > 1).any()]
         labels = []
         for i, name in enumerate(names):
-            parts = [fmt(k, df[k].iloc[i]) for k in extra]
-            labels.append(name + (f" ({', '.join(parts)})" if parts else ""))
+            parts = describe(i, extra)
+            labels.append(name + (f" ({parts})" if parts else ""))
     elif real:
-        labels = [", ".join(fmt(k, df[k].iloc[i]) for k in real) for i in range(len(df))]
+        labels = [describe(i, real) or "defaults" for i in range(len(df))]
     else:
         name = None
         if VARIANT_NAME in df.columns and df[VARIANT_NAME].notna().any():

@@ -132,3 +132,24 @@ def test_bookkeeping_keys():
         assert is_bookkeeping(k), k
     for k in ("sae.kind", "penalty.coefficient", "data.model_name", "data.path", "train.lr"):
         assert not is_bookkeeping(k), k
+
+
+def test_not_applicable_knobs_do_not_count_against_like_with_like(tmp_path):
+    runs = load_runs(
+        _sweep(
+            tmp_path,
+            [
+                {"penalty.kind": "l1", "penalty.decoder_norm_grad": None},
+                {"penalty.kind": "decoder_norm", "penalty.decoder_norm_grad": "live"},
+                {"penalty.kind": "decoder_norm", "penalty.decoder_norm_grad": "detached"},
+            ],
+        )
+    )
+    _, v = assign_variants(runs)
+    l1, live, detached = v.order
+    assert l1 == "penalty.kind=l1"  # the null knob is left out of the label
+    assert live == "penalty.kind=decoder_norm, decoder_norm_grad=live"
+    assert set(v.differing(l1, live)) == {"penalty.kind", "penalty.decoder_norm_grad"}
+    assert v.counted(l1, live) == ["penalty.kind"]
+    assert v.like_with_like(l1, live)
+    assert v.counted(live, detached) == ["penalty.decoder_norm_grad"]
