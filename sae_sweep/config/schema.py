@@ -1,0 +1,205 @@
+"""Structured-config schema: one dataclass per `conf/` group, registered in Hydra's ConfigStore.
+
+Every YAML in `conf/<group>/` starts from the schema of its group (`defaults: [<schema>]`),
+so a misspelt key in a YAML file or on the command line is an error, not a silent default.
+The docstring under each field is its one-line documentation (also in the README table).
+Choices are Enums because OmegaConf 2.3 does not accept `Literal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class SAEKind(str, Enum):
+    standard = "standard"
+    gated = "gated"
+
+
+class PenaltyKind(str, Enum):
+    l1 = "l1"
+    decoder_norm = "decoder_norm"
+
+
+class AuxDecoder(str, Enum):
+    """Decoder used by the gated auxiliary reconstruction term."""
+
+    frozen = "frozen"  # stop-gradient copies of W_dec, b_dec (the paper's loss)
+    trainable = "trainable"  # the live parameters
+
+
+class NormGrad(str, Enum):
+    """Whether gradients flow through ||W_dec[:, i]|| in the decoder_norm penalty."""
+
+    live = "live"
+    detached = "detached"
+
+
+class LoggerMode(str, Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class SAEConfig:
+    kind: SAEKind = MISSING
+    """Architecture: `standard` (ReLU) or `gated` (Rajamanoharan et al. 2024)."""
+    expansion_factor: float = 8.0
+    """Dictionary size as a multiple of the input dimension d (ignored when d_sae is set)."""
+    d_sae: int | None = None
+    """Dictionary size M; overrides expansion_factor when set."""
+    aux_decoder: AuxDecoder | None = None
+    """Gated only: decoder in the auxiliary term, `frozen` (stop-gradient) or `trainable`."""
+    decoder_init_norm: float = 0.1
+    """Norm of each decoder column at init (1.0 for the unit-norm recipe, ~0.1 for Anthropic's)."""
+    encoder_init_transpose: bool = True
+    """Initialise the encoder (gated: W_gate) as the decoder transpose, at init only."""
+
+
+@dataclass
+class PenaltyConfig:
+    kind: PenaltyKind = MISSING
+    """Sparsity penalty: `l1` (sum g_i) or `decoder_norm` (sum g_i ||W_dec[:, i]||)."""
+    coefficient: float = MISSING
+    """Lambda, the sparsity coefficient (the frontier axis of a sweep)."""
+    decoder_norm_grad: NormGrad | None = None
+    """decoder_norm only: gradient through the decoder norms, `live` or `detached`."""
+    warmup_steps: int = 0
+    """Lambda rises linearly from 0 over this many steps (0 = no warm-up)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 1024
+    """Activations (tokens) per step."""
+    lr: float = 3e-3
+    """Adam learning rate (peak)."""
+    lr_warmup_steps: int = 0
+    """Linear LR warm-up from 0 over this many steps."""
+    lr_decay_fraction: float = 0.2
+    """LR decays linearly to 0 over this final fraction of training (0 = constant)."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam (beta1, beta2); the Gated SAE paper used (0, 0.999)."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this value (null = no clipping)."""
+    unit_norm_decoder: bool = False
+    """Keep decoder columns at unit norm (project out parallel gradient, renormalise after step)."""
+    allow_unit_norm_with_decoder_norm: bool = False
+    """Allow unit_norm_decoder together with the decoder_norm penalty (then it equals l1)."""
+    normalize_input: bool = True
+    """Scale inputs by one dataset-wide scalar so that E||x|| = sqrt(d); the scalar is recorded."""
+    norm_estimate_batches: int = 8
+    """Training batches used to estimate the normalisation scalar before training."""
+    log_every: int = 100
+    """Read the on-device metric accumulators and log `train/...` every N steps."""
+    dead_window_tokens: int = 200_000
+    """A feature is dead during training if it has not fired over this many recent tokens."""
+    checkpoint_every: int = 1000
+    """Write a resumable checkpoint every N steps (0 = only at the end)."""
+    eval_batch_size: int = 4096
+    """Batch size for the held-out evaluation."""
+
+
+@dataclass
+class ResampleConfig:
+    enabled: bool = False
+    """Resample dead features (Anthropic, 'Towards Monosemanticity')."""
+    at_steps: list[int] = field(default_factory=lambda: [250, 500, 750, 1000])
+    """Steps at which dead features are resampled."""
+    dead_window_steps: int = 250
+    """A feature is resampled if it has not fired over this many preceding steps."""
+    loss_sample_batches: int = 4
+    """Training batches whose per-input squared error weights the choice of new directions."""
+    encoder_scale: float = 0.2
+    """New encoder rows = normalised input x this x the mean alive encoder-row norm."""
+
+
+@dataclass
+class DataConfig:
+    kind: str = MISSING
+    """Activation source: `synthetic` (built in, with ground truth)."""
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    kind: str = "synthetic"
+    d: int = 64
+    """Activation dimension."""
+    n_features: int = 256
+    """Number of ground-truth features G (G > d: superposition)."""
+    mean_active: float = 5.0
+    """Expected number of active features per sample."""
+    power_law_exponent: float = 0.5
+    """Firing probability of feature i decays as (i + 1) ** -exponent."""
+    correlation: float = 0.3
+    """Strength of correlated firing (low-rank Gaussian copula; 0 = independent firing)."""
+    correlation_rank: int = 16
+    """Rank of the copula's correlation factor."""
+    noise_std: float = 0.0
+    """Standard deviation of isotropic Gaussian noise added to each activation."""
+    n_eval: int = 16384
+    """Held-out evaluation activations (never used for training)."""
+    seed: int = 0
+    """Seed of the data-generating process (feature directions, frequencies, correlations)."""
+
+
+@dataclass
+class LoggerConfig:
+    mode: LoggerMode = LoggerMode.offline
+    """W&B mode: `online`, `offline` (sync later with `wandb sync`) or `disabled`."""
+    project: str = "sae-sweep"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); null = your default."""
+    group: str | None = None
+    """W&B group (a sweep sets it to the sweep's name)."""
+    name: str | None = None
+    """W&B run name (null = the job's output folder name)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra W&B tags (the run's knobs are added automatically)."""
+
+
+@dataclass
+class Config:
+    sae: SAEConfig = MISSING
+    penalty: PenaltyConfig = MISSING
+    data: DataConfig = MISSING
+    logger: LoggerConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
+    seed: int = 0
+    """Seed of the SAE initialisation and of the order of training batches."""
+    device: str = "auto"
+    """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
+    dtype: DType = DType.float32
+    """Dtype of the SAE parameters and activations."""
+    variant: str | None = None
+    """Name of the recipe variant (set by sweeps; free-form)."""
+    sweep: str | None = None
+    """Name of the sweep this run belongs to (set by sweeps)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata recorded with the run (not used by training)."""
+
+
+def register_configs() -> None:
+    """Store the schemas so that each YAML can name its group's schema in its defaults list."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="sae", name="schema", node=SAEConfig)
+    cs.store(group="penalty", name="schema", node=PenaltyConfig)
+    cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
+    cs.store(group="logger", name="schema", node=LoggerConfig)

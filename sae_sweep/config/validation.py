@@ -1,0 +1,95 @@
+"""Cross-field checks run at the entry point, before anything is trained or written.
+
+Each check names the offending keys and the fix: a meaningless combination of knobs must
+fail loudly rather than be silently ignored (DESIGN 2.3).
+"""
+
+from __future__ import annotations
+
+from .schema import Config, PenaltyKind, SAEKind
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be trained as written."""
+
+
+def validate(cfg: Config) -> None:
+    problems = list(_problems(cfg))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _problems(cfg: Config):
+    sae, pen, tr, rs = cfg.sae, cfg.penalty, cfg.train, cfg.resample
+
+    if sae.kind == SAEKind.gated and sae.aux_decoder is None:
+        yield "sae.aux_decoder must be `frozen` or `trainable` for the gated SAE"
+    if sae.kind == SAEKind.standard and sae.aux_decoder is not None:
+        yield (
+            f"sae.aux_decoder={sae.aux_decoder.value} has no effect: the standard SAE has no "
+            "auxiliary term. Fix: sae.aux_decoder=null (or sae=gated)"
+        )
+    if pen.kind == PenaltyKind.decoder_norm and pen.decoder_norm_grad is None:
+        yield "penalty.decoder_norm_grad must be `live` or `detached` for the decoder_norm penalty"
+    if pen.kind == PenaltyKind.l1 and pen.decoder_norm_grad is not None:
+        yield (
+            f"penalty.decoder_norm_grad={pen.decoder_norm_grad.value} has no effect with "
+            "penalty=l1 (no decoder norm in the penalty). Fix: penalty.decoder_norm_grad=null "
+            "(or penalty=decoder_norm)"
+        )
+    if (
+        tr.unit_norm_decoder
+        and pen.kind == PenaltyKind.decoder_norm
+        and not tr.allow_unit_norm_with_decoder_norm
+    ):
+        yield (
+            "train.unit_norm_decoder=true with penalty=decoder_norm: with unit-norm columns the "
+            "penalty is exactly l1. Fix: penalty=l1, or train.unit_norm_decoder=false, or set "
+            "train.allow_unit_norm_with_decoder_norm=true if you mean it"
+        )
+    if tr.unit_norm_decoder and sae.decoder_init_norm != 1.0:
+        yield (
+            f"train.unit_norm_decoder=true but sae.decoder_init_norm={sae.decoder_init_norm}: the "
+            "constraint renormalises columns to 1 at the first step. Fix: sae.decoder_init_norm=1.0"
+        )
+    if sae.d_sae is not None and sae.d_sae <= 0:
+        yield f"sae.d_sae={sae.d_sae} must be positive"
+    if sae.d_sae is None and sae.expansion_factor <= 0:
+        yield f"sae.expansion_factor={sae.expansion_factor} must be positive"
+    if sae.decoder_init_norm <= 0:
+        yield f"sae.decoder_init_norm={sae.decoder_init_norm} must be positive"
+    if pen.coefficient < 0:
+        yield f"penalty.coefficient={pen.coefficient} must be >= 0"
+    if pen.warmup_steps < 0 or pen.warmup_steps > tr.steps:
+        yield f"penalty.warmup_steps={pen.warmup_steps} must lie in [0, train.steps={tr.steps}]"
+    if tr.steps <= 0:
+        yield f"train.steps={tr.steps} must be positive"
+    if tr.batch_size <= 0:
+        yield f"train.batch_size={tr.batch_size} must be positive"
+    if tr.lr <= 0:
+        yield f"train.lr={tr.lr} must be positive"
+    if not 0.0 <= tr.lr_decay_fraction <= 1.0:
+        yield f"train.lr_decay_fraction={tr.lr_decay_fraction} must lie in [0, 1]"
+    if tr.lr_warmup_steps < 0 or tr.lr_warmup_steps + tr.lr_decay_fraction * tr.steps > tr.steps:
+        yield (
+            f"train.lr_warmup_steps={tr.lr_warmup_steps} and train.lr_decay_fraction="
+            f"{tr.lr_decay_fraction} overlap: warm-up and decay must fit in train.steps={tr.steps}"
+        )
+    if len(tr.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in tr.adam_betas):
+        yield f"train.adam_betas={list(tr.adam_betas)} must be two numbers in [0, 1)"
+    if tr.grad_clip is not None and tr.grad_clip <= 0:
+        yield f"train.grad_clip={tr.grad_clip} must be positive (or null for no clipping)"
+    if tr.log_every <= 0:
+        yield f"train.log_every={tr.log_every} must be positive"
+    if tr.checkpoint_every < 0:
+        yield f"train.checkpoint_every={tr.checkpoint_every} must be >= 0"
+    if rs.enabled:
+        bad = [s for s in rs.at_steps if not 0 < s < tr.steps]
+        if bad:
+            yield f"resample.at_steps contains {bad}, outside (0, train.steps={tr.steps})"
+        if rs.dead_window_steps <= 0:
+            yield f"resample.dead_window_steps={rs.dead_window_steps} must be positive"
+        if rs.loss_sample_batches <= 0:
+            yield f"resample.loss_sample_batches={rs.loss_sample_batches} must be positive"
+    if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
+        yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"

@@ -1,0 +1,18 @@
+"""Activation sources: where the vectors an SAE trains on come from."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config.schema import SyntheticDataConfig
+from .source import ActivationSource, DataError, estimate_norm_scale
+from .synthetic import SyntheticData
+
+__all__ = ["ActivationSource", "DataError", "SyntheticData", "build_source", "estimate_norm_scale"]
+
+
+def build_source(data_cfg, run_seed: int, device: torch.device) -> ActivationSource:
+    """The activation source named by `data.kind`."""
+    if isinstance(data_cfg, SyntheticDataConfig) or data_cfg.kind == "synthetic":
+        return SyntheticData(data_cfg, run_seed=run_seed, device=device)
+    raise ValueError(f"data.kind={data_cfg.kind!r} is not a known activation source")

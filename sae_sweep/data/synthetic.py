@@ -1,0 +1,81 @@
+"""Synthetic activations with known ground-truth features (Sharkey et al. 2022).
+
+G unit-norm random directions in R^d, G > d (superposition). Feature i fires with
+probability p_i proportional to (i + 1)^-alpha, scaled so that on average `mean_active`
+fire per sample. Firing is correlated through a Gaussian copula: a latent z ~ N(0, C) with
+C = c * F F^T + (1 - c) I (F: G x r, unit-norm rows), and feature i fires when
+z_i < Phi^-1(p_i), so its marginal rate stays p_i. Active coefficients are U(0, 1).
+x = sum_i coef_i * direction_i + noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from ..config.schema import SyntheticDataConfig
+
+_EVAL_STREAM = 1 << 40  # the held-out split's seed offset: far from any training step's
+
+
+class SyntheticData:
+    def __init__(self, cfg: SyntheticDataConfig, run_seed: int, device: torch.device):
+        if cfg.n_features < 1 or cfg.d < 1:
+            raise ValueError("data.d and data.n_features must be positive")
+        if not 0.0 <= cfg.correlation < 1.0:
+            raise ValueError(f"data.correlation={cfg.correlation} must lie in [0, 1)")
+        if not 0.0 < cfg.mean_active <= cfg.n_features:
+            raise ValueError(f"data.mean_active={cfg.mean_active} must lie in (0, data.n_features]")
+        self.cfg = cfg
+        self.d = cfg.d
+        self.device = device
+        self._run_seed = run_seed
+        gen = torch.Generator().manual_seed(cfg.seed)
+        G, r = cfg.n_features, cfg.correlation_rank
+        directions = torch.randn(G, cfg.d, generator=gen)
+        self.ground_truth = (directions / directions.norm(dim=1, keepdim=True)).to(device)
+        self.firing_prob = _power_law_probs(G, cfg.power_law_exponent, cfg.mean_active)
+        factor = torch.randn(G, r, generator=gen)
+        self._factor = (factor / factor.norm(dim=1, keepdim=True)).to(device)  # (G, r)
+        normal = torch.distributions.Normal(0.0, 1.0)
+        self._threshold = normal.icdf(self.firing_prob.clamp(1e-7, 1 - 1e-7)).to(device)  # (G,)
+        self._eval = self._sample(cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM))
+
+    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        # One generator per (data seed, run seed, step): batches are reproducible and resumable.
+        seed = (self.cfg.seed * 1_000_003 + self._run_seed) * 1_000_000_007 + step
+        return self._sample(batch_size, _generator(seed % (1 << 62)))
+
+    def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        yield from self._eval.split(batch_size)
+
+    def _sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        G, c = self.cfg.n_features, self.cfg.correlation
+        shared = torch.randn(n, self.cfg.correlation_rank, generator=gen).to(self.device)
+        own = torch.randn(n, G, generator=gen).to(self.device)
+        z = math.sqrt(c) * shared @ self._factor.T + math.sqrt(1.0 - c) * own  # (n, G), unit var
+        coef = torch.rand(n, G, generator=gen).to(self.device) * (z < self._threshold)
+        x = coef @ self.ground_truth  # (n, d)
+        if self.cfg.noise_std > 0:
+            x = x + self.cfg.noise_std * torch.randn(n, self.d, generator=gen).to(self.device)
+        return x
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _power_law_probs(n: int, exponent: float, mean_active: float) -> torch.Tensor:
+    """Per-feature firing probabilities ~ (i + 1)^-exponent with sum = mean_active, each <= 1."""
+    weights = torch.arange(1, n + 1, dtype=torch.float64) ** -exponent
+    probs = weights / weights.sum() * mean_active
+    for _ in range(100):  # clipping at 1 loses mass: give it back to the unclipped features
+        clipped = probs.clamp(max=1.0)
+        deficit = mean_active - clipped.sum()
+        free = clipped < 1.0
+        if deficit <= 1e-9 or not free.any():
+            break
+        probs = torch.where(free, clipped * (1 + deficit / clipped[free].sum()), clipped)
+    return probs.clamp(max=1.0).float()

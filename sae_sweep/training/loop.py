@@ -1,0 +1,200 @@
+"""The training loop: one screen, top to bottom (lr, lambda, forward, loss, backward, step, log).
+
+Metrics accumulate on the device and are read once every `train.log_every` steps: the loop
+never synchronises with the device on an ordinary step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config.schema import Config
+from ..data.source import ActivationSource, DataError
+from ..losses import LossTerms, sae_loss
+from ..models.base import SAEOutput, SparseAutoencoder
+from ..record.run_logger import RunLogger
+from .checkpoint import load_checkpoint, save_checkpoint
+from .constraint import remove_parallel_grad_, unit_norm_decoder_
+from .resampling import resample_dead_features_
+from .schedules import lambda_at, lr_at
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_wall_s: float
+    activations_per_s: float
+    resumed_from_step: int
+
+
+def train(
+    cfg: Config,
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    logger: RunLogger,
+    *,
+    norm_scale: float,
+    checkpoint_dir: Path | None,
+) -> TrainResult:
+    tr, pen, rs = cfg.train, cfg.penalty, cfg.resample
+    device, dtype = sae.W_dec.device, sae.W_dec.dtype
+    optimizer = torch.optim.Adam(sae.parameters(), lr=tr.lr, betas=tuple(tr.adam_betas))
+    last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=device)  # step index
+    start, wall_before = 0, 0.0
+    if checkpoint_dir is not None:
+        restored = load_checkpoint(checkpoint_dir, sae, optimizer)
+        if restored is not None:
+            start, extra, meta = restored
+            last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
+    resample_steps = set(rs.at_steps) if rs.enabled else set()
+    window = _WindowSums(device)
+    t_start = t_window = time.perf_counter()
+
+    for step in range(start, tr.steps):
+        lr = lr_at(
+            step,
+            base_lr=tr.lr,
+            steps=tr.steps,
+            warmup_steps=tr.lr_warmup_steps,
+            decay_fraction=tr.lr_decay_fraction,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        lam = lambda_at(step, coefficient=pen.coefficient, warmup_steps=pen.warmup_steps)
+
+        x = source.train_batch(step, tr.batch_size).to(device, dtype) * norm_scale
+        out = sae(x)
+        terms = sae_loss(
+            sae,
+            x,
+            out,
+            penalty=pen.kind,
+            coefficient=lam,
+            norm_grad=pen.decoder_norm_grad,
+            aux_decoder=cfg.sae.aux_decoder,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if tr.unit_norm_decoder:
+            remove_parallel_grad_(sae.W_dec)
+        if tr.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), tr.grad_clip)
+        optimizer.step()
+        if tr.unit_norm_decoder:
+            unit_norm_decoder_(sae.W_dec)
+
+        fired = window.add(x, out, terms)
+        last_fired.masked_fill_(fired, step)
+        done = step + 1
+        if done in resample_steps:
+            n = _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale)
+            logger.log({"train/resampled": n}, step=done)
+
+        checkpoint_due = checkpoint_dir is not None and (
+            done == tr.steps or (tr.checkpoint_every and done % tr.checkpoint_every == 0)
+        )
+        if done % tr.log_every == 0 or checkpoint_due:
+            metrics, n_steps = window.read_and_reset(step)  # the one device sync of the window
+            now = time.perf_counter()
+            dead = ((step - last_fired) * tr.batch_size >= tr.dead_window_tokens).float().mean()
+            metrics.update(
+                lr=lr,
+                coefficient=lam,
+                dead_fraction=dead.item(),
+                activations_per_s=n_steps * tr.batch_size / (now - t_window),
+            )
+            logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
+            t_window = time.perf_counter()
+        if checkpoint_due:
+            wall = wall_before + time.perf_counter() - t_start
+            save_checkpoint(
+                checkpoint_dir,
+                step=done,
+                sae=sae,
+                optimizer=optimizer,
+                tensors={"last_fired": last_fired},
+                meta={"train_wall_s": wall},
+            )
+
+    wall = wall_before + time.perf_counter() - t_start
+    trained = tr.steps - start
+    speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
+    return TrainResult(tr.steps, wall, speed, start)
+
+
+def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:
+    """Resample features that have not fired over the last `resample.dead_window_steps` steps."""
+    rs, tr = cfg.resample, cfg.train
+    dead = (step - last_fired) >= rs.dead_window_steps
+    device, dtype = sae.W_dec.device, sae.W_dec.dtype
+    inputs = torch.cat(
+        [source.train_batch(max(step - i, 0), tr.batch_size) for i in range(rs.loss_sample_batches)]
+    ).to(device, dtype)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: seeded by step
+    n = resample_dead_features_(sae, optimizer, dead, inputs * norm_scale, rs.encoder_scale, gen)
+    last_fired.masked_fill_(dead, step)  # a fresh feature gets a full window before it is dead
+    return n
+
+
+class _WindowSums:
+    """On-device sums of the training metrics over one logging window."""
+
+    NAMES = ("loss", "recon", "sparse", "aux", "l0", "variance", "nonfinite_inputs")
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
+        self.steps = 0
+        self.first_step = None
+
+    def add(self, x: torch.Tensor, out: SAEOutput, terms: LossTerms) -> torch.Tensor:
+        """Add one step's values; returns the (M,) mask of features that fired in the batch."""
+        active = out.f > 0
+        with torch.no_grad():
+            values = torch.stack(
+                [
+                    terms.total,
+                    terms.recon,
+                    terms.sparse,
+                    terms.aux,
+                    active.sum(-1).float().mean(),
+                    (x - x.mean(0)).pow(2).sum(-1).mean(),
+                    (~torch.isfinite(x)).sum().float(),
+                ]
+            )
+            self.sums += values.double()
+        self.steps += 1
+        return active.any(0)
+
+    def read_and_reset(self, step: int) -> tuple[dict[str, float], int]:
+        """Mean of each metric over the window, and the window's number of steps."""
+        values = dict(zip(self.NAMES, (self.sums / self.steps).tolist(), strict=True))
+        first, n_steps = step - self.steps + 1, self.steps
+        self.sums.zero_()
+        self.steps = 0
+        bad_inputs = values.pop("nonfinite_inputs") * n_steps
+        if bad_inputs:
+            raise DataError(
+                f"the training activations of steps {first}..{step} hold {int(bad_inputs)} "
+                "non-finite values (NaN/inf). Fix or recompute the activation data."
+            )
+        if not all(map(_finite, values.values())):
+            raise TrainingDivergedError(
+                f"the loss became non-finite between steps {first} and {step} ({values}). "
+                "Lower train.lr or penalty.coefficient, or set train.grad_clip."
+            )
+        variance = values.pop("variance")
+        values["mse"] = values["recon"]
+        values["fvu"] = values["recon"] / variance if variance > 0 else float("nan")
+        return values, n_steps
+
+
+def _finite(v: float) -> bool:
+    return v == v and abs(v) != float("inf")
