@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)
         return 2
+    if paths.n_runs == 0:
+        print("sae-analysis: warning: no runs found (no job folder with config.yaml or "
+              "summary.json); the report is empty", file=sys.stderr)  # fmt: skip
     print(f"report: {paths.report_md}")
     print(f"        {paths.report_html}")
     for p in paths.plots:

@@ -132,6 +132,21 @@ def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
         return {}
 
 
+def _sweep_name(path: Path, root: Path | None = None) -> str:
+    """Name of the sweep holding `path`: the nearest folder from `path` up to `root` with a
+    `sweep.json` (its name) or Hydra's `multirun.yaml` (the folder's name); else `root`'s
+    name. So a folder of several sweeps can be loaded at once."""
+    root = root or path
+    for p in [path, *path.parents]:
+        if (p / "sweep.json").is_file():
+            return read_sweep_manifest(p).get("name") or p.resolve().name
+        if (p / "multirun.yaml").is_file():
+            return p.resolve().name
+        if p == root:
+            break
+    return root.resolve().name
+
+
 def load_history(job_dir: str | os.PathLike) -> pd.DataFrame:
     """A job's `metrics.jsonl` as a DataFrame (one row per logged step).
 
@@ -274,7 +289,7 @@ def load_runs(sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd
         root = Path(sweep_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"sweep folder not found: {root}")
-        name = read_sweep_manifest(root).get("name") or root.resolve().name
+        name = _sweep_name(root)
         for job in find_job_dirs(root):
             summary = _read_summary(job)
             rel = job.relative_to(root).as_posix()
@@ -282,7 +297,7 @@ def load_runs(sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd
                 _read_config(job),
                 summary,
                 run_id=f"{name}/{rel}" if rel != "." else name,
-                sweep=name,
+                sweep=_sweep_name(job, root),
                 source="local",
                 path=str(job),
             )

@@ -95,6 +95,8 @@ class ReportPaths:
     """runs.csv, frontier_<metric>.csv, comparisons_<metric>.csv."""
     publish: Any = None
     """`analysis.publish.PublishResult` when published, else None."""
+    n_runs: int = 0
+    """Runs found (any status)."""
 
     def __iter__(self):
         yield from [self.report_md, self.report_html, *self.plots, *self.tables]
@@ -254,7 +256,8 @@ def _frontier_table(ma: MetricAnalysis) -> pd.DataFrame:
 def _status_line(runs: pd.DataFrame) -> str:
     counts = runs["status"].value_counts()
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "unfinished")]
-    return f"{len(runs)} runs: " + ", ".join(p for p in parts if not p.startswith("0 "))
+    parts = [p for p in parts if not p.startswith("0 ")]
+    return f"{len(runs)} runs" + (": " + ", ".join(parts) if parts else "")
 
 
 def primary_metric(a: Analysis) -> str | None:
@@ -277,7 +280,7 @@ def write_report(
     plot_dir, table_dir = out_dir / "plots", out_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
-    paths = ReportPaths(out_dir / "report.md", out_dir / "report.html")
+    paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs))
 
     sweeps = [s for s in dict.fromkeys(a.runs["sweep"].dropna().astype(str))] if len(a.runs) else []
     title = title or "Sweep report: " + (", ".join(sweeps) or "no runs")

@@ -129,3 +129,13 @@ def test_run_analysis_from_wandb_only(monkeypatch, tmp_path):
     paths = analysis.run_analysis([], tmp_path / "out", wandb="e/p", group="ablation")
     text = paths.report_md.read_text()
     assert "e/p/def" in text  # the crashed run is listed
+
+
+def test_folder_of_several_sweeps(tmp_path):
+    make_sweep(tmp_path / "multirun" / "2024-06-01" / "12-00-00")  # sweep.json names it
+    other = tmp_path / "multirun" / "2024-06-02" / "09-00-00"
+    cfg = config()
+    write_job(other / "0", cfg, summary(cfg, 10.0, 0.1, sweep=None))
+    (other / "multirun.yaml").write_text("hydra: {}\n")
+    runs = analysis.load_runs(tmp_path / "multirun")
+    assert runs["sweep"].value_counts().to_dict() == {"ablation": 18, "09-00-00": 1}
