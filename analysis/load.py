@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,6 @@ def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
 
 def _natural_key(s: str) -> list:
     """'10' sorts after '9' (Hydra numbers jobs 0, 1, ..., 10)."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 

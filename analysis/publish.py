@@ -119,7 +119,10 @@ def build_wandb_report(
     a: Analysis, project: str, group: str | None, entity: str, title: str
 ) -> str:
     """Step 2: a W&B Report (wandb-workspaces); returns its URL."""
-    import wandb_workspaces.reports.v2 as wr
+    try:
+        import wandb_workspaces.reports.v2 as wr
+    except ImportError as e:
+        raise RuntimeError("W&B Reports need wandb-workspaces: pip install wandb-workspaces") from e
 
     runset = wr.Runset(
         entity=entity, project=project, name=group or "runs",

@@ -198,14 +198,10 @@ def _first_line(s: Any, n: int = 160) -> str:
     return line if len(line) <= n else line[: n - 3] + "..."
 
 
-def _lam_col(runs: pd.DataFrame) -> str | None:
-    return frontier_axis(runs)
-
-
 def variants_table(a: Analysis) -> pd.DataFrame:
     """One row per variant: runs done/total, seeds, lambda points, and its varying knobs."""
     rows = []
-    lam = _lam_col(a.runs)
+    lam = frontier_axis(a.runs)
     for v in a.variants.order:
         r = a.runs[a.runs[LABEL] == v]
         d = r[r["status"] == "done"]
@@ -220,7 +216,7 @@ def variants_table(a: Analysis) -> pd.DataFrame:
 def problems_table(a: Analysis) -> pd.DataFrame:
     """Failed / running / unfinished runs: what, where, why."""
     p = a.problems
-    lam = _lam_col(a.runs)
+    lam = frontier_axis(a.runs)
     out = pd.DataFrame(
         {
             "run": p["run_id"],
