@@ -35,9 +35,9 @@ def resample_dead_features_(
     errors = (inputs - sae(inputs).x_hat).pow(2).sum(-1).float()  # (N,)
     if errors.sum() <= 0:  # perfect reconstruction: fall back to uniform sampling
         errors = torch.ones_like(errors)
-    picks = torch.multinomial(
-        errors.cpu(), n_dead, replacement=n_dead > len(errors), generator=generator
-    )
+    # Without replacement while there are enough inputs with non-zero error to go round.
+    replace = n_dead > torch.count_nonzero(errors).item()
+    picks = torch.multinomial(errors.cpu(), n_dead, replacement=replace, generator=generator)
     new = inputs[picks.to(inputs.device)]
     new = new / new.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (n_dead, d)
 

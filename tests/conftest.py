@@ -1,0 +1,52 @@
+"""Shared fixtures: small configs and SAEs that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")  # no test may need a W&B account
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from sae_sweep.config.schema import (  # noqa: E402
+    AuxDecoder,
+    Config,
+    LoggerConfig,
+    LoggerMode,
+    NormGrad,
+    PenaltyConfig,
+    PenaltyKind,
+    SAEConfig,
+    SAEKind,
+    SyntheticDataConfig,
+    TrainConfig,
+)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+def small_config(**overrides) -> Config:
+    """A valid gated/decoder_norm config on tiny synthetic data (about a second to train)."""
+    cfg = Config(
+        sae=SAEConfig(kind=SAEKind.gated, expansion_factor=4, aux_decoder=AuxDecoder.frozen),
+        penalty=PenaltyConfig(
+            kind=PenaltyKind.decoder_norm, coefficient=3.0, decoder_norm_grad=NormGrad.live
+        ),
+        data=SyntheticDataConfig(d=16, n_features=32, mean_active=3, n_eval=2048),
+        logger=LoggerConfig(mode=LoggerMode.disabled),
+        train=TrainConfig(steps=60, batch_size=128, log_every=20, checkpoint_every=30),
+        device="cpu",
+    )
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg

@@ -1,0 +1,105 @@
+"""The Hydra config tree composes, every group validates, and bad input fails by name."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from sae_sweep.config import ConfigError, validate
+from sae_sweep.main import CONF_DIR  # also registers the schemas
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+VALID = [
+    [],
+    ["sae=standard", "penalty=l1", "penalty.coefficient=3", "train.steps=2000", "seed=1"],
+    ["sae=standard", "penalty=decoder_norm", "penalty.decoder_norm_grad=detached"],
+    ["sae=gated", "sae.aux_decoder=trainable", "penalty.decoder_norm_grad=detached"],
+    [
+        "penalty=l1",
+        "train.unit_norm_decoder=true",
+        "sae.decoder_init_norm=1.0",
+        "resample.enabled=true",
+        "logger=disabled",
+    ],  # fmt: skip
+    ["logger=online", "logger.project=p", "logger.tags=[a,b]"],
+]
+
+
+@pytest.mark.parametrize("overrides", VALID)
+def test_valid_configs_compose_and_validate(overrides):
+    cfg = OmegaConf.to_object(_compose(*overrides))
+    validate(cfg)
+
+
+def test_every_group_option_composes():
+    for group in ("sae", "penalty", "data", "logger"):
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
+            cfg = _compose(f"{group}={path.stem}")
+            # options that need the user's input (e.g. a data path) leave those keys missing
+            if not OmegaConf.missing_keys(cfg):
+                assert OmegaConf.to_object(cfg) is not None
+
+
+@pytest.mark.parametrize(
+    "overrides, exc",
+    [
+        (["train.stepz=10"], ConfigCompositionException),  # typo on the command line
+        (["sae.kind=gatd"], ConfigCompositionException),  # not an Enum member
+        (["train.steps=ten"], ConfigCompositionException),  # wrong type
+    ],
+)
+def test_unknown_or_mistyped_keys_are_errors(overrides, exc):
+    with pytest.raises(exc) as info:
+        _compose(*overrides)
+    assert overrides[0].split("=")[0].split(".")[-1] in str(info.value) + str(info.value.__cause__)
+
+
+def test_yaml_typo_is_an_error_not_a_silent_default(tmp_path):
+    conf = tmp_path / "conf"
+    for item in CONF_DIR.rglob("*.yaml"):
+        target = conf / item.relative_to(CONF_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(item.read_text())
+    (conf / "penalty" / "typo.yaml").write_text("defaults:\n  - schema\nkind: l1\ncoeficient: 2\n")
+    errors = (ConfigCompositionException, ConfigKeyError, ValidationError)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"), pytest.raises(errors):
+        compose(config_name="config", overrides=["penalty=typo"])
+
+
+BAD = [
+    (["penalty=l1", "penalty.decoder_norm_grad=live"], "penalty.decoder_norm_grad"),
+    (["sae=standard", "sae.aux_decoder=frozen"], "sae.aux_decoder"),
+    (["train.unit_norm_decoder=true", "sae.decoder_init_norm=1.0"], "train.unit_norm_decoder"),
+    (["penalty=l1", "train.unit_norm_decoder=true"], "sae.decoder_init_norm"),
+    (["sae.aux_decoder=null"], "sae.aux_decoder"),
+    (["penalty.decoder_norm_grad=null"], "penalty.decoder_norm_grad"),
+    (["penalty.warmup_steps=5000"], "penalty.warmup_steps"),
+    (["resample.enabled=true", "resample.at_steps=[0,99999]"], "resample.at_steps"),
+    (["train.adam_betas=[0.9]"], "train.adam_betas"),
+    (["train.lr_warmup_steps=1900", "train.lr_decay_fraction=0.2"], "train.lr_warmup_steps"),
+    (["device=tpu"], "device"),
+]
+
+
+@pytest.mark.parametrize("overrides, key", BAD)
+def test_meaningless_combinations_fail_naming_the_key(overrides, key):
+    cfg = OmegaConf.to_object(_compose(*overrides))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_unit_norm_with_decoder_norm_allowed_when_explicit():
+    cfg = OmegaConf.to_object(
+        _compose(
+            "train.unit_norm_decoder=true",
+            "sae.decoder_init_norm=1.0",
+            "train.allow_unit_norm_with_decoder_norm=true",
+        )  # fmt: skip
+    )
+    validate(cfg)

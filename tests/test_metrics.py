@@ -1,0 +1,51 @@
+"""Metric definitions on hand-made tensors (DESIGN 3)."""
+
+import pytest
+import torch
+
+from sae_sweep.evaluation.metrics import StreamingMetrics, fvu, l0, mmcs, mse, shrinkage
+
+
+def test_fvu_uses_variance_about_the_mean():
+    x = torch.tensor([[11.0, 0.0], [9.0, 0.0]])  # mean (10, 0): variance about mean = 2
+    x_hat = torch.tensor([[10.0, 0.0], [10.0, 0.0]])  # error 1 + 1 = 2
+    assert fvu(x, x_hat).item() == pytest.approx(1.0)  # about zero it would be 2/202
+    assert mse(x, x_hat).item() == pytest.approx(1.0)
+
+
+def test_shrinkage_gamma():
+    x = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
+    assert shrinkage(x, 0.5 * x).item() == pytest.approx(0.5)  # uniformly shrunk by half
+    assert shrinkage(x, x).item() == pytest.approx(1.0)
+
+
+def test_l0_counts_nonzero_features_per_token():
+    f = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    assert l0(f).item() == pytest.approx(1.0)
+
+
+def test_mmcs_is_one_for_the_true_dictionary_up_to_permutation_and_scale():
+    true = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    W_dec = (true[torch.randperm(20)] * torch.rand(20, 1).add(0.5)).T  # (d, M), scaled columns
+    W_dec = torch.cat([W_dec, torch.randn(8, 5)], dim=1)  # extra learned features do not hurt
+    m, frac = mmcs(true, W_dec)
+    assert m.item() == pytest.approx(1.0)
+    assert frac.item() == 1.0
+    m_rand, frac_rand = mmcs(true, torch.randn(8, 25))
+    assert m_rand.item() < 0.95 and frac_rand.item() < 1.0
+
+
+def test_streaming_metrics_equal_the_one_shot_definitions():
+    x, x_hat = torch.randn(100, 6) + 3.0, torch.randn(100, 6)
+    f = torch.relu(torch.randn(100, 10))
+    f[:, 9] = 0.0  # one feature never fires
+    acc = StreamingMetrics(10, torch.device("cpu"))
+    for chunk in range(0, 100, 30):
+        acc.update(x[chunk : chunk + 30], x_hat[chunk : chunk + 30], f[chunk : chunk + 30])
+    r = acc.result()
+    assert r["fvu"] == pytest.approx(fvu(x, x_hat).item(), rel=1e-5)
+    assert r["mse"] == pytest.approx(mse(x, x_hat).item(), rel=1e-5)
+    assert r["shrinkage"] == pytest.approx(shrinkage(x, x_hat).item(), rel=1e-5)
+    assert r["l0"] == pytest.approx(l0(f).item(), rel=1e-6)
+    assert r["dead_fraction"] == pytest.approx(0.1)
+    assert r["explained_variance"] == pytest.approx(1 - r["fvu"])
