@@ -82,7 +82,9 @@ def _train_and_evaluate(
     source = build_source(cfg.data, run_seed=cfg.seed, device=device)
     tr = cfg.train
     norm_scale = (
-        estimate_norm_scale(source, tr.norm_estimate_batches, tr.batch_size)
+        # a cache records its dataset-wide scalar; other sources estimate it on a few batches
+        getattr(source, "norm_scale", None)
+        or estimate_norm_scale(source, tr.norm_estimate_batches, tr.batch_size)
         if tr.normalize_input
         else 1.0
     )

@@ -34,7 +34,8 @@ def hydra_main(dcfg: DictConfig) -> float | None:
         raise
     log.info("record: %s", out_dir)
     keys = ("l0", "mse", "fvu", "explained_variance", "dead_fraction", "shrinkage", "mmcs",
-            "frac_recovered", "mmcs_random", "activations_per_s", "wall_s")  # fmt: skip
+            "frac_recovered", "mmcs_random", "loss_recovered", "delta_lm_loss",
+            "activations_per_s", "wall_s")  # fmt: skip
     log.info(
         "eval: %s",
         "  ".join(f"{k}={summary[k]:.4g}" for k in keys if summary.get(k) is not None),

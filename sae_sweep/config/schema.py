@@ -131,7 +131,8 @@ class ResampleConfig:
 @dataclass
 class DataConfig:
     kind: str = MISSING
-    """Activation source: `synthetic` (built in, with ground truth)."""
+    """Activation source: `synthetic` (built in, with ground truth), `hf` (a live Hugging Face
+    model, through the activation cache) or `activations` (files computed elsewhere)."""
 
 
 @dataclass
@@ -155,6 +156,69 @@ class SyntheticDataConfig(DataConfig):
     """Held-out evaluation activations (never used for training)."""
     seed: int = 0
     """Seed of the data-generating process (feature directions, frequencies, correlations)."""
+
+
+@dataclass
+class HFDataConfig(DataConfig):
+    kind: str = "hf"
+    model: str = MISSING
+    """`transformers` model: hub name (e.g. `gpt2`) or local folder."""
+    site: str = MISSING
+    """Hooked module, by name in `model.named_modules()` (e.g. `transformer.h.6` for GPT-2's
+    residual stream after block 6, `transformer.h.6.mlp`, `model.layers.2.self_attn`)."""
+    dataset: str = MISSING
+    """`datasets` dataset: hub name, or local .txt/.jsonl/.json/.parquet/.csv files (a glob)."""
+    dataset_config: str | None = None
+    """Dataset configuration name (the second argument of `datasets.load_dataset`)."""
+    split: str = "train"
+    """Dataset split to read."""
+    text_column: str = "text"
+    """Column holding the text."""
+    context_length: int = 128
+    """Tokens per packed sequence."""
+    prepend_bos: bool = True
+    """Start every packed sequence with BOS (documents are always separated by BOS, or EOS)."""
+    exclude_special_tokens: bool = True
+    """Leave BOS/EOS/pad positions out of the activations (and out of the splice)."""
+    n_tokens: int = 1_000_000
+    """Training activations to cache (fewer if the dataset runs out first)."""
+    eval_sequences: int = 64
+    """Held-out packed sequences (taken first from the stream): eval metrics and loss recovered."""
+    d: int | None = None
+    """Expected activation dimension, checked against the model and the cache (null = any)."""
+    lm_device: str = "auto"
+    """Device of the language model: `auto`, `cpu`, `cuda`, `cuda:N`."""
+    lm_dtype: DType = DType.float32
+    """Dtype of the language model's weights."""
+    lm_batch_size: int = 16
+    """Sequences per language-model forward pass."""
+    cache_dtype: DType = DType.float32
+    """Dtype of the cached activations (`bfloat16`/`float16` halve the disk and read cost)."""
+    cache_dir: str = "activation_cache"
+    """Folder of activation caches, one sub-folder per (model, site, dataset, ...) key. Relative
+    paths resolve against the launch directory, so every job of a sweep shares it."""
+    shard_rows: int = 1 << 18
+    """Activations per shard file."""
+    shuffle_buffer: int = 1 << 17
+    """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
+    verify_hashes: bool = True
+    """Hash every shard against the manifest when a job opens the cache (about 1 s per GB)."""
+
+
+@dataclass
+class ActivationsDataConfig(DataConfig):
+    kind: str = "activations"
+    path: str = MISSING
+    """Activation files computed elsewhere: a folder or a glob of .npy, .safetensors or .pt
+    shards, each (N, d), read in sorted name order. `.pt` loads with weights_only=True."""
+    key: str | None = None
+    """Tensor name inside .safetensors/.pt files (null = the file's only tensor)."""
+    d: int | None = None
+    """Expected activation dimension, checked against the files (null = any)."""
+    n_eval: int = 16384
+    """Held-out activations carved off the end of the data (never used for training)."""
+    shuffle_buffer: int = 1 << 17
+    """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
 
 
 @dataclass
@@ -202,4 +266,6 @@ def register_configs() -> None:
     cs.store(group="sae", name="schema", node=SAEConfig)
     cs.store(group="penalty", name="schema", node=PenaltyConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
+    cs.store(group="data", name="hf_schema", node=HFDataConfig)
+    cs.store(group="data", name="activations_schema", node=ActivationsDataConfig)
     cs.store(group="logger", name="schema", node=LoggerConfig)

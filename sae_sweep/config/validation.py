@@ -91,5 +91,20 @@ def _problems(cfg: Config):
             yield f"resample.dead_window_steps={rs.dead_window_steps} must be positive"
         if rs.loss_sample_batches <= 0:
             yield f"resample.loss_sample_batches={rs.loss_sample_batches} must be positive"
+    yield from _data_problems(cfg.data)
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _data_problems(data):
+    """Sizes of the stored-activation sources (data=hf, data=activations) must be positive."""
+    kind = getattr(data, "kind", None)
+    names = {
+        "hf": ("n_tokens", "eval_sequences", "lm_batch_size", "shard_rows", "shuffle_buffer"),
+        "activations": ("n_eval", "shuffle_buffer"),
+    }.get(kind, ())
+    for name in names:
+        if getattr(data, name) <= 0:
+            yield f"data.{name}={getattr(data, name)} must be positive"
+    if kind == "hf" and data.context_length < 2:
+        yield f"data.context_length={data.context_length} must be at least 2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config.schema import SyntheticDataConfig
+from .hf import activations_source, hf_source
 from .source import ActivationSource, DataError, estimate_norm_scale
 from .synthetic import SyntheticData
 
@@ -15,4 +16,8 @@ def build_source(data_cfg, run_seed: int, device: torch.device) -> ActivationSou
     """The activation source named by `data.kind`."""
     if isinstance(data_cfg, SyntheticDataConfig) or data_cfg.kind == "synthetic":
         return SyntheticData(data_cfg, run_seed=run_seed, device=device)
+    if data_cfg.kind == "hf":
+        return hf_source(data_cfg, run_seed=run_seed, device=device)
+    if data_cfg.kind == "activations":
+        return activations_source(data_cfg, run_seed=run_seed, device=device)
     raise ValueError(f"data.kind={data_cfg.kind!r} is not a known activation source")

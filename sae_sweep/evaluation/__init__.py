@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data.source import ActivationSource
+from ..data.splice import LM_METRICS
 from ..models.base import SparseAutoencoder
 from .metrics import StreamingMetrics, fvu, l0, mmcs, mse, shrinkage
 
@@ -32,6 +33,13 @@ def evaluate(
         m, frac = mmcs(source.ground_truth, sae.W_dec.float())
         result["mmcs"], result["frac_recovered"] = m.item(), frac.item()
         result["mmcs_random"] = _random_dictionary_mmcs(source.ground_truth, sae.d_sae)
+    # Loss recovered, when the source has a live causal LM to splice the SAE into
+    result.update(dict.fromkeys(LM_METRICS))
+    lm_eval = getattr(source, "lm_eval", None)
+    if lm_eval is not None:
+        sae.eval()
+        result.update(lm_eval(sae, norm_scale))
+        sae.train(was_training)
     return result
 
 

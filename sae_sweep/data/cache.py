@@ -1,0 +1,331 @@
+"""The activation cache (DESIGN 4.2): a language model's activations, computed once per sweep.
+
+Layout of one cache, `<data.cache_dir>/<model>--<site>--<key>/`:
+    manifest.json          what was cached (the key fields), d, dtype, row counts, the
+                           normalisation scalar, and the sha256 of every file below
+    train/shard_00000.npy  (rows, d) training activations, `data.shard_rows` per shard
+    eval/shard_00000.npy   (rows, d) activations of the held-out sequences
+    eval_tokens.npy        (sequences, context_length) token ids of the held-out sequences
+
+`key` hashes everything that changes the content (model, site, dataset, split, column,
+context length, BOS/special-token handling, token counts, dtypes): a re-run with the same
+data config finds the cache; a different one gets its own folder. The first job to arrive
+builds it while holding a file lock (the others wait, then read it); the build writes into a
+temporary folder renamed into place at the end, so a crash leaves nothing half-written.
+bfloat16 shards are stored as int16 `.npy` (numpy has no bfloat16) and viewed back on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from ..record.atomic import atomic_write_json
+from .hf_model import LoadedModel, find_site, load_model, site_activations, special_ids
+from .source import DataError
+from .tokens import iter_texts, pack
+
+log = logging.getLogger("sae_sweep.data")
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+KEY_FIELDS = (
+    "model",
+    "site",
+    "dataset",
+    "dataset_config",
+    "split",
+    "text_column",
+    "context_length",
+    "prepend_bos",
+    "exclude_special_tokens",
+    "n_tokens",
+    "eval_sequences",
+    "lm_dtype",
+    "cache_dtype",
+)
+
+
+@dataclass
+class Cache:
+    folder: Path
+    manifest: dict[str, Any]
+    built: bool
+    """True when this process built the cache (False: it found one and reused it)."""
+    lm: LoadedModel | None = None
+    """The model, when this process loaded it to build the cache (reused for loss recovered)."""
+
+
+def cache_fields(cfg) -> dict[str, Any]:
+    """The config values that define a cache's content (local paths made absolute)."""
+    fields = {name: _plain(getattr(cfg, name)) for name in KEY_FIELDS}
+    for name in ("model", "dataset"):
+        if os.path.exists(fields[name]):
+            fields[name] = os.path.abspath(fields[name])
+    return fields
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_root(cache_dir: str) -> Path:
+    """`data.cache_dir`, relative paths taken from the launch directory (Hydra's runtime.cwd)."""
+    path = Path(os.path.expanduser(cache_dir))
+    if path.is_absolute():
+        return path
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        base = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+    except Exception:  # noqa: BLE001 - Hydra absent or not running: the process cwd
+        base = Path.cwd()
+    return base / path
+
+
+def open_cache(cfg) -> Cache:
+    """Find the cache for this data config, building it first if no job has yet."""
+    fields = cache_fields(cfg)
+    key = cache_key(fields)
+    root = cache_root(cfg.cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    slug = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(s).rstrip("/")))  # noqa: E731
+    folder = root / f"{slug(fields['model'])}--{slug(cfg.site)}--{key}"
+    built, lm = False, None
+    with FileLock(str(folder) + ".lock"):
+        if folder.exists():
+            log.info("reusing activation cache %s", folder)
+        else:
+            log.info("building activation cache %s", folder)
+            lm = build_cache(cfg, folder, fields, key)
+            built = True
+    manifest = read_manifest(folder)
+    check_manifest(manifest, folder, key=key, d=cfg.d)
+    if cfg.verify_hashes and not built:
+        verify_files(folder, manifest)
+    return Cache(folder, manifest, built, lm)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"activation cache {folder} has no readable {MANIFEST} ({exc}). "
+            f"Fix: delete the folder so that the next job rebuilds it."
+        ) from exc
+
+
+def check_manifest(manifest: dict, folder: Path, *, key: str, d: int | None) -> None:
+    """The manifest belongs to this config (same key) and its d is the expected one."""
+    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("key") != key:
+        raise DataError(
+            f"activation cache {folder} does not match the data config: its manifest has key "
+            f"{manifest.get('key')!r} (format {manifest.get('format_version')}), this config "
+            f"needs {key!r}. Fix: delete the folder (it will be rebuilt) or restore the config."
+        )
+    if d is not None and manifest["d"] != d:
+        raise DataError(
+            f"data.d={d} but the activation cache {folder} holds d={manifest['d']} activations "
+            f"(site {manifest['fields']['site']!r}). Fix: data.d={manifest['d']} or data.d=null."
+        )
+
+
+def verify_files(folder: Path, manifest: dict) -> None:
+    """Every file listed in the manifest exists with its recorded size and sha256."""
+    for entry in _listed_files(manifest):
+        path = Path(folder) / entry["file"]
+        if not path.exists():
+            raise DataError(f"activation cache shard {path} is missing. Fix: delete {folder}.")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise DataError(
+                f"activation cache shard {path} is corrupt or was modified: its size or sha256 "
+                f"differs from {MANIFEST}. Fix: delete {folder} so that it is rebuilt."
+            )
+
+
+def sha256_file(path: Path, block: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
+    """Run the model over the dataset and write the cache into `folder` (atomically)."""
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        lm = load_model(cfg.model, cfg.lm_device, _plain(cfg.lm_dtype))
+        site = find_site(lm.model, cfg.site)
+        exclude = torch.tensor(special_ids(lm.tokenizer) if cfg.exclude_special_tokens else [])
+        sequences = pack(
+            iter_texts(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_column),
+            lm.tokenizer,
+            cfg.context_length,
+            cfg.prepend_bos,
+        )
+        dtype = _plain(cfg.cache_dtype)
+
+        def activations(ids: np.ndarray) -> torch.Tensor:
+            tokens = torch.from_numpy(ids).to(lm.device)
+            x = site_activations(lm.model, site, tokens)  # (B, T, d)
+            keep = ~torch.isin(tokens, exclude.to(lm.device))
+            return x[keep].float().cpu()  # (kept positions, d)
+
+        eval_ids = _take(sequences, cfg.eval_sequences)
+        if len(eval_ids) < cfg.eval_sequences:
+            raise DataError(
+                f"data.dataset={cfg.dataset!r} yields only {len(eval_ids)} packed sequences of "
+                f"{cfg.context_length} tokens: not even the {cfg.eval_sequences} held-out ones "
+                "(is it empty? wrong data.text_column or data.split?). Fix: more text, or lower "
+                "data.eval_sequences / data.context_length."
+            )
+        eval_tokens = np.stack(eval_ids).astype(np.int32)
+        eval_writer = _ShardWriter(tmp / "eval", cfg.shard_rows, dtype)
+        for i in range(0, len(eval_tokens), cfg.lm_batch_size):
+            eval_writer.add(activations(eval_tokens[i : i + cfg.lm_batch_size].astype(np.int64)))
+        train_writer = _ShardWriter(tmp / "train", cfg.shard_rows, dtype)
+        processed = 0
+        while train_writer.rows < cfg.n_tokens:
+            batch = _take(sequences, cfg.lm_batch_size)
+            if not batch:
+                break
+            x = activations(np.stack(batch))
+            train_writer.add(x[: cfg.n_tokens - train_writer.rows])
+            processed += len(batch) * cfg.context_length
+        if train_writer.rows == 0:
+            raise DataError(
+                f"data.dataset={cfg.dataset!r} has no text left for training after the "
+                f"{cfg.eval_sequences} held-out sequences. Fix: more text or fewer eval_sequences."
+            )
+        if train_writer.rows < cfg.n_tokens:
+            log.warning(
+                "the dataset ran out: cached %d training activations of the %d asked for",
+                train_writer.rows,
+                cfg.n_tokens,
+            )
+        np.save(tmp / "eval_tokens.npy", eval_tokens)
+        train, ev = train_writer.close(), eval_writer.close()
+        wall = time.perf_counter() - t0
+        mean_norm = train_writer.norm_sum / train_writer.rows
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "key": key,
+            "fields": fields,
+            "d": train_writer.d,
+            "dtype": dtype,
+            "causal_lm": lm.causal_lm,
+            "model_class": type(lm.model).__name__,
+            "special_ids_excluded": exclude.tolist(),
+            "n_train": train_writer.rows,
+            "n_eval": eval_writer.rows,
+            "tokens_processed": processed + eval_tokens.size,
+            "mean_norm": mean_norm,
+            "norm_scale": math.sqrt(train_writer.d) / mean_norm if mean_norm > 0 else None,
+            "train": train,
+            "eval": ev,
+            "eval_tokens": _file_entry(tmp, "eval_tokens.npy"),
+            "build_wall_s": wall,
+            "build_tokens_per_s": (processed + eval_tokens.size) / wall,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "activation cache built: %d train + %d eval activations, d=%d, %.0f tokens/s",
+        manifest["n_train"],
+        manifest["n_eval"],
+        manifest["d"],
+        manifest["build_tokens_per_s"],
+    )
+    return lm
+
+
+class _ShardWriter:
+    """Appends (n, d) float32 rows to `.npy` shards of `shard_rows` rows in the cache dtype."""
+
+    def __init__(self, folder: Path, shard_rows: int, dtype: str):
+        folder.mkdir(parents=True)
+        self.folder, self.shard_rows, self.dtype = folder, shard_rows, getattr(torch, dtype)
+        self.rows, self.d, self.norm_sum = 0, None, 0.0
+        self.pending: list[torch.Tensor] = []
+        self.pending_rows = 0
+        self.shards: list[dict] = []
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.d is None:
+            self.d = x.shape[1]
+        bad = (~torch.isfinite(x)).sum().item()
+        if bad:
+            raise DataError(
+                f"the model produced {bad} non-finite activations at the hooked site. "
+                "Fix: data.lm_dtype=float32, or another site."
+            )
+        self.norm_sum += x.double().norm(dim=-1).sum().item()
+        self.rows += len(x)
+        self.pending.append(x.to(self.dtype))
+        self.pending_rows += len(x)
+        while self.pending_rows >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def close(self) -> dict:
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        return {"rows": self.rows, "shards": self.shards}
+
+    def _flush(self, n: int) -> None:
+        rows = torch.cat(self.pending)
+        out, rest = rows[:n], rows[n:]
+        self.pending, self.pending_rows = ([rest] if len(rest) else []), len(rest)
+        if self.dtype == torch.bfloat16:
+            out = out.view(torch.int16)  # numpy has no bfloat16: same bits, viewed back on read
+        name = f"shard_{len(self.shards):05d}.npy"
+        np.save(self.folder / name, out.numpy())
+        entry = _file_entry(self.folder.parent, f"{self.folder.name}/{name}")
+        self.shards.append({**entry, "rows": n})
+
+
+def _file_entry(folder: Path, relative: str) -> dict:
+    path = folder / relative
+    return {"file": relative, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _listed_files(manifest: dict) -> list[dict]:
+    return [*manifest["train"]["shards"], *manifest["eval"]["shards"], manifest["eval_tokens"]]
+
+
+def _take(iterator, n: int) -> list:
+    out: list = []
+    if n <= 0:
+        return out
+    for item in iterator:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
+
+
+def _plain(value):
+    return getattr(value, "value", value)

@@ -1,0 +1,261 @@
+"""Memory-mapped activation shards, read in a shuffled order that is a pure function of the step.
+
+Shards (.npy, .safetensors, or .pt loaded with weights_only=True) are mapped, not loaded: a
+cache larger than RAM streams from disk. The training rows are cut into chunks of
+contiguous rows; each epoch visits the chunks in a seeded random order, taken `buffer`
+rows at a time (a window of chunks from all over the data), and shuffles the rows inside
+each window. So every row is read exactly once per epoch, at most one window (plus the one
+a batch may straddle into) is held in RAM, and the rows of step s are fixed by
+(seed, s): a resumed run sees the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .source import DataError
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.int16, "F64": np.float64}
+
+
+class Shard:
+    """One (rows, d) file, memory-mapped; `read(a, b)` copies rows a..b-1 as a tensor."""
+
+    def __init__(self, path: Path, key: str | None = None, bfloat16: bool = False):
+        self.path = Path(path)
+        suffix = self.path.suffix
+        try:
+            if suffix == ".npy":
+                self._data = np.load(self.path, mmap_mode="r")
+            elif suffix == ".safetensors":
+                self._data, bfloat16 = _map_safetensors(self.path, key)
+            elif suffix == ".pt":
+                self._data = _load_torch(self.path, key)
+            else:
+                raise DataError(f"{self.path}: not a .npy, .safetensors or .pt file")
+        except (
+            ValueError,
+            OSError,
+            RuntimeError,
+            KeyError,
+            EOFError,
+            pickle.UnpicklingError,
+        ) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"activation shard {self.path} cannot be read: {exc}") from exc
+        if self._data.ndim != 2:
+            raise DataError(
+                f"activation shard {self.path} has shape {tuple(self._data.shape)}: "
+                "expected (rows, d)"
+            )
+        self.bfloat16 = bfloat16
+        self.rows, self.d = (int(n) for n in self._data.shape)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        part = self._data[start:stop]
+        if isinstance(part, torch.Tensor):
+            return part.clone()
+        x = torch.from_numpy(np.array(part))  # the copy pages in just these rows
+        return x.view(torch.bfloat16) if self.bfloat16 else x
+
+
+class Rows:
+    """Rows lo..hi-1 of the concatenation of shards, as one indexable range."""
+
+    def __init__(self, shards: list[Shard], lo: int = 0, hi: int | None = None):
+        if not shards:
+            raise DataError("no activation shards to read")
+        ds = {s.d for s in shards}
+        if len(ds) != 1:
+            detail = ", ".join(f"{s.path.name}: d={s.d}" for s in shards)
+            raise DataError(f"activation shards disagree on d ({detail})")
+        self.shards, self.d = shards, ds.pop()
+        self.offsets = np.cumsum([0] + [s.rows for s in shards])
+        self.lo, self.hi = lo, int(self.offsets[-1]) if hi is None else hi
+        self.n = self.hi - self.lo
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop-1 (relative to lo), across shard boundaries."""
+        a, b = start + self.lo, stop + self.lo
+        parts = []
+        i = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        while a < b:
+            end = min(b, int(self.offsets[i + 1]))
+            parts.append(self.shards[i].read(a - int(self.offsets[i]), end - int(self.offsets[i])))
+            a, i = end, i + 1
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class ShuffledActivations:
+    """The ActivationSource over stored activations (the cache, or a user's files)."""
+
+    ground_truth = None
+
+    def __init__(
+        self,
+        train: Rows,
+        eval_rows: Rows,
+        *,
+        run_seed: int,
+        device: torch.device,
+        buffer: int,
+        norm_scale: float | None = None,
+        lm_eval: Callable | None = None,
+    ):
+        if train.n <= 0 or eval_rows.n <= 0:
+            raise DataError(f"{train.n} training and {eval_rows.n} held-out activations: need both")
+        self.train, self.eval, self.d = train, eval_rows, train.d
+        self.device, self.seed = device, run_seed
+        self.norm_scale, self.lm_eval = norm_scale, lm_eval
+        n = train.n
+        self.buffer = max(1, min(buffer, n))
+        # >= 64 chunks per window, so a window (and a batch) mixes rows from all over the data
+        self.chunk = max(1, min(4096, self.buffer // 64))
+        self.n_chunks = -(-n // self.chunk)
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._windows: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor | None]] = {}
+
+    # -- the ActivationSource interface --
+    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        parts = [
+            self._window(epoch, w, data=True)[1][a:b]
+            for epoch, w, a, b in self._segments(step * batch_size, batch_size)
+        ]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return x.to(self.device, non_blocking=True)
+
+    def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, self.eval.n, batch_size):
+            yield self.eval.read(start, min(start + batch_size, self.eval.n)).to(self.device)
+
+    # -- the order --
+    def train_rows(self, step: int, batch_size: int) -> np.ndarray:
+        """The training row indices of a step's batch (what `train_batch` returns, as indices)."""
+        return np.concatenate(
+            [
+                self._window(epoch, w, data=False)[0][a:b]
+                for epoch, w, a, b in self._segments(step * batch_size, batch_size)
+            ]
+        )
+
+    def _segments(self, position: int, count: int):
+        """(epoch, window, start, stop) pieces covering `count` positions from `position`."""
+        n = self.train.n
+        while count > 0:
+            epoch, p = divmod(position, n)
+            starts = self._epoch(epoch)[1]
+            w = int(np.searchsorted(starts, p, side="right")) - 1
+            a = p - int(starts[w])
+            b = min(int(starts[w + 1]) - int(starts[w]), a + count)
+            yield epoch, w, a, b
+            position, count = position + (b - a), count - (b - a)
+
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's chunk order and the first position of each window."""
+        if epoch not in self._epochs:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n_chunks)
+            lengths = np.minimum(self.chunk, self.train.n - order * self.chunk)
+            per_window = max(1, self.buffer // self.chunk)
+            window_len = np.add.reduceat(lengths, np.arange(0, self.n_chunks, per_window))
+            self._epochs = {epoch: (order, np.concatenate([[0], np.cumsum(window_len)]))}
+        return self._epochs[epoch]
+
+    def _window(self, epoch: int, w: int, data: bool):
+        """(row indices, rows) of window w of an epoch, in shuffled order; keeps the last two."""
+        cached = self._windows.get((epoch, w))
+        if cached is None or (data and cached[1] is None):
+            order = self._epoch(epoch)[0]
+            per_window = max(1, self.buffer // self.chunk)
+            chunks = np.sort(order[w * per_window : (w + 1) * per_window])  # sorted: sequential IO
+            starts = chunks * self.chunk
+            stops = np.minimum(starts + self.chunk, self.train.n)
+            rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+            shuffle = np.random.default_rng([self.seed, epoch, w, 1]).permutation(len(rows))
+            x = None
+            if data:
+                x = torch.cat([self.train.read(int(a), int(b)) for a, b in _runs(starts, stops)])
+                x = x[torch.from_numpy(shuffle)]
+            cached = (rows[shuffle], x)
+            if len(self._windows) >= 2:
+                self._windows.pop(next(iter(self._windows)))
+            self._windows[(epoch, w)] = cached
+        return cached
+
+
+def open_files(path: str, key: str | None) -> list[Shard]:
+    """The user's activation shards named by a folder or glob, in sorted name order."""
+    if os.path.isdir(path):
+        files = sorted(
+            p for ext in ("npy", "safetensors", "pt") for p in glob.glob(f"{path}/*.{ext}")
+        )
+    else:
+        files = sorted(glob.glob(path))
+    if not files:
+        raise DataError(
+            f"data.path={path!r} names no .npy, .safetensors or .pt files. Fix: a folder of "
+            "shards or a glob such as '/data/acts/*.npy'."
+        )
+    return [Shard(Path(f), key=key) for f in files]
+
+
+def _runs(starts: np.ndarray, stops: np.ndarray):
+    """Merge adjacent [start, stop) ranges (sorted), so contiguous chunks are read at once."""
+    a, b = int(starts[0]), int(stops[0])
+    for s, e in zip(starts[1:], stops[1:], strict=True):
+        if s == b:
+            b = int(e)
+        else:
+            yield a, b
+            a, b = int(s), int(e)
+    yield a, b
+
+
+def _map_safetensors(path: Path, key: str | None):
+    """Memory-map one tensor of a safetensors file (8-byte header size, JSON header, data)."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    header.pop("__metadata__", None)
+    name = _pick(list(header), key, path)
+    info = header[name]
+    if info["dtype"] not in _ST_DTYPES:
+        raise DataError(f"{path}: tensor {name!r} has dtype {info['dtype']}, not a float type")
+    start, _end = info["data_offsets"]
+    data = np.memmap(
+        path, dtype=_ST_DTYPES[info["dtype"]], mode="r", offset=8 + size + start,
+        shape=tuple(info["shape"]),
+    )  # fmt: skip
+    return data, info["dtype"] == "BF16"
+
+
+def _load_torch(path: Path, key: str | None) -> torch.Tensor:
+    """A tensor from a torch file: weights_only=True (never unpickles code), memory-mapped."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        obj = obj[_pick([k for k, v in obj.items() if isinstance(v, torch.Tensor)], key, path)]
+    if not isinstance(obj, torch.Tensor) or not obj.is_floating_point():
+        raise DataError(f"{path}: expected a float tensor (or a dict of them), got {type(obj)}")
+    return obj
+
+
+def _pick(names: list[str], key: str | None, path: Path) -> str:
+    if key is not None:
+        if key not in names:
+            raise DataError(f"{path} has no tensor {key!r} (it has {names}). Fix: data.key=...")
+        return key
+    if len(names) != 1:
+        raise DataError(f"{path} holds tensors {names}: choose one with data.key=<name>")
+    return names[0]
