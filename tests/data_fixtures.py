@@ -51,7 +51,9 @@ def write_text(path: Path, n_lines: int = 400, seed: int = 0) -> Path:
     return path
 
 
-def save_tiny_gpt2(folder: Path, n_layer: int = 2, d: int = 32, seed: int = 0) -> Path:
+def save_tiny_gpt2(
+    folder: Path, n_layer: int = 2, d: int = 32, seed: int = 0, init_range: float = 0.02
+) -> Path:
     """A random GPT-2 (`transformer.h.0` ... ) and its tokenizer, saved with save_pretrained."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -76,9 +78,30 @@ def save_tiny_gpt2(folder: Path, n_layer: int = 2, d: int = 32, seed: int = 0) -
         n_head=2,
         bos_token_id=0,
         eos_token_id=0,
+        initializer_range=init_range,
     )
     model = GPT2LMHeadModel(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_bert(folder: Path, d: int = 32) -> Path:
+    """A random BERT masked LM (an encoder: no loss recovered) and a WordPiece tokenizer."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    names = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(names)})
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=d,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * d,
+        max_position_embeddings=64,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

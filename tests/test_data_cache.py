@@ -21,9 +21,9 @@ from sae_sweep.data import DataError, build_source  # noqa: E402
 from sae_sweep.data.cache import open_cache  # noqa: E402
 
 try:
-    from data_fixtures import save_tiny_gpt2, write_text
+    from data_fixtures import save_tiny_bert, save_tiny_gpt2, write_text
 except ImportError:  # run from the repository root as a package
-    from tests.data_fixtures import save_tiny_gpt2, write_text
+    from tests.data_fixtures import save_tiny_bert, save_tiny_gpt2, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -127,6 +127,17 @@ def test_bfloat16_cache_reads_back(tiny, tmp_path):
     src = build_source(cfg, run_seed=0, device=CPU)
     x = src.train_batch(0, 64)
     assert x.dtype == torch.bfloat16 and torch.isfinite(x.float()).all()
+
+
+def test_encoder_model_without_loss_recovered(tiny, tmp_path):
+    _, text, _ = tiny
+    bert = save_tiny_bert(tmp_path / "bert")
+    cfg = hf_cfg(bert, text, tmp_path / "cache", site="encoder.layer.1", n_tokens=400)
+    src = build_source(cfg, run_seed=0, device=CPU)
+    assert src.d == 32 and src.lm_eval is None
+    tokens = np.load(open_cache(cfg).folder / "eval_tokens.npy")
+    assert (tokens[:, 0] == 2).all()  # each sequence starts with [CLS], left out of the data
+    assert src.eval.n == (tokens > 4).sum()
 
 
 def test_bad_site_lists_valid_names_and_writes_nothing(tiny, tmp_path):

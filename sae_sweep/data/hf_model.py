@@ -47,7 +47,12 @@ def load_model(name: str, device: str, dtype: str) -> LoadedModel:
             f"Fix: download it where there is internet (`hf download {name}`) and copy the cache, "
             "or set data.model to a local folder saved with save_pretrained."
         ) from exc
-    causal = type(config) in AutoModelForCausalLM._model_mapping
+    # A causal LM by its saved architecture (BERT's config also maps to a causal head class)
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    else:
+        causal = type(config) in AutoModelForCausalLM._model_mapping
     loader = AutoModelForCausalLM if causal else AutoModel
     try:
         model = loader.from_pretrained(name, dtype=getattr(torch, dtype))

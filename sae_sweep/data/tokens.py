@@ -1,9 +1,10 @@
 """Text from a `datasets` dataset, tokenized and packed into fixed-length sequences.
 
-Documents are concatenated, each preceded by a separator (BOS, or EOS when the tokenizer has
-no BOS, as for GPT-2), and cut into sequences of `context_length` tokens. With `prepend_bos`
-each sequence starts with BOS and holds `context_length - 1` stream tokens. The dataset is
-streamed, so only the tokens that are used are ever read.
+Documents are concatenated, each preceded by a separator (BOS, or [CLS] for BERT-like
+encoders, or EOS when the tokenizer has neither), and cut into sequences of
+`context_length` tokens. With `prepend_bos` each sequence starts with BOS and holds
+`context_length - 1` stream tokens. The dataset is streamed, so only the tokens that are
+used are ever read.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def pack(
 ) -> Iterator[np.ndarray]:
     """(context_length,) int64 token-id sequences packed from the documents, in order."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None:  # encoders such as BERT start a sequence with [CLS]
+        bos = getattr(tokenizer, "cls_token_id", None)
     separator = bos if bos is not None else eos
     if prepend_bos and bos is None and eos is None:
         raise DataError("the tokenizer has neither BOS nor EOS: set data.prepend_bos=false")
