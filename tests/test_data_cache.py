@@ -121,12 +121,22 @@ def test_d_mismatch_between_cache_and_config(tiny):
         open_cache(hf_cfg(model, text, cache_dir, d=768))
 
 
-def test_bfloat16_cache_reads_back(tiny, tmp_path):
+def test_bfloat16_cache_keeping_every_position(tiny, tmp_path):
     model, text, _ = tiny
-    cfg = hf_cfg(model, text, tmp_path, cache_dtype="bfloat16", n_tokens=500)
+    cfg = hf_cfg(
+        model,
+        text,
+        tmp_path,
+        cache_dtype="bfloat16",
+        n_tokens=500,
+        prepend_bos=False,
+        exclude_special_tokens=False,
+    )
     src = build_source(cfg, run_seed=0, device=CPU)
     x = src.train_batch(0, 64)
     assert x.dtype == torch.bfloat16 and torch.isfinite(x.float()).all()
+    assert src.eval.n == 8 * 32  # every position of the held-out sequences, separators too
+    assert src.lm_eval.cache.manifest["special_ids_excluded"] == []
 
 
 def test_encoder_model_without_loss_recovered(tiny, tmp_path):
@@ -203,3 +213,15 @@ def test_two_job_sweep_builds_the_cache_once(tiny, tmp_path):
         assert summary["norm_scale"] == pytest.approx(
             json.loads((caches[0] / "manifest.json").read_text())["norm_scale"]
         )
+
+
+def test_cache_built_ahead_of_the_sweep_from_the_command_line(tiny, tmp_path, capsys):
+    from sae_sweep.data.build_cache import main
+
+    model, text, _ = tiny
+    overrides = {"model": model, "dataset": text, "cache_dir": tmp_path, "site": "transformer.h.1"}
+    main(["data=hf", "data.context_length=32", "data.n_tokens=500", "data.eval_sequences=4"]
+         + [f"data.{k}={v}" for k, v in overrides.items()])  # fmt: skip
+    assert "500 train" in capsys.readouterr().out
+    cfg = hf_cfg(model, text, tmp_path, site="transformer.h.1", n_tokens=500, eval_sequences=4)
+    assert open_cache(cfg).built is False  # the jobs find it ready

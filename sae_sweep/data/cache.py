@@ -177,7 +177,8 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
         lm = load_model(cfg.model, cfg.lm_device, _plain(cfg.lm_dtype))
         load_s = time.perf_counter() - t0
         site = find_site(lm.model, cfg.site)
-        exclude = torch.tensor(special_ids(lm.tokenizer) if cfg.exclude_special_tokens else [])
+        excluded = special_ids(lm.tokenizer) if cfg.exclude_special_tokens else []
+        exclude = torch.tensor(excluded, dtype=torch.long)
         sequences = pack(
             iter_texts(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_column),
             lm.tokenizer,

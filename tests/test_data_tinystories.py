@@ -1,0 +1,60 @@
+"""A real end-to-end job on the trained TinyStories Llama (skipped when it is absent).
+
+The model is data, not part of the project: it lives beside the repository in
+`../shared/data/tinystories-260k/` and is never committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest.importorskip("transformers")
+
+from sae_sweep.config.schema import (  # noqa: E402
+    Config,
+    HFDataConfig,
+    LoggerConfig,
+    LoggerMode,
+    PenaltyConfig,
+    PenaltyKind,
+    SAEConfig,
+    SAEKind,
+    TrainConfig,
+)
+from sae_sweep.job import run_job  # noqa: E402
+
+TINYSTORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories-260k"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TINYSTORIES.is_dir(), reason="tinystories-260k is not present")
+def test_real_model_end_to_end(tmp_path):
+    """The trained TinyStories Llama: the SAE at a middle layer recovers most of the loss."""
+    cfg = Config(
+        sae=SAEConfig(kind=SAEKind.standard, expansion_factor=4),
+        penalty=PenaltyConfig(kind=PenaltyKind.l1, coefficient=3e-3),
+        data=HFDataConfig(
+            model=str(TINYSTORIES),
+            site="model.layers.2",
+            dataset=str(TINYSTORIES / "stories_train.jsonl"),
+            context_length=128,
+            n_tokens=20_000,
+            eval_sequences=8,
+            lm_batch_size=32,
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        logger=LoggerConfig(mode=LoggerMode.disabled),
+        train=TrainConfig(steps=200, batch_size=256, log_every=100, checkpoint_every=0),
+        device="cpu",
+    )
+    summary = run_job(cfg, tmp_path / "run")
+    assert summary["d_in"] == 64
+    assert summary["ce_clean"] < summary["ce_sae"] < summary["ce_zero"]
+    assert 0.3 < summary["loss_recovered"] <= 1.0
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["loss_recovered"] == pytest.approx(summary["loss_recovered"])
