@@ -46,7 +46,7 @@ def random_gpt2(folder: Path, n_layer: int, d: int) -> tuple[Path, Path]:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token="<unk>"
     )
-    config = GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=d, n_layer=n_layer)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=d, n_layer=n_layer, n_head=4)
     GPT2LMHeadModel(config).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     text = folder / "text.txt"
