@@ -41,7 +41,7 @@ def schema_fields() -> list[tuple[str, str, str, str]]:
             default = ast.unparse(stmt.value) if stmt.value is not None else ""
             if default.startswith("field(default_factory=lambda: "):
                 default = default.removeprefix("field(default_factory=lambda: ").removesuffix(")")
-            if default.startswith(("SAEKind.", "LoggerMode.", "DType.")):
+            if default.startswith(("SAEKind.", "LoggerMode.", "DType.", "SparsePath.")):
                 default = default.split(".", 1)[1]
             default = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}.get(
                 default, default

@@ -40,6 +40,14 @@ class NormGrad(str, Enum):
     detached = "detached"
 
 
+class SparsePath(str, Enum):
+    """When the training step uses the sparse kernels (only the encoder product dense)."""
+
+    auto = "auto"  # from the first log at which L0 <= sparse_density_threshold * d_sae
+    off = "off"
+    on = "on"
+
+
 class LoggerMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -112,6 +120,20 @@ class TrainConfig:
     """Write a resumable checkpoint every N steps (0 = only at the end)."""
     eval_batch_size: int = 4096
     """Batch size for the held-out evaluation."""
+    fast_path: bool = True
+    """Fused loss+gradient kernels (same loss and gradients as the reference `sae_loss`)."""
+    sparse_path: SparsePath = SparsePath.auto
+    """Sparse kernels at low density: `auto` (switch at the threshold), `off` or `on`."""
+    sparse_density_threshold: float = 0.02
+    """`auto` goes sparse once the logged L0 is at most this fraction of d_sae."""
+    compile: bool = False
+    """Run the reference loss under `torch.compile` instead of the fused kernels."""
+    autocast: bool = False
+    """bf16 autocast of the reference loss (meant for GPUs; uses the reference path)."""
+    tf32: bool = False
+    """Allow TF32 matrix products on CUDA (no effect on CPU)."""
+    pin_memory: bool = True
+    """Copy batches to a CUDA device from pinned memory, asynchronously (no effect on CPU)."""
 
 
 @dataclass

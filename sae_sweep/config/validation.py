@@ -6,7 +6,7 @@ fail loudly rather than be silently ignored (DESIGN 2.3).
 
 from __future__ import annotations
 
-from .schema import Config, PenaltyKind, SAEKind
+from .schema import Config, PenaltyKind, SAEKind, SparsePath
 
 
 class ConfigError(ValueError):
@@ -83,6 +83,7 @@ def _problems(cfg: Config):
         yield f"train.log_every={tr.log_every} must be positive"
     if tr.checkpoint_every < 0:
         yield f"train.checkpoint_every={tr.checkpoint_every} must be >= 0"
+    yield from _speed_problems(tr)
     if rs.enabled:
         bad = [s for s in rs.at_steps if not 0 < s < tr.steps]
         if bad:
@@ -108,3 +109,16 @@ def _data_problems(data):
             yield f"data.{name}={getattr(data, name)} must be positive"
     if kind == "hf" and data.context_length < 2:
         yield f"data.context_length={data.context_length} must be at least 2"
+
+
+def _speed_problems(tr):
+    """The speed knobs: a sparse path needs the fast kernels; the threshold is a fraction."""
+    if not 0.0 < tr.sparse_density_threshold <= 1.0:
+        yield f"train.sparse_density_threshold={tr.sparse_density_threshold} must lie in (0, 1]"
+    sparse_on = SparsePath(tr.sparse_path) == SparsePath.on
+    if sparse_on and (not tr.fast_path or tr.compile or tr.autocast):
+        yield (
+            "train.sparse_path=on needs the fast kernels, but train.fast_path=false, "
+            "train.compile=true or train.autocast=true selects the reference loss. Fix: "
+            "train.sparse_path=auto/off, or train.fast_path=true with compile and autocast off"
+        )

@@ -14,13 +14,12 @@ import torch
 
 from ..config.schema import Config
 from ..data.source import ActivationSource, DataError
-from ..losses import LossTerms, sae_loss
-from ..models.base import SAEOutput, SparseAutoencoder
+from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
-from .constraint import remove_parallel_grad_, unit_norm_decoder_
 from .resampling import resample_dead_features_
 from .schedules import lambda_at, lr_at
+from .step import LossPath, StepOutput, Stepper, make_optimizer, set_matmul_precision, to_device
 
 
 class TrainingDivergedError(RuntimeError):
@@ -46,7 +45,8 @@ def train(
 ) -> TrainResult:
     tr, pen, rs = cfg.train, cfg.penalty, cfg.resample
     device, dtype = sae.W_dec.device, sae.W_dec.dtype
-    optimizer = torch.optim.Adam(sae.parameters(), lr=tr.lr, betas=tuple(tr.adam_betas))
+    optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
+    set_matmul_precision(tr.tf32)
     last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=device)  # step index
     start, wall_before = 0, 0.0
     if checkpoint_dir is not None:
@@ -56,6 +56,7 @@ def train(
             last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
     resample_steps = set(rs.at_steps) if rs.enabled else set()
     window = _WindowSums(device)
+    stepper = Stepper(cfg, sae, optimizer)
     t_start = t_window = time.perf_counter()
 
     for step in range(start, tr.steps):
@@ -66,32 +67,13 @@ def train(
             warmup_steps=tr.lr_warmup_steps,
             decay_fraction=tr.lr_decay_fraction,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         lam = lambda_at(step, coefficient=pen.coefficient, warmup_steps=pen.warmup_steps)
 
-        x = source.train_batch(step, tr.batch_size).to(device, dtype) * norm_scale
-        out = sae(x)
-        terms = sae_loss(
-            sae,
-            x,
-            out,
-            penalty=pen.kind,
-            coefficient=lam,
-            norm_grad=pen.decoder_norm_grad,
-            aux_decoder=cfg.sae.aux_decoder,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        if tr.unit_norm_decoder:
-            remove_parallel_grad_(sae.W_dec)
-        if tr.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), tr.grad_clip)
-        optimizer.step()
-        if tr.unit_norm_decoder:
-            unit_norm_decoder_(sae.W_dec)
+        batch = source.train_batch(step, tr.batch_size)
+        x = to_device(batch, device, dtype, tr.pin_memory) * norm_scale
+        out = stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
 
-        fired = window.add(x, out, terms)
+        fired = window.add(x, out)
         last_fired.masked_fill_(fired, step)
         done = step + 1
         if done in resample_steps:
@@ -111,7 +93,9 @@ def train(
                 dead_fraction=dead.item(),
                 activations_per_s=n_steps * tr.batch_size / (now - t_window),
             )
+            metrics["sparse_path"] = float(stepper.path == LossPath.sparse)
             logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
+            stepper.update_path(metrics["l0"])  # train.sparse_path=auto
             t_window = time.perf_counter()
         if checkpoint_due:
             wall = wall_before + time.perf_counter() - t_start
@@ -154,9 +138,9 @@ class _WindowSums:
         self.steps = 0
         self.first_step = None
 
-    def add(self, x: torch.Tensor, out: SAEOutput, terms: LossTerms) -> torch.Tensor:
+    def add(self, x: torch.Tensor, out: StepOutput) -> torch.Tensor:
         """Add one step's values; returns the (M,) mask of features that fired in the batch."""
-        active = out.f > 0
+        terms = out.terms
         with torch.no_grad():
             values = torch.stack(
                 [
@@ -164,14 +148,14 @@ class _WindowSums:
                     terms.recon,
                     terms.sparse,
                     terms.aux,
-                    active.sum(-1).float().mean(),
+                    out.counts.sum().float() / x.shape[0],
                     (x - x.mean(0)).pow(2).sum(-1).mean(),
                     (~torch.isfinite(x)).sum().float(),
                 ]
             )
             self.sums += values.double()
         self.steps += 1
-        return active.any(0)
+        return out.counts > 0
 
     def read_and_reset(self, step: int) -> tuple[dict[str, float], int]:
         """Mean of each metric over the window, and the window's number of steps."""

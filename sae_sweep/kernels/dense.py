@@ -1,0 +1,170 @@
+"""Dense fast path: the loss of `sae_loss` and its gradients in the minimum of matrix products.
+
+Notation as in DESIGN 2.2/2.3: x (B, d), W_gate/W_enc (M, d), W_dec (d, M); c = 2/B.
+Gated SAE, forward (3 products):
+    P   = (x - b_dec) W_gate^T + b_gate          pi_gate          [product 1]
+    G   = relu(P),  Sg = 1[P > 0]                 g and the gate
+    F   = relu(Sg * (e^r P + b_mag - e^r b_gate))  f (pi_mag from the same product)
+    e   = F W_dec^T + b_dec - x                  recon residual   [product 2]
+    ea  = G W_dec^T + b_dec - x                  aux residual     [product 3]
+Backward (4 products; 5 with a trainable aux decoder):
+    dW_dec = c e^T F  (+ c ea^T G)                                 [4, (5)]
+    dpi_mag = Sf * c e W_dec,  Sf = 1[F > 0]                       [6]
+    dpi_gate = Sg * (c ea W_dec + lambda n)                        [7]
+    dW_gate = (dpi_gate + e^r dpi_mag)^T (x - b_dec)               [8]
+    b_dec's centring gradient is -(column sums of dh) W_gate: a vector-matrix product, not
+    another (B, d) one. A frozen aux decoder skips product 5; nothing is recomputed.
+The standard SAE is the same with one path: 2 forward and 3 backward products.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..losses import LossTerms
+
+
+class Workspace:
+    """(B, M) buffers reused from step to step: a fresh 64 MiB temporary costs ~16k page faults.
+
+    Only the training step uses them; nothing returned to the caller aliases a buffer.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+        dtype = dtype or like.dtype
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != like.device:
+            buf = self._buffers[name] = torch.empty(shape, dtype=dtype, device=like.device)
+        return buf
+
+
+class PenaltySpec(NamedTuple):
+    """What `sae_loss` does with the penalty and the aux term, as plain values."""
+
+    coefficient: float
+    decoder_norm: bool
+    """Weight g_i by ||W_dec[:, i]|| (the decoder_norm penalty)."""
+    norm_live: bool
+    """Gradients flow through the decoder norms (decoder_norm with norm_grad=live)."""
+    aux: str | None
+    """Gated only: None (standard SAE), "frozen" or "trainable"."""
+
+
+def dense_loss(sae, x: torch.Tensor, spec: PenaltySpec, ws: Workspace):
+    """(LossTerms, (M,) firing counts) for the batch x, with the gradients of `sae_loss`."""
+    if spec.aux is None:
+        outs = _StandardDense.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws)
+    else:
+        params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
+        outs = _GatedDense.apply(x, *params, spec, ws)
+    total, recon, sparse, aux, counts = outs
+    return LossTerms(total, recon, sparse, aux), counts
+
+
+def penalty_terms(gsum: torch.Tensor, W_dec: torch.Tensor, spec: PenaltySpec, B: int):
+    """L_sparse from the (M,) column sums of g, and dL_sparse/dg as an (M,) vector."""
+    if spec.decoder_norm:
+        norms = W_dec.norm(dim=0)  # (M,), once per step
+        sparse = spec.coefficient * (gsum @ norms) / B
+        return sparse, norms * (spec.coefficient / B), norms
+    sparse = spec.coefficient * gsum.sum() / B
+    return sparse, torch.full_like(gsum, spec.coefficient / B), None
+
+
+def add_norm_grad_(dW_dec, W_dec, gsum, norms, spec: PenaltySpec, B: int, s) -> None:
+    """decoder_norm/live: d/dW_dec of lambda/B sum_i gsum_i ||W_dec[:, i]|| (in place)."""
+    if spec.decoder_norm and spec.norm_live:
+        dW_dec.addcmul_(W_dec, (gsum / norms) * (s * spec.coefficient / B))
+
+
+class _GatedDense(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_gate, b_gate, r_mag, b_mag, W_dec, b_dec, spec, ws):
+        B, M = x.shape[0], W_gate.shape[0]
+        xc = x - b_dec
+        P = torch.addmm(b_gate, xc, W_gate.t(), out=ws.get("P", (B, M), x))  # pi_gate
+        G = torch.clamp_min(P, 0, out=ws.get("G", (B, M), x))  # g = relu(pi_gate)
+        Sg = torch.sign(G, out=ws.get("Sg", (B, M), x))  # the gate, 1[pi_gate > 0]
+        er = r_mag.exp()
+        # pi_mag = e^r (P - b_gate) + b_mag, from the same product; f = gate * relu(pi_mag)
+        F = torch.addcmul(b_mag - er * b_gate, P, er, out=ws.get("F", (B, M), x))
+        F.mul_(Sg).relu_()
+        Sf = torch.sign(F, out=ws.get("Sf", (B, M), x))
+        counts = Sf.sum(0)  # (M,) firing counts
+        e = torch.addmm(b_dec, F, W_dec.t()).sub_(x)  # x_hat - x
+        ea = torch.addmm(b_dec, G, W_dec.t()).sub_(x)  # aux reconstruction - x
+        recon = e.pow(2).sum() / B
+        aux = ea.pow(2).sum() / B
+        gsum = G.sum(0)
+        sparse, dg_pen, norms = penalty_terms(gsum, W_dec, spec, B)
+        ctx.save_for_backward(xc, e, ea, W_gate, b_gate, er, W_dec, gsum, dg_pen, norms)
+        ctx.spec, ctx.ws = spec, ws
+        for t in (recon, sparse, aux, counts):
+            ctx.mark_non_differentiable(t)
+        return recon + sparse + aux, recon.detach(), sparse.detach(), aux.detach(), counts
+
+    @staticmethod
+    def backward(ctx, s, *_):
+        xc, e, ea, W_gate, b_gate, er, W_dec, gsum, dg_pen, norms = ctx.saved_tensors
+        spec, ws = ctx.spec, ctx.ws
+        B, M = xc.shape[0], W_gate.shape[0]
+        P, G, Sg, F, Sf = (ws.get(n, (B, M), xc) for n in ("P", "G", "Sg", "F", "Sf"))
+        ec, eac = e * (2 * s / B), ea * (2 * s / B)  # dL/dx_hat, dL/d(aux reconstruction)
+        trainable = spec.aux == "trainable"
+
+        dW_dec = ec.t() @ F
+        if trainable:
+            dW_dec.addmm_(eac.t(), G)
+        add_norm_grad_(dW_dec, W_dec, gsum, norms, spec, B, s)
+
+        D = torch.mm(ec, W_dec, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi_mag
+        db_mag = D.sum(0)
+        dr_mag = er * (torch.mul(D, P, out=F).sum(0) - b_gate * db_mag)  # h = P - b_gate
+        D2 = torch.addmm(dg_pen * s, eac, W_dec, out=ws.get("D2", (B, M), xc)).mul_(Sg)
+        db_gate = D2.sum(0)  # dL/dpi_gate
+        dh = D2.addcmul_(D, er)  # dL/dh = dpi_gate + e^r dpi_mag
+        dW_gate = dh.t() @ xc
+        db_dec = ec.sum(0) - (db_gate + er * db_mag) @ W_gate
+        if trainable:
+            db_dec += eac.sum(0)
+        return None, dW_gate, db_gate, dr_mag, db_mag, dW_dec, db_dec, None, None
+
+
+class _StandardDense(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, spec, ws):
+        B, M = x.shape[0], W_enc.shape[0]
+        xc = x - b_dec
+        F = torch.addmm(b_enc, xc, W_enc.t(), out=ws.get("F", (B, M), x)).relu_()  # f = g
+        Sf = torch.sign(F, out=ws.get("Sf", (B, M), x))
+        counts = Sf.sum(0)
+        e = torch.addmm(b_dec, F, W_dec.t()).sub_(x)
+        recon = e.pow(2).sum() / B
+        fsum = F.sum(0)
+        sparse, dg_pen, norms = penalty_terms(fsum, W_dec, spec, B)
+        aux = torch.zeros((), dtype=x.dtype, device=x.device)
+        ctx.save_for_backward(xc, e, W_enc, W_dec, fsum, dg_pen, norms)
+        ctx.spec, ctx.ws = spec, ws
+        for t in (recon, sparse, aux, counts):
+            ctx.mark_non_differentiable(t)
+        return recon + sparse, recon.detach(), sparse.detach(), aux, counts
+
+    @staticmethod
+    def backward(ctx, s, *_):
+        xc, e, W_enc, W_dec, fsum, dg_pen, norms = ctx.saved_tensors
+        spec, ws = ctx.spec, ctx.ws
+        B, M = xc.shape[0], W_enc.shape[0]
+        F, Sf = ws.get("F", (B, M), xc), ws.get("Sf", (B, M), xc)
+        ec = e * (2 * s / B)
+        dW_dec = ec.t() @ F
+        add_norm_grad_(dW_dec, W_dec, fsum, norms, spec, B, s)
+        D = torch.addmm(dg_pen * s, ec, W_dec, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi
+        db_enc = D.sum(0)
+        dW_enc = D.t() @ xc
+        db_dec = ec.sum(0) - db_enc @ W_enc
+        return None, dW_enc, db_enc, dW_dec, db_dec, None, None

@@ -1,0 +1,152 @@
+"""One optimizer step: loss, backward, constraint, clipping, Adam. The loop and bench/step.py
+both call `Stepper.step`, so the benchmark times exactly what training runs.
+
+Which loss implementation runs (all give the loss and gradients of `losses.sae_loss`):
+- reference: `sae(x)` + `sae_loss`, plain autograd (train.fast_path=false, or autocast);
+- compiled: the reference under `torch.compile` (train.compile=true);
+- dense: `kernels.dense_loss`, the minimum of matrix products with reused buffers;
+- sparse: `kernels.sparse_loss`, only the encoder product dense (train.sparse_path; `auto`
+  switches on once the logged L0 falls to train.sparse_density_threshold * d_sae).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from typing import NamedTuple
+
+import torch
+
+from ..config.schema import AuxDecoder, Config, NormGrad, PenaltyKind, SparsePath
+from ..kernels import Workspace, dense_loss, sparse_loss
+from ..kernels.dense import PenaltySpec
+from ..losses import LossTerms, sae_loss
+from ..models.base import SparseAutoencoder
+from .constraint import remove_parallel_grad_, unit_norm_decoder_
+
+
+class LossPath(str, Enum):
+    reference = "reference"
+    compiled = "compiled"
+    dense = "dense"
+    sparse = "sparse"
+
+
+class StepOutput(NamedTuple):
+    terms: LossTerms
+    """The loss terms of the batch (on device; never read here)."""
+    counts: torch.Tensor
+    """(M,) how many inputs of the batch each feature fired on (f > 0)."""
+
+
+def make_optimizer(sae: SparseAutoencoder, lr: float, betas) -> torch.optim.Adam:
+    """Adam; the fused kernel where this torch has it for the device (same update rule)."""
+    try:
+        return torch.optim.Adam(sae.parameters(), lr=lr, betas=tuple(betas), fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(sae.parameters(), lr=lr, betas=tuple(betas))
+
+
+class Stepper:
+    """Holds what persists between steps: the loss path, its buffers, the compiled function."""
+
+    # with `auto`, leave the sparse path again only when L0 has doubled past the threshold
+    HYSTERESIS = 2.0
+
+    def __init__(self, cfg: Config, sae: SparseAutoencoder, optimizer: torch.optim.Optimizer):
+        tr, pen = cfg.train, cfg.penalty
+        self.sae, self.optimizer, self.tr = sae, optimizer, tr
+        self.penalty, self.norm_grad, self.aux_decoder = (
+            pen.kind,
+            pen.decoder_norm_grad,
+            cfg.sae.aux_decoder,
+        )
+        self.workspace = Workspace()
+        self.base_path = _base_path(cfg)
+        self.path = self.base_path
+        if tr.fast_path and tr.sparse_path == SparsePath.on:
+            self.path = LossPath.sparse
+        self._compiled = None
+        device_type = sae.W_dec.device.type
+        self._autocast = torch.autocast(device_type, dtype=torch.bfloat16) if tr.autocast else None
+
+    def step(self, x: torch.Tensor, lr: float, coefficient: float) -> StepOutput:
+        """Set lr, compute the loss, backward, constraint, clip, Adam step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        out = self.loss(x, coefficient)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.terms.total.backward()
+        if self.tr.unit_norm_decoder:
+            remove_parallel_grad_(self.sae.W_dec)
+        if self.tr.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.tr.grad_clip)
+        self.optimizer.step()
+        if self.tr.unit_norm_decoder:
+            unit_norm_decoder_(self.sae.W_dec)
+        return out
+
+    def loss(self, x: torch.Tensor, coefficient: float) -> StepOutput:
+        if self.path in (LossPath.dense, LossPath.sparse):
+            spec = PenaltySpec(
+                coefficient=float(coefficient),
+                decoder_norm=self.penalty == PenaltyKind.decoder_norm,
+                norm_live=self.norm_grad == NormGrad.live,
+                aux=None if self.aux_decoder is None else AuxDecoder(self.aux_decoder).value,
+            )
+            fn = sparse_loss if self.path == LossPath.sparse else dense_loss
+            return StepOutput(*fn(self.sae, x, spec, self.workspace))
+        fn = self._reference
+        if self.path == LossPath.compiled:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._reference)
+            fn = self._compiled
+        with self._autocast or contextlib.nullcontext():
+            terms, counts = fn(x, torch.as_tensor(coefficient, device=x.device))
+        return StepOutput(LossTerms(*(t.float() for t in terms)), counts)
+
+    def _reference(self, x: torch.Tensor, coefficient: torch.Tensor):
+        out = self.sae(x)
+        terms = sae_loss(
+            self.sae,
+            x,
+            out,
+            penalty=self.penalty,
+            coefficient=coefficient,
+            norm_grad=self.norm_grad,
+            aux_decoder=self.aux_decoder,
+        )
+        return terms, (out.f > 0).sum(0)
+
+    def update_path(self, l0: float) -> LossPath:
+        """With train.sparse_path=auto: sparse once the window's mean L0 is low enough."""
+        if self.tr.sparse_path != SparsePath.auto or self.base_path != LossPath.dense:
+            return self.path
+        limit = self.tr.sparse_density_threshold * self.sae.d_sae
+        if self.path == LossPath.dense and l0 <= limit:
+            self.path = LossPath.sparse
+        elif self.path == LossPath.sparse and l0 > self.HYSTERESIS * limit:
+            self.path = LossPath.dense
+        return self.path
+
+
+def _base_path(cfg: Config) -> LossPath:
+    tr = cfg.train
+    if tr.compile:
+        return LossPath.compiled
+    if not tr.fast_path or tr.autocast:
+        return LossPath.reference
+    return LossPath.dense
+
+
+def set_matmul_precision(tf32: bool) -> None:
+    """TF32 matmuls on CUDA (train.tf32); no effect on CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def to_device(batch: torch.Tensor, device: torch.device, dtype, pin_memory: bool):
+    """Host batch -> device; pinned and asynchronous (non_blocking) when the target is CUDA."""
+    if pin_memory and device.type == "cuda" and batch.device.type == "cpu":
+        return batch.pin_memory().to(device, dtype, non_blocking=True)
+    return batch.to(device, dtype)
