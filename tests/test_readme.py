@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from sae_sweep.config.reference import markdown_table
+from sae_sweep.config.reference import END, START, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_config_table_is_current():
     text = README.read_text()
-    start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
-    table = text[text.index(start) + len(start) : text.index(end)].strip()
+    table = text[text.index(START) + len(START) : text.index(END)].strip()
     assert table == markdown_table().strip(), (
-        "README config table is stale: regenerate it with `python -m sae_sweep.config.reference`"
+        "README config table is stale: regenerate it with "
+        "`python -m sae_sweep.config.reference --update README.md`"
     )

@@ -1,7 +1,8 @@
 """The config reference table (README) generated from the schema's field docstrings.
 
-`python -m sae_sweep.config.reference` prints it as Markdown; a test checks that the README
-lists every key, so the table cannot drift from the code.
+`python -m sae_sweep.config.reference` prints it as Markdown, `... --update README.md` rewrites
+the README's table in place; a test checks that the README's table is current, so it cannot
+drift from the code.
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ SECTIONS = {
     "TrainConfig": "train.",
     "ResampleConfig": "resample.",
     "LoggerConfig": "logger.",
-    "SyntheticDataConfig": "data.",
+}
+# The data sources share the `data.` prefix: one table each.
+DATA_SECTIONS = {
+    "SyntheticDataConfig": "data=synthetic",
+    "HFDataConfig": "data=hf",
+    "ActivationsDataConfig": "data=activations",
 }
 
 
-def schema_fields() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, doc) for every documented field, in schema order."""
+_FACTORIES = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}
+
+
+def schema_fields(sections: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every documented field of the classes in `sections`
+    (class name -> key prefix), in schema order."""
     tree = ast.parse(Path(schema.__file__).read_text())
     rows = []
     for node in tree.body:
-        if not (isinstance(node, ast.ClassDef) and node.name in SECTIONS):
+        if not (isinstance(node, ast.ClassDef) and node.name in sections):
             continue
         body = node.body
         for i, stmt in enumerate(body):
@@ -43,21 +53,42 @@ def schema_fields() -> list[tuple[str, str, str, str]]:
                 default = default.removeprefix("field(default_factory=lambda: ").removesuffix(")")
             if default.startswith(("SAEKind.", "LoggerMode.", "DType.", "SparsePath.")):
                 default = default.split(".", 1)[1]
-            default = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}.get(
-                default, default
-            ).replace("MISSING", "(required)")
+            default = _FACTORIES.get(default, default).replace("MISSING", "(required)")
             text = " ".join(doc.value.value.split())
-            rows.append((SECTIONS[node.name] + name, ast.unparse(stmt.annotation), default, text))
+            rows.append((sections[node.name] + name, ast.unparse(stmt.annotation), default, text))
     return rows
 
 
-def markdown_table() -> str:
+def _table(rows) -> list[str]:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, typ, default, doc in schema_fields():
+    for key, typ, default, doc in rows:
         cells = (f"`{key}`", f"`{typ}`", f"`{default}`", doc)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def markdown_table() -> str:
+    """The main table, then one table per data source."""
+    lines = _table(schema_fields(SECTIONS))
+    for cls, title in DATA_SECTIONS.items():
+        lines += ["", f"Data source `{title}`:", "", *_table(schema_fields({cls: "data."}))]
     return "\n".join(lines)
 
 
+START, END = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+
+
+def update_readme(path: Path) -> None:
+    text = path.read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(head + START + markdown_table() + "\n" + END + tail)
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:
+        update_readme(Path(sys.argv[2]))
+    else:
+        print(markdown_table())
