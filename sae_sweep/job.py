@@ -8,7 +8,7 @@ The record, in the job's output directory:
     ground_truth.safetensors   the true feature directions (synthetic data)
     checkpoint/          resumable training state
 Every file is written atomically. A failed job writes a summary with status `failed`
-and its traceback, then re-raises.
+and its traceback, then re-raises (an interrupted one: status `interrupted`, resumable).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
             summary.update(status="done", error=None, traceback=None)
         except BaseException as exc:
             failed = {
-                "status": "failed",
+                # Ctrl-C, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
+                "status": "failed" if isinstance(exc, Exception) else "interrupted",
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(),
             }
