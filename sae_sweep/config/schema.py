@@ -277,6 +277,17 @@ class Config:
     """Name of the recipe variant (set by sweeps; free-form)."""
     sweep: str | None = None
     """Name of the sweep this run belongs to (set by sweeps)."""
+    lambda_scale: float | None = None
+    """Lambda at multiplier 1 for this variant (set by `conf/variant/*.yaml`, calibrated)."""
+    lambda_multiplier: float | None = None
+    """Frontier axis of a variant sweep: penalty.coefficient = lambda_scale x
+    lambda_multiplier ** lambda_exponent."""
+    lambda_exponent: float | None = None
+    """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
+    so that every variant's frontier spans the same L0 range)."""
+    rerun_failed: bool = False
+    """Sweep re-runs: also re-run jobs whose summary says failed (others are skipped). A launch
+    policy, not a knob: job records always hold false."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata recorded with the run (not used by training)."""
 
