@@ -1,6 +1,8 @@
 """Hydra entry point: `sae-sweep [overrides]` (or `python -m sae_sweep`) trains one SAE.
 
-With `--multirun` (or a sweep file) Hydra's launcher runs one such job per grid point.
+With a sweep file (`sae-sweep +sweep=NAME`, files in `sweeps/`) or `--multirun`, Hydra's
+launcher runs one job per grid point through `sweep.run_sweep_job`: finished jobs are
+skipped, interrupted ones resumed, and a failing job is recorded without stopping the others.
 """
 
 from __future__ import annotations
@@ -11,22 +13,29 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config.schema import Config, register_configs
 from .config.validation import ConfigError
 from .job import run_job
+from .sweep import finish_pending_sweep, register_resolvers, register_sweeps, run_sweep_job
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("sae_sweep")
 
 register_configs()
+register_resolvers()
+register_sweeps()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def hydra_main(dcfg: DictConfig) -> float | None:
+def hydra_main(dcfg: DictConfig) -> float | dict | None:
     cfg: Config = OmegaConf.to_object(dcfg)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        return run_sweep_job(cfg, out_dir, job_num=hc.job.num, subdir=hc.sweep.subdir)
     try:
         summary = run_job(cfg, out_dir)
     except ConfigError as exc:
@@ -44,7 +53,10 @@ def hydra_main(dcfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    hydra_main()
+    try:
+        hydra_main()
+    finally:  # Hydra skips on_multirun_end when a job or the launcher raised
+        finish_pending_sweep()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""Sweep-level machinery around the one-job entry point (DESIGN 6).
+
+One concept per file:
+    sweep_files.py  `sweeps/*.yaml` as the `sweep` config group (`sae-sweep +sweep=NAME`)
+    resolvers.py    ${mul:...} and ${step_at:...} used by variant presets and sweep files
+    policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request
+    gpus.py         one GPU per job on a multi-GPU machine (job i -> GPU i mod N)
+    task.py         one sweep job: policy, GPU, train, contain failures, job.json
+    manifest.py     sweep.json: grid, git commit, versions, start/end of every launch
+    table.py        the end-of-sweep table of done / failed / skipped jobs
+    callback.py     the Hydra callback tying start and end together (+ the fallback)
+Job folders are named in `sweeps/_base.yaml` (`hydra.sweep.subdir`: variant/lambda/seed).
+"""
+
+from .callback import SweepCallback, finish_pending_sweep
+from .resolvers import register_resolvers
+from .sweep_files import available_sweeps, register_sweeps
+from .task import run_sweep_job
+
+__all__ = [
+    "SweepCallback",
+    "available_sweeps",
+    "finish_pending_sweep",
+    "register_resolvers",
+    "register_sweeps",
+    "run_sweep_job",
+]

@@ -1,0 +1,106 @@
+"""Sweep start and end, in the launching process: manifest, GPU list, table, analysis.
+
+`SweepCallback` is a Hydra callback (registered in conf/config.yaml under
+`hydra.callbacks.sweep`). Hydra skips `on_multirun_end` when a job raised or the launcher
+failed, so the end does not depend on it alone: `finish_pending_sweep()` runs from the
+entry point's `finally` and finishes a sweep that was started but not finished.
+
+Options (`hydra.callbacks.sweep.<name>=...`):
+    analysis: run the analysis (report + plots in the sweep folder) at the end (default true)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from . import manifest, table
+from .gpus import publish_machine_gpus
+from .task import ENV_LAUNCH_ID
+
+log = logging.getLogger("sae_sweep")
+
+
+@dataclass
+class _Launch:
+    sweep_dir: Path
+    launch_id: str
+    n_jobs: int
+    analysis: bool
+
+
+_pending: _Launch | None = None
+
+
+class SweepCallback(Callback):
+    def __init__(self, analysis: bool = True) -> None:
+        self.analysis = analysis
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _pending
+        hc = config.hydra
+        sweep_dir = Path(str(hc.sweep.dir)).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+        os.environ[ENV_LAUNCH_ID] = launch_id  # inherited by every launcher's jobs
+        params = OmegaConf.to_container(hc.sweeper.get("params") or {}, resolve=True)
+        grid = manifest.expand_grid(params, list(hc.overrides.task))
+        m = manifest.start_launch(
+            sweep_dir, config.get("sweep"), grid, list(hc.overrides.task), launch_id
+        )
+        publish_machine_gpus(on_slurm="Slurm" in str(hc.launcher.get("_target_", "")))
+        _pending = _Launch(sweep_dir, launch_id, m["n_jobs"], self.analysis)
+        log.info("sweep %s: %d jobs -> %s", m["name"], m["n_jobs"], sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_pending_sweep()
+
+
+def finish_pending_sweep() -> None:
+    """Finish the sweep started in this process, if any: table, manifest, analysis."""
+    global _pending
+    launch, _pending = _pending, None
+    if launch is not None:
+        finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis)
+
+
+def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True) -> None:
+    rows = table.collect(sweep_dir, launch_id)
+    text = table.write_table(sweep_dir, rows, expected=n_jobs)
+    manifest.end_launch(sweep_dir, launch_id, table.counts(rows))
+    print(f"\nsweep {sweep_dir}\n{text}", flush=True)
+    if (
+        any(r.get("outcome") in ("failed", "running", "conflict") for r in rows)
+        or len(rows) < n_jobs
+    ):
+        print(
+            "re-run the same command with "
+            f"hydra.sweep.dir={sweep_dir} to resume (add rerun_failed=true to retry failures)",
+            flush=True,
+        )
+    if analysis:
+        run_analysis_safely(sweep_dir)
+
+
+def run_analysis_safely(sweep_dir: Path) -> None:
+    """The analysis report of the sweep; a failure here is logged, never raised."""
+    try:
+        from analysis import run_analysis
+
+        run_analysis([sweep_dir])
+        log.info("analysis report: %s", sweep_dir)
+    except Exception as exc:  # noqa: BLE001 -- the sweep's records are complete without it
+        log.error(
+            "the analysis failed (%s: %s); the records are complete, run it again with "
+            "`sae-analysis %s`",
+            type(exc).__name__,
+            exc,
+            sweep_dir,
+        )

@@ -1,0 +1,97 @@
+"""The sweep manifest, `<sweep dir>/sweep.json`: what was launched, from which code, when.
+
+    {"name", "grid": {key: [values]}, "n_jobs", "git_commit", "versions", "started", "ended",
+     "launches": [{"id", "started", "ended", "command", "overrides", "git_commit", "jobs"}]}
+
+Top-level fields describe the latest launch (`started` is the first launch's); every
+launch into the same folder (re-runs, resumes) is appended to `launches`. Written by the
+launching process only, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ..record.atomic import atomic_write_json
+from ..record.versions import versions
+
+MANIFEST_FILE = "sweep.json"
+
+
+def expand_grid(params: dict[str, str], task_overrides: list[str]) -> dict[str, list[str]]:
+    """{key: values} of a Hydra basic-sweeper grid, as the sweeper expands it: the sweep
+    file's `hydra.sweeper.params`, then the command line (which wins for the same key)."""
+    parser = OverridesParser.create()
+    lines = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
+    grid: dict[str, list[str]] = OrderedDict()
+    for o in parser.parse_overrides(lines):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            grid[key] = [str(v) for v in o.sweep_string_iterator()]
+        else:
+            grid[key] = [o.get_value_element_as_str()]
+    return grid
+
+
+def start_launch(
+    sweep_dir: Path, name: str | None, grid: dict[str, list[str]], overrides: list[str],
+    launch_id: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Record a launch's start in sweep.json (created on the first launch)."""
+    sweep_dir = Path(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    commit = versions().get("git_commit")
+    now = _now()
+    manifest.update(
+        name=name or manifest.get("name") or sweep_dir.name,
+        grid={k: v for k, v in grid.items() if len(v) > 1},
+        fixed={k: v[0] for k, v in grid.items() if len(v) == 1},
+        n_jobs=math.prod(len(v) for v in grid.values()),
+        git_commit=commit,
+        versions=versions(),
+        started=manifest.get("started") or now,
+        ended=None,
+    )
+    manifest.setdefault("launches", []).append(
+        {
+            "id": launch_id,
+            "started": now,
+            "ended": None,
+            "command": " ".join(["sae-sweep", *sys.argv[1:]]),
+            "overrides": list(overrides),
+            "git_commit": commit,
+        }
+    )
+    atomic_write_json(sweep_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def end_launch(sweep_dir: Path, launch_id: str, counts: dict[str, int]) -> None:
+    """Record a launch's end and its job counts."""
+    manifest = read_manifest(sweep_dir)
+    now = _now()
+    manifest["ended"] = now
+    for launch in manifest.get("launches", []):
+        if launch.get("id") == launch_id:
+            launch.update(ended=now, jobs=counts)
+    atomic_write_json(Path(sweep_dir) / MANIFEST_FILE, manifest)
+
+
+def read_manifest(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads((Path(sweep_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,144 @@
+"""Skip / resume policy: what a sweep job does when its folder already holds a record.
+
+Re-running a sweep into the same `hydra.sweep.dir` reaches the same job folders (they are
+named by variant, lambda and seed, not by job number). Per folder:
+
+| found in the folder                              | action                                    |
+|--------------------------------------------------|-------------------------------------------|
+| nothing                                          | NEW: train from step 0                    |
+| summary status `done`                            | SKIP_DONE                                 |
+| summary status `failed`                          | SKIP_FAILED, or RERUN with rerun_failed   |
+| no summary / `interrupted`, a checkpoint         | RESUME from the checkpoint                |
+| no summary / `interrupted`, no checkpoint        | NEW                                       |
+| a config.yaml that differs from this job's       | CONFLICT: left untouched, reported        |
+
+RERUN and RESUME both continue from the last checkpoint when there is one (a job that ran
+out of memory or lost its node loses no work); delete the folder to start a job over.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..record.atomic import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_META = Path("checkpoint") / "meta.json"
+
+# Top-level keys that do not change what is trained: a re-run may differ in them.
+IGNORED_KEYS = ("logger", "device", "rerun_failed")
+
+
+class Action(str, Enum):
+    NEW = "new"
+    RESUME = "resume"
+    RERUN = "rerun"
+    SKIP_DONE = "skip_done"
+    SKIP_FAILED = "skip_failed"
+    CONFLICT = "conflict"
+
+    @property
+    def trains(self) -> bool:
+        return self in (Action.NEW, Action.RESUME, Action.RERUN)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    checkpoint_step: int | None = None
+
+
+def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decision:
+    """What to do with `job_dir` for a job whose resolved config is `config`."""
+    job_dir = Path(job_dir)
+    recorded = _read_yaml(job_dir / CONFIG_FILE)
+    if recorded is not None and _comparable(recorded) != _comparable(config):
+        keys = ", ".join(differing_keys(recorded, config)[:5])
+        return Decision(
+            Action.CONFLICT,
+            f"the folder holds a job with a different config ({keys}); "
+            "use a new hydra.sweep.dir, or delete the folder",
+        )
+    status = _read_status(job_dir / SUMMARY_FILE)
+    step = checkpoint_step(job_dir)
+    if status == "done":
+        return Decision(Action.SKIP_DONE, "finished in an earlier launch")
+    if status == "failed":
+        if rerun_failed:
+            return Decision(Action.RERUN, "failed earlier; rerun_failed=true", step)
+        return Decision(Action.SKIP_FAILED, "failed earlier (re-run it with rerun_failed=true)")
+    if step is not None:
+        return Decision(Action.RESUME, f"interrupted; resuming from step {step}", step)
+    return Decision(Action.NEW, "new job")
+
+
+def prepare(job_dir: Path, decision: Decision) -> None:
+    """Make the folder ready for training: drop the stale summary, and the metrics logged
+    after the checkpoint the job resumes from (they will be logged again)."""
+    (Path(job_dir) / SUMMARY_FILE).unlink(missing_ok=True)
+    metrics = Path(job_dir) / METRICS_FILE
+    if not metrics.exists():
+        return
+    keep = []
+    for line in metrics.read_text().splitlines():
+        try:
+            step = json.loads(line).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a half-written last line of a killed job
+        ckpt = decision.checkpoint_step
+        if ckpt is not None and step is not None and step <= ckpt:
+            keep.append(line)
+    atomic_write_text(metrics, "".join(f"{line}\n" for line in keep))
+
+
+def checkpoint_step(job_dir: Path) -> int | None:
+    """Number of completed steps in the folder's checkpoint, or None without one."""
+    meta = Path(job_dir) / CHECKPOINT_META
+    try:
+        return int(json.loads(meta.read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    fa, fb = _flatten(_comparable(a)), _flatten(_comparable(b))
+    absent = object()
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, absent) != fb.get(k, absent))
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,72 @@
+"""The end-of-sweep table: one row per job of the launch, done / failed / skipped.
+
+Built from the `job.json` each job leaves in its folder (see task.py), so it works after
+any launcher, and also when the launch itself was cut short. Printed, and saved as
+`<sweep dir>/jobs.md` (readable) and `<sweep dir>/jobs.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..record.atomic import atomic_write_json, atomic_write_text
+from .task import JOB_FILE
+
+TABLE_MD = "jobs.md"
+TABLE_JSON = "jobs.json"
+OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
+COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0", "fvu",
+           "wall_s", "error")  # fmt: skip
+
+
+def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any]]:
+    """The job records under `sweep_dir` (of one launch when `launch_id` is given).
+
+    A record still saying `running` belongs to a job that never finished (killed).
+    """
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob(JOB_FILE)):
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if launch_id is None or row.get("launch_id") == launch_id:
+            rows.append(row)
+    return sorted(rows, key=lambda r: (r.get("job") is None, r.get("job"), r.get("dir")))
+
+
+def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    c = Counter(r.get("outcome") for r in rows)
+    return {k: c.get(k, 0) for k in OUTCOMES if c.get(k) or k in ("done", "failed", "skipped")}
+
+
+def markdown(rows: list[dict[str, Any]], expected: int | None = None) -> str:
+    c = counts(rows)
+    head = ", ".join(f"{n} {k}" for k, n in c.items())
+    if expected is not None and expected > len(rows):
+        head += f", {expected - len(rows)} never reported"
+    lines = [f"{len(rows)} jobs: {head}", "", "| " + " | ".join(COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k), k) for k in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(sweep_dir: Path, rows: list[dict[str, Any]], expected: int | None = None) -> str:
+    text = markdown(rows, expected)
+    atomic_write_text(Path(sweep_dir) / TABLE_MD, text)
+    atomic_write_json(Path(sweep_dir) / TABLE_JSON, {"counts": counts(rows), "jobs": rows})
+    return text
+
+
+def _cell(v: Any, key: str) -> str:
+    if v is None:
+        return ""
+    if key == "error":
+        v = str(v).splitlines()[0][:100] if str(v) else ""
+    elif isinstance(v, float):
+        v = f"{v:.4g}"
+    return str(v).replace("|", "\\|")
