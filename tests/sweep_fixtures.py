@@ -1,0 +1,66 @@
+"""Helpers for the sweep tests: run `sae-sweep` in a subprocess on tiny jobs, read records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# About a second per job: tiny data, tiny SAE, few steps; no W&B, no analysis at the end.
+TINY = [
+    "train.steps=40",
+    "train.batch_size=128",
+    "train.eval_batch_size=1024",
+    "train.norm_estimate_batches=2",
+    "data.d=16",
+    "data.n_features=32",
+    "data.n_eval=1024",
+    "sae.expansion_factor=4",
+    "logger=disabled",
+    "device=cpu",
+    "hydra.callbacks.sweep.analysis=false",
+]
+
+
+def sweep_cmd(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> list[str]:
+    """`sae-sweep +sweep=quick` into `sweep_dir` on tiny jobs, with `launcher`."""
+    return [sys.executable, "-m", "sae_sweep", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}",
+            f"hydra/launcher={launcher}", *TINY, *overrides]  # fmt: skip
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SAE_SWEEP_", "SLURM_"))}
+    e.update(WANDB_MODE="disabled", OMP_NUM_THREADS="1", **extra)
+    return e
+
+
+def run_sweep(sweep_dir: Path, *overrides: str, cwd: Path, launcher="basic", extra_env=None,
+              timeout=300):  # fmt: skip
+    """Run a sweep to its end; returns the CompletedProcess (stdout + stderr in .stdout)."""
+    return subprocess.run(
+        sweep_cmd(sweep_dir, *overrides, launcher=launcher), cwd=cwd, env=env(**(extra_env or {})),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def jobs(sweep_dir: Path) -> dict[str, dict]:
+    """{job folder (relative): job.json} of every job under the sweep folder."""
+    return {
+        str(p.parent.relative_to(sweep_dir)): json.loads(p.read_text())
+        for p in sorted(Path(sweep_dir).rglob("job.json"))
+    }
+
+
+def summary(job_dir: Path) -> dict:
+    return json.loads((Path(job_dir) / "summary.json").read_text())
+
+
+def assert_complete_record(job_dir: Path) -> None:
+    """A finished job's full record (DESIGN 5)."""
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "sae.safetensors",
+                 "sae_config.json", "checkpoint/meta.json", "job.json"):  # fmt: skip
+        assert (Path(job_dir) / name).is_file(), f"{job_dir} lacks {name}"
+    s = summary(job_dir)
+    assert s["status"] == "done" and s["l0"] is not None and s["fvu"] is not None, s
