@@ -134,6 +134,8 @@ class TrainConfig:
     """Allow TF32 matrix products on CUDA (no effect on CPU)."""
     pin_memory: bool = True
     """Copy batches to a CUDA device from pinned memory, asynchronously (no effect on CPU)."""
+    cpu_small_op_threads: int = 1
+    """CPU only: threads for the optimizer update and the sparse path's index work (0 = all)."""
 
 
 @dataclass

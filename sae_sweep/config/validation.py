@@ -113,6 +113,8 @@ def _data_problems(data):
 
 def _speed_problems(tr):
     """The speed knobs: a sparse path needs the fast kernels; the threshold is a fraction."""
+    if tr.cpu_small_op_threads < 0:
+        yield f"train.cpu_small_op_threads={tr.cpu_small_op_threads} must be >= 0 (0 = all)"
     if not 0.0 < tr.sparse_density_threshold <= 1.0:
         yield f"train.sparse_density_threshold={tr.sparse_density_threshold} must lie in (0, 1]"
     sparse_on = SparsePath(tr.sparse_path) == SparsePath.on

@@ -19,7 +19,7 @@ import torch
 
 from ..config.schema import AuxDecoder, Config, NormGrad, PenaltyKind, SparsePath
 from ..kernels import Workspace, dense_loss, sparse_loss
-from ..kernels.dense import PenaltySpec
+from ..kernels.dense import PenaltySpec, threads
 from ..losses import LossTerms, sae_loss
 from ..models.base import SparseAutoencoder
 from .constraint import remove_parallel_grad_, unit_norm_decoder_
@@ -61,7 +61,7 @@ class Stepper:
             pen.decoder_norm_grad,
             cfg.sae.aux_decoder,
         )
-        self.workspace = Workspace()
+        self.workspace = Workspace(small_op_threads=tr.cpu_small_op_threads)
         self.base_path = _base_path(cfg)
         self.path = self.base_path
         if tr.fast_path and tr.sparse_path == SparsePath.on:
@@ -77,13 +77,14 @@ class Stepper:
         out = self.loss(x, coefficient)
         self.optimizer.zero_grad(set_to_none=True)
         out.terms.total.backward()
-        if self.tr.unit_norm_decoder:
-            remove_parallel_grad_(self.sae.W_dec)
-        if self.tr.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.tr.grad_clip)
-        self.optimizer.step()
-        if self.tr.unit_norm_decoder:
-            unit_norm_decoder_(self.sae.W_dec)
+        with threads(self.tr.cpu_small_op_threads, x.device):  # the update: memory-bound
+            if self.tr.unit_norm_decoder:
+                remove_parallel_grad_(self.sae.W_dec)
+            if self.tr.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.tr.grad_clip)
+            self.optimizer.step()
+            if self.tr.unit_norm_decoder:
+                unit_norm_decoder_(self.sae.W_dec)
         return out
 
     def loss(self, x: torch.Tensor, coefficient: float) -> StepOutput:
