@@ -1,7 +1,9 @@
 """Variants: which knobs vary in a sweep, a label per variant, and like-with-like checks.
 
 A variant is one setting of every knob that varies across the loaded runs, except
-- the frontier axis (`penalty.coefficient`, `lambda_multiplier`): it traces the frontier;
+- the frontier axis (`penalty.coefficient`, `lambda_multiplier`): it traces the frontier,
+  and the per-variant lambda calibration (`lambda_scale`, `lambda_exponent`) that maps the
+  multiplier to the coefficient: it is fixed by the variant, never a recipe difference;
 - the seed: seeds of one (variant, lambda) point are aggregated;
 - bookkeeping keys (`logger.*`, names, paths, `device`, logging intervals): they never
   change what is trained.
@@ -26,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier")
+LAMBDA_CALIBRATION = ("lambda_scale", "lambda_exponent")
 SEED = "seed"
 VARIANT_NAME = "variant"
 LABEL = "variant_label"
@@ -34,7 +37,7 @@ DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 """{knob: the knob it is computed from}."""
 
 _BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
-_BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir"}
+_BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed"}
 # Last dotted component: names, paths, folders, logging/checkpoint intervals.
 _BOOKKEEPING_LEAF = re.compile(
     r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"
@@ -101,7 +104,7 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     candidates = [
         k
         for k in knob_columns(df)
-        if k not in FRONTIER_AXIS and k != SEED and not is_bookkeeping(k)
+        if k not in FRONTIER_AXIS + LAMBDA_CALIBRATION and k != SEED and not is_bookkeeping(k)
     ]
     candidates.sort(key=lambda k: k != VARIANT_NAME)  # a sweep's own names come first
     keys = {k: _keys(df, k) for k in candidates}

@@ -153,3 +153,25 @@ def test_not_applicable_knobs_do_not_count_against_like_with_like(tmp_path):
     assert v.counted(l1, live) == ["penalty.kind"]
     assert v.like_with_like(l1, live)
     assert v.counted(live, detached) == ["penalty.decoder_norm_grad"]
+
+
+def test_lambda_calibration_is_not_a_recipe_difference():
+    # Each variant carries its own lambda scale/exponent: they map the multiplier to the
+    # coefficient and must not make two variants "differ in more than one knob".
+    import pandas as pd
+
+    from analysis.variants import varying_knobs
+
+    df = pd.DataFrame(
+        {
+            "variant": ["a", "a", "b", "b"],
+            "penalty.kind": ["l1", "l1", "decoder_norm", "decoder_norm"],
+            "lambda_scale": [3.0, 3.0, 5.0, 5.0],
+            "lambda_exponent": [1.0, 1.0, 0.8, 0.8],
+            "lambda_multiplier": [1.0, 2.0, 1.0, 2.0],
+            "penalty.coefficient": [3.0, 6.0, 5.0, 8.7],
+            "rerun_failed": [False, False, True, True],
+        }
+    )
+    knobs, _ = varying_knobs(df)
+    assert set(knobs) == {"variant", "penalty.kind"}
