@@ -14,7 +14,6 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest.importorskip("transformers")
 
 from sae_sweep.config.schema import HFDataConfig  # noqa: E402
 from sae_sweep.data import DataError, build_source  # noqa: E402

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest.importorskip("transformers")
 
 from sae_sweep.data.hf_model import load_model  # noqa: E402
 from sae_sweep.data.splice import loss_recovered, mean_ce, sae_reconstruction  # noqa: E402

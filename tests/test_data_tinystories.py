@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest.importorskip("transformers")
 
 from sae_sweep.config.schema import (  # noqa: E402
     Config,
