@@ -10,6 +10,7 @@ point of the same colour and marker (unlabelled, so it stays out of the legend).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,8 @@ def frontier_plot(
             linewidth=1.6, label=v,
         )  # fmt: skip
     ax.set_xscale("log")
-    tick = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(tick)
-    ax.xaxis.set_minor_formatter(tick)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     ax.set_xlabel("L0 (active features per token, log scale)")
     m = METRICS.get(metric)
     ax.set_ylabel(m.title if m else metric)
@@ -120,3 +120,11 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
         fig.savefig(p, dpi=150)
         paths.append(p)
     return paths
+
+
+def _two_and_five(value: float, _pos) -> str:
+    """Label the minor log ticks at 2x and 5x each power of ten only: readable over decades."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if round(mantissa) in (2, 5) else ""

@@ -94,8 +94,11 @@ def run_analysis_safely(sweep_dir: Path) -> None:
     try:
         from analysis import run_analysis
 
-        run_analysis([sweep_dir])
-        log.info("analysis report: %s", sweep_dir)
+        paths = run_analysis([sweep_dir])
+        log.info("analysis report: %s (also %s)", paths.report_md, paths.report_html.name)
+        for plot in paths.plots:
+            if plot.suffix == ".png":
+                log.info("plot: %s", plot)
     except Exception as exc:  # noqa: BLE001 -- the sweep's records are complete without it
         log.error(
             "the analysis failed (%s: %s); the records are complete, run it again with "
