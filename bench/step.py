@@ -4,8 +4,8 @@ For each SAE kind and loss path it prints the median time of the real training s
 (`training.step.Stepper.step`: loss, backward, clip, Adam, as the loop runs it), the median
 time of the bare chain of matrix products that step needs (same shapes, preallocated
 outputs, timed in the same rounds), their ratio (1.0 = nothing but the products),
-activations/s and the process's peak memory. Rounds interleave every item, so a machine
-that gets busier mid-run slows all of them alike.
+activations/s, L0 and the process's peak memory. Items take turns step by step, so a
+machine that gets busier mid-run slows all of them alike.
 
     python bench/step.py                                   # dense path, d=512, M=4096, B=4096
     python bench/step.py --paths dense sparse --density 0.01
@@ -248,22 +248,22 @@ def _peers(args, x: torch.Tensor) -> dict[str, Callable[[], None]]:
 
 
 def _time_all(items, rounds: int, steps: int, device: torch.device):
-    """{name: [[step seconds] per round]}; 2 warm-up calls per item, rounds interleaved."""
+    """{name: [[step seconds] per round]}; 2 warm-up calls per item. Items take turns step by
+    step, so a machine whose load changes mid-run slows every item alike."""
     for fn in items.values():
         for _ in range(2):
             fn()
-    times = {name: [] for name in items}
+    times = {name: [[] for _ in range(rounds)] for name in items}
     for r in range(rounds):
-        for name, fn in items.items():
-            ts = []
-            for _ in range(steps):
+        for _ in range(steps):
+            for name, fn in items.items():
                 _sync(device)
                 t0 = time.perf_counter()
                 fn()
                 _sync(device)
-                ts.append(time.perf_counter() - t0)
-            times[name].append(ts)
-            print(f"round {r + 1}/{rounds} {name}: {statistics.median(ts):.3f} s", flush=True)
+                times[name][r].append(time.perf_counter() - t0)
+        done = ", ".join(f"{n} {statistics.median(ts[r]):.3f}" for n, ts in times.items())
+        print(f"round {r + 1}/{rounds} (median s): {done}", flush=True)
     return times
 
 
