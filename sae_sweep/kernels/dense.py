@@ -75,11 +75,16 @@ class PenaltySpec(NamedTuple):
 
 def dense_loss(sae, x: torch.Tensor, spec: PenaltySpec, ws: Workspace):
     """(LossTerms, (M,) firing counts) for the batch x, with the gradients of `sae_loss`."""
+    return apply_loss_function(_StandardDense, _GatedDense, sae, x, spec, ws)
+
+
+def apply_loss_function(standard_fn, gated_fn, sae, x, spec: PenaltySpec, ws: Workspace):
+    """Run the autograd Function of the SAE's architecture on its parameters."""
     if spec.aux is None:
-        outs = _StandardDense.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws)
+        outs = standard_fn.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws)
     else:
         params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
-        outs = _GatedDense.apply(x, *params, spec, ws)
+        outs = gated_fn.apply(x, *params, spec, ws)
     total, recon, sparse, aux, counts = outs
     return LossTerms(total, recon, sparse, aux), counts
 

@@ -21,11 +21,11 @@ import warnings
 import torch
 import torch.nn.functional as nnf
 
-from ..losses import LossTerms
 from .dense import (
     PenaltySpec,
     Workspace,
     add_norm_grad_,
+    apply_loss_function,
     colsum,
     penalty_terms,
     sqnorm,
@@ -35,13 +35,7 @@ from .dense import (
 
 def sparse_loss(sae, x: torch.Tensor, spec: PenaltySpec, ws: Workspace):
     """(LossTerms, (M,) firing counts) for the batch x, with the gradients of `sae_loss`."""
-    if spec.aux is None:
-        outs = _StandardSparse.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws)
-    else:
-        params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
-        outs = _GatedSparse.apply(x, *params, spec, ws)
-    total, recon, sparse, aux, counts = outs
-    return LossTerms(total, recon, sparse, aux), counts
+    return apply_loss_function(_StandardSparse, _GatedSparse, sae, x, spec, ws)
 
 
 class _Pattern:
