@@ -6,6 +6,7 @@ never synchronises with the device on an ordinary step.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,6 @@ class _WindowSums:
     def __init__(self, device: torch.device):
         self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
         self.steps = 0
-        self.first_step = None
 
     def add(self, x: torch.Tensor, out: StepOutput) -> torch.Tensor:
         """Add one step's values; returns the (M,) mask of features that fired in the batch."""
@@ -169,7 +169,7 @@ class _WindowSums:
                 f"the training activations of steps {first}..{step} hold {int(bad_inputs)} "
                 "non-finite values (NaN/inf). Fix or recompute the activation data."
             )
-        if not all(map(_finite, values.values())):
+        if not all(map(math.isfinite, values.values())):
             raise TrainingDivergedError(
                 f"the loss became non-finite between steps {first} and {step} ({values}). "
                 "Lower train.lr or penalty.coefficient, or set train.grad_clip."
@@ -178,7 +178,3 @@ class _WindowSums:
         values["mse"] = values["recon"]
         values["fvu"] = values["recon"] / variance if variance > 0 else float("nan")
         return values, n_steps
-
-
-def _finite(v: float) -> bool:
-    return v == v and abs(v) != float("inf")
