@@ -1,4 +1,5 @@
-"""Time one training step against its matrix-product bound (DESIGN 8), in one process.
+"""Time one training step against its matrix-product bound (docs/design.md, "Performance"),
+in one process.
 
 For each SAE kind and loss path it prints the median time of the real training step
 (`training.step.Stepper.step`: loss, backward, clip, Adam, as the loop runs it), the median
@@ -33,13 +34,11 @@ from sae_sweep.config.schema import (
     NormGrad,
     PenaltyConfig,
     PenaltyKind,
-    SAEConfig,
-    SAEKind,
     SparsePath,
     SyntheticDataConfig,
     TrainConfig,
 )
-from sae_sweep.models import build_sae
+from sae_sweep.models import architecture, build_sae
 from sae_sweep.training.step import LossPath, Stepper, make_optimizer
 
 PATHS = {
@@ -124,14 +123,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args, kind: str, path: str) -> Config:
-    gated = kind == "gated"
+    options = {"aux_decoder": AuxDecoder(args.aux)} if kind == "gated" else {}
     pen = PenaltyKind(args.penalty)
     return Config(
-        sae=SAEConfig(
-            kind=SAEKind(kind),
-            d_sae=args.d_sae,
-            aux_decoder=AuxDecoder(args.aux) if gated else None,
-        ),
+        sae=architecture(kind).config(d_sae=args.d_sae, **options),
         penalty=PenaltyConfig(
             kind=pen,
             coefficient=1.0,
@@ -167,11 +162,11 @@ def _set_density_(sae, x: torch.Tensor, density: float) -> None:
     h = (x - sae.b_dec) @ W.T  # (B, M)
     k = max(1, round((1 - density) * x.shape[0]))
     thresholds = h.kthvalue(k, dim=0).values
-    if hasattr(sae, "b_gate"):
-        sae.b_gate.copy_(-thresholds)
-        sae.b_mag.copy_(-thresholds)  # pi_mag = pi_gate: f fires exactly where the gate opens
-    else:
-        sae.b_enc.copy_(-thresholds)
+    # every per-feature bias (gated: b_gate and b_mag, so pi_mag = pi_gate and f fires exactly
+    # where the gate opens; standard: b_enc)
+    for name, (param, _) in sae.feature_params().items():
+        if name.startswith("b_"):
+            param.copy_(-thresholds)
 
 
 def _matmul_chain(kind: str, aux: str, x: torch.Tensor, M: int):

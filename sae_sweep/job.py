@@ -28,7 +28,7 @@ from .config.schema import Config
 from .config.validation import validate
 from .data import build_source, estimate_norm_scale
 from .evaluation import evaluate
-from .models import build_sae
+from .models import architecture, build_sae
 from .record import RunLogger, atomic_write_text, replace_atomically
 from .record.versions import versions
 from .record.weights import save_sae
@@ -104,6 +104,7 @@ def _train_and_evaluate(
         **metrics,
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
+        "loss_paths": result.loss_paths,
         "train_wall_s": result.train_wall_s,
         "activations_per_s": result.activations_per_s,
         "norm_scale": norm_scale,
@@ -140,8 +141,10 @@ def _tags(cfg: Config) -> list[str]:
         f"enc_transpose={cfg.sae.encoder_init_transpose}",
         f"lambda_warmup={cfg.penalty.warmup_steps > 0}",
     ]
-    if cfg.sae.aux_decoder is not None:
+    if getattr(cfg.sae, "aux_decoder", None) is not None:
         tags.append(f"aux={val(cfg.sae.aux_decoder)}")
+    if architecture(cfg.sae.kind).l0_knob is not None:
+        tags.append(f"k={cfg.sae.k}")
     if cfg.penalty.decoder_norm_grad is not None:
         tags.append(f"norm={val(cfg.penalty.decoder_norm_grad)}")
     if cfg.variant:

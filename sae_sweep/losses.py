@@ -1,7 +1,10 @@
-"""The training loss, term by term (DESIGN 2.3), as pure functions with the papers' names.
+"""The training loss, term by term (docs/design.md, "Losses"), as pure functions with the
+papers' names.
 
-Shapes: x, x_hat (B, d); g (B, M); W_dec (d, M); b_dec (d,); decoder_norms (M,).
-Each freeze mode is defined by exactly one `.detach()` in `sae_loss`.
+Shapes: x, x_hat (B, d); g (B, M); W_dec (d, M); b_dec (d,); weights (M,).
+Each architecture assembles its reference loss from these in `loss_terms` (models/), and each
+freeze mode is exactly one `.detach()`: the gated aux decoder in `models/gated.py`, the
+decoder norms of the penalty in `penalties.py`.
 """
 
 from __future__ import annotations
@@ -10,16 +13,13 @@ from typing import NamedTuple
 
 import torch
 
-from .config.schema import AuxDecoder, NormGrad, PenaltyKind
-from .models.base import SAEOutput, SparseAutoencoder
-
 
 class LossTerms(NamedTuple):
     total: torch.Tensor
     recon: torch.Tensor
     sparse: torch.Tensor
     aux: torch.Tensor
-    """Zero for the standard SAE."""
+    """The architecture's auxiliary term (gated: L_aux; TopK/BatchTopK: AuxK); else zero."""
 
 
 def L_recon(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -28,10 +28,10 @@ def L_recon(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 
 def L_sparse(
-    g: torch.Tensor, coefficient: float, decoder_norms: torch.Tensor | None = None
+    g: torch.Tensor, coefficient: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """lambda * sum_i g_i (l1), or lambda * sum_i g_i ||W_dec[:, i]|| (decoder_norm)."""
-    weighted = g if decoder_norms is None else g * decoder_norms
+    """lambda * sum_i g_i (l1, l0), or lambda * sum_i g_i w_i (decoder_norm: w = the norms)."""
+    weighted = g if weights is None else g * weights
     return coefficient * weighted.sum(-1).mean()
 
 
@@ -40,31 +40,12 @@ def L_aux(x: torch.Tensor, g: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Te
     return L_recon(x, g @ W_dec.T + b_dec)
 
 
-def sae_loss(
-    sae: SparseAutoencoder,
-    x: torch.Tensor,
-    out: SAEOutput,
-    *,
-    penalty: PenaltyKind,
-    coefficient: float,
-    norm_grad: NormGrad | None,
-    aux_decoder: AuxDecoder | None,
-) -> LossTerms:
-    """L = L_recon + L_sparse + L_aux, with the freeze modes of the config."""
-    recon = L_recon(x, out.x_hat)
+def L_auxk(e: torch.Tensor, e_hat: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """TopK's AuxK: alpha ||e - e_hat||^2 / ||e - mean(e)||^2 over the batch, where e is the
+    (detached) residual x - x_hat and e_hat its reconstruction by dead latents alone."""
+    return coefficient * (e - e_hat).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
 
-    decoder_norms = None
-    if penalty == PenaltyKind.decoder_norm:
-        decoder_norms = sae.W_dec.norm(dim=0)  # (M,), once per step
-        if norm_grad == NormGrad.detached:
-            decoder_norms = decoder_norms.detach()  # fix (B): ||sg(W_dec[:, i])||
-    sparse = L_sparse(out.g, coefficient, decoder_norms)
 
-    aux = torch.zeros((), device=x.device, dtype=recon.dtype)
-    if aux_decoder is not None:
-        W_dec, b_dec = sae.W_dec, sae.b_dec
-        if aux_decoder == AuxDecoder.frozen:
-            W_dec, b_dec = W_dec.detach(), b_dec.detach()  # the paper's stop-gradient copies
-        aux = L_aux(x, out.g, W_dec, b_dec)
-
-    return LossTerms(recon + sparse + aux, recon, sparse, aux)
+def sae_loss(sae, x: torch.Tensor, out, penalty, coefficient) -> LossTerms:
+    """L = L_recon + L_sparse + the architecture's auxiliary term (its `loss_terms`)."""
+    return sae.loss_terms(x, out, penalty, coefficient)

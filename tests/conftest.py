@@ -19,11 +19,10 @@ from sae_sweep.config.schema import (  # noqa: E402
     NormGrad,
     PenaltyConfig,
     PenaltyKind,
-    SAEConfig,
-    SAEKind,
     SyntheticDataConfig,
     TrainConfig,
 )
+from sae_sweep.models import GatedSAEConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +33,7 @@ def _deterministic():
 def small_config(**overrides) -> Config:
     """A valid gated/decoder_norm config on tiny synthetic data (about a second to train)."""
     cfg = Config(
-        sae=SAEConfig(kind=SAEKind.gated, expansion_factor=4, aux_decoder=AuxDecoder.frozen),
+        sae=GatedSAEConfig(expansion_factor=4, aux_decoder=AuxDecoder.frozen),
         penalty=PenaltyConfig(
             kind=PenaltyKind.decoder_norm, coefficient=3.0, decoder_norm_grad=NormGrad.live
         ),

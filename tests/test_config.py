@@ -52,6 +52,9 @@ def test_every_group_option_composes():
         (["train.stepz=10"], ConfigCompositionException),  # typo on the command line
         (["sae.kind=gatd"], ConfigCompositionException),  # not an Enum member
         (["train.steps=ten"], ConfigCompositionException),  # wrong type
+        # a knob of another architecture: the standard SAE's schema has no aux_decoder
+        (["sae=standard", "sae.aux_decoder=frozen"], ConfigCompositionException),
+        (["sae=gated", "sae.k=16"], ConfigCompositionException),
     ],
 )
 def test_unknown_or_mistyped_keys_are_errors(overrides, exc):
@@ -74,7 +77,6 @@ def test_yaml_typo_is_an_error_not_a_silent_default(tmp_path):
 
 BAD = [
     (["penalty=l1", "penalty.decoder_norm_grad=live"], "penalty.decoder_norm_grad"),
-    (["sae=standard", "sae.aux_decoder=frozen"], "sae.aux_decoder"),
     (["train.unit_norm_decoder=true", "sae.decoder_init_norm=1.0"], "train.unit_norm_decoder"),
     (["penalty=l1", "train.unit_norm_decoder=true"], "sae.decoder_init_norm"),
     (["sae.aux_decoder=null"], "sae.aux_decoder"),

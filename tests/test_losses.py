@@ -3,9 +3,22 @@
 import pytest
 import torch
 
-from sae_sweep.config.schema import AuxDecoder, NormGrad, PenaltyKind, SAEConfig, SAEKind
+from sae_sweep.config.schema import (
+    AuxDecoder,
+    NormGrad,
+    PenaltyConfig,
+    PenaltyKind,
+    SAEConfig,
+    SAEKind,
+)
 from sae_sweep.losses import L_aux, L_recon, L_sparse, sae_loss
 from sae_sweep.models import build_sae
+from sae_sweep.penalties import make_penalty
+
+
+def _penalty(kind, norm_grad=None):
+    return make_penalty(PenaltyConfig(kind=kind, coefficient=0.0, decoder_norm_grad=norm_grad))
+
 
 PARAMS = ("W_gate", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")
 Y, N = True, False
@@ -39,9 +52,9 @@ def _random_gated_sae():
 def test_gradient_reaches_exactly_the_documented_parameters(term):
     (penalty, norm_grad, aux_decoder), expected = TABLE[term]
     sae = _random_gated_sae()
+    sae.aux_decoder = aux_decoder
     x = torch.randn(64, 8)
-    terms = sae_loss(sae, x, sae(x), penalty=penalty, coefficient=0.5, norm_grad=norm_grad,
-                     aux_decoder=aux_decoder)  # fmt: skip
+    terms = sae_loss(sae, x, sae(x), _penalty(penalty, norm_grad), coefficient=0.5)
     getattr(terms, term.split("/")[0]).backward()
     for name, should in zip(PARAMS, expected, strict=True):
         grad = getattr(sae, name).grad
@@ -52,8 +65,7 @@ def test_gradient_reaches_exactly_the_documented_parameters(term):
 def test_total_is_the_sum_of_terms_and_standard_has_no_aux():
     sae = build_sae(SAEConfig(kind=SAEKind.standard), d_in=8, seed=0)
     x = torch.randn(32, 8)
-    t = sae_loss(sae, x, sae(x), penalty=PenaltyKind.l1, coefficient=0.3, norm_grad=None,
-                 aux_decoder=None)  # fmt: skip
+    t = sae_loss(sae, x, sae(x), _penalty(PenaltyKind.l1), coefficient=0.3)
     assert t.aux.item() == 0.0
     torch.testing.assert_close(t.total, t.recon + t.sparse)
 

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from sae_sweep.config.schema import PenaltyKind, SAEConfig, SAEKind
+from sae_sweep.config.schema import SAEConfig, SAEKind
 from sae_sweep.losses import sae_loss
 from sae_sweep.models import build_sae
+from sae_sweep.penalties import L1Penalty
 from sae_sweep.training.constraint import remove_parallel_grad_, unit_norm_decoder_
 from sae_sweep.training.resampling import resample_dead_features_
 from sae_sweep.training.schedules import lambda_at, lr_at
 
 
 def _l1_step(sae, opt, x, constrained=True):
-    loss = sae_loss(sae, x, sae(x), penalty=PenaltyKind.l1, coefficient=0.1, norm_grad=None,
-                    aux_decoder=getattr(sae, "_aux", None)).total  # fmt: skip
+    loss = sae_loss(sae, x, sae(x), L1Penalty(), coefficient=0.1).total
     opt.zero_grad()
     loss.backward()
     if constrained:

@@ -17,13 +17,21 @@ from omegaconf import MISSING
 
 
 class SAEKind(str, Enum):
+    """The built-in architectures (`sae.kind` also accepts any name registered with
+    `sae_sweep.models.register_architecture`)."""
+
     standard = "standard"
     gated = "gated"
+    topk = "topk"
+    batchtopk = "batchtopk"
+    jumprelu = "jumprelu"
 
 
 class PenaltyKind(str, Enum):
     l1 = "l1"
     decoder_norm = "decoder_norm"
+    l0 = "l0"  # JumpReLU: lambda * number of active features, straight-through gradient
+    none = "none"  # TopK, BatchTopK: L0 is set by sae.k, there is nothing to penalise
 
 
 class AuxDecoder(str, Enum):
@@ -62,14 +70,17 @@ class DType(str, Enum):
 
 @dataclass
 class SAEConfig:
+    """What every architecture shares; each architecture's module extends it with its own
+    knobs (`GatedSAEConfig`, `TopKSAEConfig`, ...), and `conf/sae/<name>.yaml` starts from
+    that schema, so `sae.k` on a gated SAE is an error, not a silent default."""
+
     kind: SAEKind = MISSING
-    """Architecture: `standard` (ReLU) or `gated` (Rajamanoharan et al. 2024)."""
+    """Architecture: `standard`, `gated`, `topk`, `batchtopk`, `jumprelu` (a plug-in's schema
+    retypes it as a string)."""
     expansion_factor: float = 8.0
     """Dictionary size as a multiple of the input dimension d (ignored when d_sae is set)."""
     d_sae: int | None = None
     """Dictionary size M; overrides expansion_factor when set."""
-    aux_decoder: AuxDecoder | None = None
-    """Gated only: decoder in the auxiliary term, `frozen` (stop-gradient) or `trainable`."""
     decoder_init_norm: float = 0.1
     """Norm of each decoder column at init (1.0 for the unit-norm recipe, ~0.1 for Anthropic's)."""
     encoder_init_transpose: bool = True
@@ -79,9 +90,11 @@ class SAEConfig:
 @dataclass
 class PenaltyConfig:
     kind: PenaltyKind = MISSING
-    """Sparsity penalty: `l1` (sum g_i) or `decoder_norm` (sum g_i ||W_dec[:, i]||)."""
+    """Sparsity penalty: `l1` (sum g_i), `decoder_norm` (sum g_i ||W_dec[:, i]||), `l0`
+    (JumpReLU: number of active features) or `none` (TopK, BatchTopK). Default: the one
+    `conf/penalty/default_for/<sae.kind>.yaml` names."""
     coefficient: float = MISSING
-    """Lambda, the sparsity coefficient (the frontier axis of a sweep)."""
+    """Lambda, the sparsity coefficient (the frontier axis of a sweep; 0 with `none`)."""
     decoder_norm_grad: NormGrad | None = None
     """decoder_norm only: gradient through the decoder norms, `live` or `detached`."""
     warmup_steps: int = 0
@@ -298,7 +311,8 @@ def register_configs() -> None:
     """Store the schemas so that each YAML can name its group's schema in its defaults list."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="sae", name="schema", node=SAEConfig)
+    from .. import models  # noqa: F401  (registering the architectures stores their schemas)
+
     cs.store(group="penalty", name="schema", node=PenaltyConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="hf_schema", node=HFDataConfig)

@@ -1,12 +1,13 @@
 """Cross-field checks run at the entry point, before anything is trained or written.
 
 Each check names the offending keys and the fix: a meaningless combination of knobs must
-fail loudly rather than be silently ignored (DESIGN 2.3).
+fail loudly rather than be silently ignored (docs/design.md, "Losses"). Each architecture
+adds its own rules (`Architecture.problems`, in its module under models/).
 """
 
 from __future__ import annotations
 
-from .schema import Config, PenaltyKind, SAEKind, SparsePath
+from .schema import Config, PenaltyKind, SparsePath
 
 
 class ConfigError(ValueError):
@@ -22,13 +23,13 @@ def validate(cfg: Config) -> None:
 def _problems(cfg: Config):
     sae, pen, tr, rs = cfg.sae, cfg.penalty, cfg.train, cfg.resample
 
-    if sae.kind == SAEKind.gated and sae.aux_decoder is None:
-        yield "sae.aux_decoder must be `frozen` or `trainable` for the gated SAE"
-    if sae.kind == SAEKind.standard and sae.aux_decoder is not None:
-        yield (
-            f"sae.aux_decoder={sae.aux_decoder.value} has no effect: the standard SAE has no "
-            "auxiliary term. Fix: sae.aux_decoder=null (or sae=gated)"
-        )
+    from ..models import ARCHITECTURES  # the models import the config package
+
+    arch = ARCHITECTURES.get(getattr(sae.kind, "value", sae.kind))
+    if arch is None:
+        yield f"sae.kind={sae.kind!r} is not one of the architectures {sorted(ARCHITECTURES)}"
+        return
+    yield from _architecture_problems(cfg, arch)
     if pen.kind == PenaltyKind.decoder_norm and pen.decoder_norm_grad is None:
         yield "penalty.decoder_norm_grad must be `live` or `detached` for the decoder_norm penalty"
     if pen.kind == PenaltyKind.l1 and pen.decoder_norm_grad is not None:
@@ -95,6 +96,30 @@ def _problems(cfg: Config):
     yield from _data_problems(cfg.data)
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _architecture_problems(cfg: Config, arch):
+    """The penalty must mean something for the architecture; then its own rules."""
+    pen = cfg.penalty
+    if PenaltyKind(pen.kind) not in arch.penalties:
+        accepted = " or ".join(f"penalty={p.value}" for p in arch.penalties)
+        why = f" (its L0 is set by {arch.l0_knob})" if arch.l0_knob else ""
+        yield (
+            f"penalty={PenaltyKind(pen.kind).value} has no meaning for sae={arch.name}{why}. "
+            f"Fix: {accepted}"
+        )
+    if PenaltyKind(pen.kind) == PenaltyKind.none and pen.coefficient != 0:
+        yield (
+            f"penalty.coefficient={pen.coefficient} with penalty=none has no effect. "
+            "Fix: penalty.coefficient=0"
+        )
+    tr = cfg.train
+    if SparsePath(tr.sparse_path) == SparsePath.on and "sparse" not in arch.kernels:
+        yield (
+            f"train.sparse_path=on, but sae={arch.name} has no sparse kernel. "
+            "Fix: train.sparse_path=auto or off"
+        )
+    yield from arch.problems(cfg)
 
 
 def _data_problems(data):

@@ -1,6 +1,8 @@
-"""Dense fast path: the loss of `sae_loss` and its gradients in the minimum of matrix products.
+"""Dense fast path: the standard and gated reference losses and their gradients in the minimum
+of matrix products.
 
-Notation as in DESIGN 2.2/2.3: x (B, d), W_gate/W_enc (M, d), W_dec (d, M); c = 2/B.
+Notation as in docs/design.md (Architectures, Losses): x (B, d), W_gate/W_enc (M, d),
+W_dec (d, M); c = 2/B.
 Gated SAE, forward (3 products):
     P   = (x - b_dec) W_gate^T + b_gate          pi_gate          [product 1]
     G   = relu(P),  Sg = 1[P > 0]                 g and the gate
@@ -24,7 +26,9 @@ from typing import NamedTuple
 
 import torch
 
+from ..config.schema import AuxDecoder
 from ..losses import LossTerms
+from ..penalties import Penalty
 
 
 class Workspace:
@@ -61,30 +65,30 @@ class Workspace:
         return False
 
 
-class PenaltySpec(NamedTuple):
-    """What `sae_loss` does with the penalty and the aux term, as plain values."""
+class KernelSpec(NamedTuple):
+    """What the reference loss does beyond the parameters, as the kernels read it."""
 
+    penalty: Penalty
     coefficient: float
-    decoder_norm: bool
-    """Weight g_i by ||W_dec[:, i]|| (the decoder_norm penalty)."""
-    norm_live: bool
-    """Gradients flow through the decoder norms (decoder_norm with norm_grad=live)."""
-    aux: str | None
-    """Gated only: None (standard SAE), "frozen" or "trainable"."""
+    aux_trainable: bool = False
+    """Gated only: the aux term's decoder is the live one (else stop-gradient copies)."""
 
 
-def dense_loss(sae, x: torch.Tensor, spec: PenaltySpec, ws: Workspace):
-    """(LossTerms, (M,) firing counts) for the batch x, with the gradients of `sae_loss`."""
-    return apply_loss_function(_StandardDense, _GatedDense, sae, x, spec, ws)
+def standard_dense_loss(sae, x, penalty: Penalty, coefficient, ws: Workspace):
+    """(LossTerms, (M,) firing counts) of a standard SAE, with the gradients of its reference
+    loss."""
+    spec = KernelSpec(penalty, float(coefficient))
+    return _terms(_StandardDense.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws))
 
 
-def apply_loss_function(standard_fn, gated_fn, sae, x, spec: PenaltySpec, ws: Workspace):
-    """Run the autograd Function of the SAE's architecture on its parameters."""
-    if spec.aux is None:
-        outs = standard_fn.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws)
-    else:
-        params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
-        outs = gated_fn.apply(x, *params, spec, ws)
+def gated_dense_loss(sae, x, penalty: Penalty, coefficient, ws: Workspace):
+    """The same for a gated SAE."""
+    spec = KernelSpec(penalty, float(coefficient), sae.aux_decoder == AuxDecoder.trainable)
+    params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
+    return _terms(_GatedDense.apply(x, *params, spec, ws))
+
+
+def _terms(outs):
     total, recon, sparse, aux, counts = outs
     return LossTerms(total, recon, sparse, aux), counts
 
@@ -118,20 +122,14 @@ def sqnorm(a: torch.Tensor) -> torch.Tensor:
     return torch.dot(flat, flat)
 
 
-def penalty_terms(gsum: torch.Tensor, W_dec: torch.Tensor, spec: PenaltySpec, B: int):
-    """L_sparse from the (M,) column sums of g, and dL_sparse/dg as an (M,) vector."""
-    if spec.decoder_norm:
-        norms = W_dec.norm(dim=0)  # (M,), once per step
-        sparse = spec.coefficient * (gsum @ norms) / B
-        return sparse, norms * (spec.coefficient / B), norms
-    sparse = spec.coefficient * gsum.sum() / B
-    return sparse, torch.full_like(gsum, spec.coefficient / B), None
+def penalty_terms(gsum: torch.Tensor, W_dec: torch.Tensor, spec: KernelSpec, B: int):
+    """L_sparse from the (M,) column sums of g, dL_sparse/dg as an (M,) vector, the norms."""
+    return spec.penalty.kernel_terms(gsum, W_dec, spec.coefficient, B)
 
 
-def add_norm_grad_(dW_dec, W_dec, gsum, norms, spec: PenaltySpec, B: int, s) -> None:
+def add_norm_grad_(dW_dec, W_dec, gsum, norms, spec: KernelSpec, B: int, s) -> None:
     """decoder_norm/live: d/dW_dec of lambda/B sum_i gsum_i ||W_dec[:, i]|| (in place)."""
-    if spec.decoder_norm and spec.norm_live:
-        dW_dec.addcmul_(W_dec, (gsum / norms) * (s * spec.coefficient / B))
+    spec.penalty.add_decoder_grad_(dW_dec, W_dec, gsum, norms, spec.coefficient, B, s)
 
 
 class _GatedDense(torch.autograd.Function):
@@ -168,7 +166,7 @@ class _GatedDense(torch.autograd.Function):
         P, G, Sg, F, Sf, xc, e, ea = ws.take("P", "G", "Sg", "F", "Sf", "xc", "e", "ea")
         B, M = P.shape
         ec, eac = e.mul_(2 * s / B), ea.mul_(2 * s / B)  # dL/dx_hat, dL/d(aux recon.)
-        trainable = spec.aux == "trainable"
+        trainable = spec.aux_trainable
 
         dW_dec = ec.t() @ F
         if trainable:

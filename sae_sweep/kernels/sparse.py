@@ -5,7 +5,7 @@ of f and g; standard: pi_enc > 0). With nnz of them, every other product costs n
     x_hat, aux reconstruction   row bags:    embedding_bag over W_dec^T rows, weights f / g
     dL/df, dL/dg at active      sampled products (e W_dec)[b, i] on the CSR pattern
     dW_dec^T, dW_gate           column bags: embedding_bag over rows of e / ea / (x - b_dec)
-Loss and gradients equal `sae_loss`'s (and the dense path's) up to fp32 summation order.
+Loss and gradients equal the reference loss's (and the dense path's) up to fp32 summation order.
 
 Everything but the encoder product works on nnz-sized vectors, where thread start-up and
 barriers can cost more than extra threads save: on a CPU it runs on
@@ -21,11 +21,13 @@ import warnings
 import torch
 import torch.nn.functional as nnf
 
+from ..config.schema import AuxDecoder
+from ..penalties import Penalty
 from .dense import (
-    PenaltySpec,
+    KernelSpec,
     Workspace,
+    _terms,
     add_norm_grad_,
-    apply_loss_function,
     colsum,
     penalty_terms,
     sqnorm,
@@ -33,9 +35,18 @@ from .dense import (
 )
 
 
-def sparse_loss(sae, x: torch.Tensor, spec: PenaltySpec, ws: Workspace):
-    """(LossTerms, (M,) firing counts) for the batch x, with the gradients of `sae_loss`."""
-    return apply_loss_function(_StandardSparse, _GatedSparse, sae, x, spec, ws)
+def standard_sparse_loss(sae, x, penalty: Penalty, coefficient, ws: Workspace):
+    """(LossTerms, (M,) firing counts) of a standard SAE, with the gradients of its reference
+    loss."""
+    spec = KernelSpec(penalty, float(coefficient))
+    return _terms(_StandardSparse.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, spec, ws))
+
+
+def gated_sparse_loss(sae, x, penalty: Penalty, coefficient, ws: Workspace):
+    """The same for a gated SAE."""
+    spec = KernelSpec(penalty, float(coefficient), sae.aux_decoder == AuxDecoder.trainable)
+    params = (sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec)
+    return _terms(_GatedSparse.apply(x, *params, spec, ws))
 
 
 class _Pattern:
@@ -123,7 +134,7 @@ class _GatedSparse(torch.autograd.Function):
         e, ea, W_gate, b_gate, er_a, fv, fires, W_dec, gsum, dg_pen = ctx.saved_tensors
         norms, pat, spec, (xc,) = ctx.norms, ctx.pat, ctx.spec, ctx.ws.take("xc")
         B, M = pat.shape
-        trainable = spec.aux == "trainable"
+        trainable = spec.aux_trainable
         with threads(ctx.ws.small_op_threads, xc.device):
             ec, eac = e.mul_(2 * s / B), ea.mul_(2 * s / B)
             rows_t, offsets, perm = pat.column_order()

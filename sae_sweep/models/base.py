@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..losses import L_recon, LossTerms
+
 
 class SAEOutput(NamedTuple):
     x_hat: torch.Tensor
@@ -14,20 +16,26 @@ class SAEOutput(NamedTuple):
     f: torch.Tensor
     """(B, M) feature activations used by the reconstruction."""
     g: torch.Tensor
-    """(B, M) non-negative activations the sparsity penalty and the gated aux term act on
-    (gated: ReLU(pi_gate); standard: f itself)."""
+    """(B, M) what the sparsity penalty acts on (gated: ReLU(pi_gate), also the input of its
+    aux term; standard, TopK: f itself; JumpReLU: the straight-through step H(pre - theta))."""
 
 
 class SparseAutoencoder(nn.Module):
     """Common parts: the decoder x_hat = W_dec f + b_dec and the feature bookkeeping.
 
-    W_dec is (d, M): column i is feature i's direction.
-    Subclasses define `encode` and name their per-feature parameters in `feature_params`.
+    W_dec is (d, M): column i is feature i's direction. Subclasses define `encode`, name
+    their per-feature parameters in `feature_params`, and take their config's fields
+    (`<Name>SAEConfig`, beyond the shared ones) as keyword arguments of `__init__`.
     """
+
+    kind: str
+    """The architecture's registry name (`sae.kind`)."""
 
     def __init__(self, d_in: int, d_sae: int, decoder_init_norm: float, generator: torch.Generator):
         super().__init__()
         self.d_in, self.d_sae = d_in, d_sae
+        self.options: dict = {}
+        """The architecture's own config knobs, saved with the weights to rebuild the model."""
         W_dec = torch.randn(d_in, d_sae, generator=generator)
         W_dec *= decoder_init_norm / W_dec.norm(dim=0, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
@@ -43,6 +51,20 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> SAEOutput:
         f, g = self.encode(x)
         return SAEOutput(self.decode(f), f, g)
+
+    def loss_terms(self, x: torch.Tensor, out: SAEOutput, penalty, coefficient) -> LossTerms:
+        """The reference loss (the specification the kernels are tested against):
+        L_recon + L_sparse, and the architecture's auxiliary term where it has one."""
+        recon = L_recon(x, out.x_hat)
+        sparse = penalty.value(out.g, self.W_dec, coefficient)
+        aux = torch.zeros((), device=x.device, dtype=recon.dtype)
+        return LossTerms(recon + sparse + aux, recon, sparse, aux)
+
+    @torch.no_grad()
+    def after_step_(self, counts: torch.Tensor, batch_size: int) -> None:
+        """Training state kept between steps (TopK's dead latents, BatchTopK's threshold).
+
+        counts: (M,) how many inputs of the step's batch each feature fired on."""
 
     @property
     def encoder_weight(self) -> nn.Parameter:

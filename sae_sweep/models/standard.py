@@ -7,13 +7,25 @@ The sparsity penalty acts on g = f.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ..config.schema import PenaltyKind, SAEConfig, SAEKind
+from ..kernels import standard_dense_loss, standard_sparse_loss
 from .base import SparseAutoencoder
+from .registry import Architecture
+
+
+@dataclass
+class StandardSAEConfig(SAEConfig):
+    kind: SAEKind = SAEKind.standard
 
 
 class StandardSAE(SparseAutoencoder):
+    kind = "standard"
+
     def __init__(
         self,
         d_in: int,
@@ -38,3 +50,12 @@ class StandardSAE(SparseAutoencoder):
 
     def feature_params(self) -> dict[str, tuple[nn.Parameter, int]]:
         return {"W_enc": (self.W_enc, 0), "b_enc": (self.b_enc, 0), "W_dec": (self.W_dec, 1)}
+
+
+STANDARD = Architecture(
+    name="standard",
+    config=StandardSAEConfig,
+    model=StandardSAE,
+    penalties=(PenaltyKind.l1, PenaltyKind.decoder_norm),
+    kernels={"dense": standard_dense_loss, "sparse": standard_sparse_loss},
+)

@@ -9,21 +9,22 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config.schema import SAEConfig, SAEKind
-from ..models import ARCHITECTURES, SparseAutoencoder
+from ..models import SparseAutoencoder, architecture
 from .atomic import atomic_write_json, replace_atomically
 
 WEIGHTS_FILE = "sae.safetensors"
 WEIGHTS_CONFIG_FILE = "sae_config.json"
 
 
-def save_sae(out_dir: Path, sae: SparseAutoencoder, kind: SAEKind, meta: dict[str, Any]) -> Path:
-    """Write the weights (float32 on disk) and `sae_config.json` (architecture, sizes, meta)."""
+def save_sae(out_dir: Path, sae: SparseAutoencoder, kind: str, meta: dict[str, Any]) -> Path:
+    """Write the weights and buffers (float32 on disk) and `sae_config.json` (architecture,
+    sizes, the architecture's own knobs, meta)."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in sae.state_dict().items()}
     path = Path(out_dir) / WEIGHTS_FILE
     with replace_atomically(path) as tmp:
         save_file(tensors, str(tmp))
-    config = {"kind": SAEKind(kind).value, "d_in": sae.d_in, "d_sae": sae.d_sae, **meta}
+    config = {"kind": architecture(kind).name, "d_in": sae.d_in, "d_sae": sae.d_sae}
+    config.update(options=sae.options, **meta)
     atomic_write_json(Path(out_dir) / WEIGHTS_CONFIG_FILE, config)
     return path
 
@@ -35,14 +36,13 @@ def load_sae(directory: Path, device: str = "cpu") -> tuple[SparseAutoencoder, d
     """
     directory = Path(directory)
     config = json.loads((directory / WEIGHTS_CONFIG_FILE).read_text())
-    arch = ARCHITECTURES[SAEKind(config["kind"])]
-    cfg = SAEConfig(kind=SAEKind(config["kind"]))
-    sae = arch(
+    sae = architecture(config["kind"]).model(
         config["d_in"],
         config["d_sae"],
-        decoder_init_norm=cfg.decoder_init_norm,
+        decoder_init_norm=1.0,  # overwritten by the saved weights
         encoder_init_transpose=False,
         generator=torch.Generator().manual_seed(0),
+        **config.get("options", {}),  # records written before architectures had options: {}
     )
     sae.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=device))
     return sae.to(device), config

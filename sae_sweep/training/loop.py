@@ -33,6 +33,8 @@ class TrainResult:
     train_wall_s: float
     activations_per_s: float
     resumed_from_step: int
+    loss_paths: list[str]
+    """The loss implementations the steps ran on (training/step.py: reference, dense, ...)."""
 
 
 def train(
@@ -112,7 +114,8 @@ def train(
     wall = wall_before + time.perf_counter() - t_start
     trained = tr.steps - start
     speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
-    return TrainResult(tr.steps, wall, speed, start)
+    paths = [p.value for p in stepper.paths_used]
+    return TrainResult(tr.steps, wall, speed, start, paths)
 
 
 def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:

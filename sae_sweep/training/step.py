@@ -1,12 +1,15 @@
 """One optimizer step: loss, backward, constraint, clipping, Adam. The loop and bench/step.py
 both call `Stepper.step`, so the benchmark times exactly what training runs.
 
-Which loss implementation runs (all give the loss and gradients of `losses.sae_loss`):
-- reference: `sae(x)` + `sae_loss`, plain autograd (train.fast_path=false, or autocast);
+Which loss implementation runs (all give the loss and gradients of the architecture's
+reference loss, `sae.loss_terms`); the architecture's registry entry says which kernels it has:
+- reference: `sae(x)` + `sae_loss`, plain autograd (train.fast_path=false, autocast, or an
+  architecture without kernels, e.g. JumpReLU);
 - compiled: the reference under `torch.compile` (train.compile=true);
-- dense: `kernels.dense_loss`, the minimum of matrix products with reused buffers;
-- sparse: `kernels.sparse_loss`, only the encoder product dense (train.sparse_path; `auto`
-  switches on once the logged L0 falls to train.sparse_density_threshold * d_sae).
+- dense: its "dense" kernel, the minimum of matrix products with reused buffers;
+- sparse: its "sparse" kernel, only the encoder product dense (train.sparse_path; `auto`
+  switches on once the logged L0 falls to train.sparse_density_threshold * d_sae; TopK and
+  BatchTopK have only this one and use it from the first step).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from typing import NamedTuple
 
 import torch
 
-from ..config.schema import AuxDecoder, Config, NormGrad, PenaltyKind, SparsePath
-from ..kernels import Workspace, dense_loss, sparse_loss
-from ..kernels.dense import PenaltySpec, threads
+from ..config.schema import Config, SparsePath
+from ..kernels import Workspace
+from ..kernels.dense import threads
 from ..losses import LossTerms, sae_loss
 from ..models.base import SparseAutoencoder
+from ..models.registry import architecture
+from ..penalties import make_penalty
 from .constraint import remove_parallel_grad_, unit_norm_decoder_
 
 
@@ -54,18 +59,18 @@ class Stepper:
     HYSTERESIS = 2.0
 
     def __init__(self, cfg: Config, sae: SparseAutoencoder, optimizer: torch.optim.Optimizer):
-        tr, pen = cfg.train, cfg.penalty
+        tr = cfg.train
         self.sae, self.optimizer, self.tr = sae, optimizer, tr
-        self.penalty, self.norm_grad, self.aux_decoder = (
-            pen.kind,
-            pen.decoder_norm_grad,
-            cfg.sae.aux_decoder,
-        )
+        self.penalty = make_penalty(cfg.penalty)
+        self.kernels = architecture(sae.kind).kernels
         self.workspace = Workspace(small_op_threads=tr.cpu_small_op_threads)
-        self.base_path = _base_path(cfg)
+        self.base_path = _base_path(cfg, self.kernels)
         self.path = self.base_path
-        if tr.fast_path and tr.sparse_path == SparsePath.on:
+        has_sparse = "sparse" in self.kernels
+        if self.base_path == LossPath.dense and tr.sparse_path == SparsePath.on and has_sparse:
             self.path = LossPath.sparse
+        self.paths_used: list[LossPath] = []
+        """Every loss path a step has run on, in order of first use (recorded in the summary)."""
         self._compiled = None
         device_type = sae.W_dec.device.type
         self._autocast = torch.autocast(device_type, dtype=torch.bfloat16) if tr.autocast else None
@@ -75,6 +80,8 @@ class Stepper:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         out = self.loss(x, coefficient)
+        if self.path not in self.paths_used:
+            self.paths_used.append(self.path)
         self.optimizer.zero_grad(set_to_none=True)
         out.terms.total.backward()
         with threads(self.tr.cpu_small_op_threads, x.device):  # the update: memory-bound
@@ -85,18 +92,13 @@ class Stepper:
             self.optimizer.step()
             if self.tr.unit_norm_decoder:
                 unit_norm_decoder_(self.sae.W_dec)
+            self.sae.after_step_(out.counts, x.shape[0])
         return out
 
     def loss(self, x: torch.Tensor, coefficient: float) -> StepOutput:
         if self.path in (LossPath.dense, LossPath.sparse):
-            spec = PenaltySpec(
-                coefficient=float(coefficient),
-                decoder_norm=self.penalty == PenaltyKind.decoder_norm,
-                norm_live=self.norm_grad == NormGrad.live,
-                aux=None if self.aux_decoder is None else AuxDecoder(self.aux_decoder).value,
-            )
-            fn = sparse_loss if self.path == LossPath.sparse else dense_loss
-            return StepOutput(*fn(self.sae, x, spec, self.workspace))
+            kernel = self.kernels[self.path.value]
+            return StepOutput(*kernel(self.sae, x, self.penalty, coefficient, self.workspace))
         fn = self._reference
         if self.path == LossPath.compiled:
             if self._compiled is None:
@@ -108,20 +110,16 @@ class Stepper:
 
     def _reference(self, x: torch.Tensor, coefficient: torch.Tensor):
         out = self.sae(x)
-        terms = sae_loss(
-            self.sae,
-            x,
-            out,
-            penalty=self.penalty,
-            coefficient=coefficient,
-            norm_grad=self.norm_grad,
-            aux_decoder=self.aux_decoder,
-        )
+        terms = sae_loss(self.sae, x, out, self.penalty, coefficient)
         return terms, (out.f > 0).sum(0)
 
     def update_path(self, l0: float) -> LossPath:
         """With train.sparse_path=auto: sparse once the window's mean L0 is low enough."""
-        if self.tr.sparse_path != SparsePath.auto or self.base_path != LossPath.dense:
+        if (
+            self.tr.sparse_path != SparsePath.auto
+            or self.base_path != LossPath.dense
+            or "sparse" not in self.kernels
+        ):
             return self.path
         limit = self.tr.sparse_density_threshold * self.sae.d_sae
         if self.path == LossPath.dense and l0 <= limit:
@@ -131,13 +129,17 @@ class Stepper:
         return self.path
 
 
-def _base_path(cfg: Config) -> LossPath:
+def _base_path(cfg: Config, kernels: dict) -> LossPath:
     tr = cfg.train
     if tr.compile:
         return LossPath.compiled
     if not tr.fast_path or tr.autocast:
         return LossPath.reference
-    return LossPath.dense
+    if "dense" in kernels:
+        return LossPath.dense
+    if "sparse" in kernels and SparsePath(tr.sparse_path) != SparsePath.off:
+        return LossPath.sparse  # sparse by construction (TopK): no dense kernel to fall back on
+    return LossPath.reference
 
 
 def set_matmul_precision(tf32: bool) -> None:
