@@ -1,5 +1,5 @@
 """Sweep analysis: load runs, Pareto frontiers per variant, like-with-like comparisons,
-plots and a report (DESIGN 7).
+plots and a report (docs/design.md, "Analysis").
 
     import analysis
     runs = analysis.load_runs("multirun/2024-06-01/12-00-00")   # one row per SAE

@@ -2,7 +2,7 @@
 
 Two sources give the same columns:
 - local records: a sweep folder (Hydra multirun dir) with one job folder per SAE,
-  each holding `config.yaml`, `summary.json` and `metrics.jsonl` (DESIGN 5);
+  each holding `config.yaml`, `summary.json` and `metrics.jsonl` (docs/design.md, "The record");
 - W&B: the runs of a project (optionally one group = one sweep), via the public API.
 
 Columns:

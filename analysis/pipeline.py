@@ -42,7 +42,7 @@ def wandb_project(runs: pd.DataFrame) -> str | None:
 
 def drop_wandb_duplicates(runs: pd.DataFrame) -> pd.DataFrame:
     """Drop W&B rows that mirror a local record (same sweep and same knobs, seed included):
-    the local record is the source of truth (DESIGN 5), W&B its mirror."""
+    the local record is the source of truth (docs/design.md, "The record"), W&B its mirror."""
     if runs.empty or set(runs["source"]) != {"local", "wandb"}:
         return runs
     knobs = [k for k in knob_columns(runs) if not is_bookkeeping(k)]

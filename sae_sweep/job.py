@@ -1,4 +1,5 @@
-"""One job: train one SAE from a validated config and leave its complete record (DESIGN 5).
+"""One job: train one SAE from a validated config and leave its complete record
+(docs/design.md, "The record").
 
 The record, in the job's output directory:
     config.yaml          the resolved config

@@ -58,7 +58,7 @@ def summary(job_dir: Path) -> dict:
 
 
 def assert_complete_record(job_dir: Path) -> None:
-    """A finished job's full record (DESIGN 5)."""
+    """A finished job's full record (docs/design.md, "The record")."""
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "sae.safetensors",
                  "sae_config.json", "checkpoint/meta.json", "job.json"):  # fmt: skip
         assert (Path(job_dir) / name).is_file(), f"{job_dir} lacks {name}"

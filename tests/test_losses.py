@@ -1,4 +1,4 @@
-"""Which loss term reaches which parameter, for every freeze corner (DESIGN 2.3 table)."""
+"""Which loss term reaches which parameter, for every freeze corner (docs/design.md, "Losses")."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Metric definitions on hand-made tensors (DESIGN 3)."""
+"""Metric definitions on hand-made tensors (docs/design.md, "Metrics")."""
 
 import pytest
 import torch

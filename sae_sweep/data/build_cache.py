@@ -1,4 +1,4 @@
-"""Build a sweep's activation cache before its jobs start (DESIGN 4.2).
+"""Build a sweep's activation cache before its jobs start (docs/design.md, "Activation sources").
 
     python -m sae_sweep.data.build_cache data=hf data.model=gpt2 data.site=transformer.h.8 ...
 

@@ -1,4 +1,5 @@
-"""The activation cache (DESIGN 4.2): a language model's activations, computed once per sweep.
+"""The activation cache (docs/design.md, "Activation sources"): a language model's
+activations, computed once per sweep.
 
 Layout of one cache, `<data.cache_dir>/<model>--<site>--<key>/`:
     manifest.json          what was cached (the key fields), d, dtype, row counts, the

@@ -1,4 +1,5 @@
-"""Loss recovered (DESIGN 3): the language model's loss with the SAE spliced in at the site.
+"""Loss recovered (docs/design.md, "Metrics"): the language model's loss with the SAE
+spliced in at the site.
 
 On the held-out sequences, with the hooked site's output h replaced at the spliced positions:
     CE_clean  h unchanged

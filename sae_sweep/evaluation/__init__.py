@@ -1,4 +1,4 @@
-"""Held-out evaluation of a trained SAE (DESIGN 3)."""
+"""Held-out evaluation of a trained SAE (docs/design.md, "Metrics")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Metric definitions (DESIGN 3) as pure functions, and their streaming form for evaluation.
+"""Metric definitions (docs/design.md, "Metrics") as pure functions, and their streaming
+form for evaluation.
 
 Shapes: x, x_hat (N, d); f (N, M); W_dec (d, M); true_directions (G, d).
 """

@@ -1,4 +1,4 @@
-"""The local record of one job (DESIGN 5) and its W&B mirror."""
+"""The local record of one job (docs/design.md, "The record") and its W&B mirror."""
 
 from .atomic import atomic_write_json, atomic_write_text, replace_atomically
 from .run_logger import METRICS_FILE, SUMMARY_FILE, RunLogger

@@ -1,4 +1,4 @@
-"""Sweep-level machinery around the one-job entry point (DESIGN 6).
+"""Sweep-level machinery around the one-job entry point (docs/design.md, "Sweeps").
 
 One concept per file:
     sweep_files.py  `sweeps/*.yaml` as the `sweep` config group (`sae-sweep +sweep=NAME`)

@@ -1,5 +1,5 @@
-"""Hand-made sweep folders following the training job's record contract (DESIGN 5):
-`config.yaml` (resolved, nested), `summary.json` (flat), `metrics.jsonl` per job."""
+"""Hand-made sweep folders following the training job's record contract (docs/design.md,
+"The record"): `config.yaml` (resolved, nested), `summary.json` (flat), `metrics.jsonl` per job."""
 
 from __future__ import annotations
 
