@@ -1,7 +1,8 @@
 """Variants: which knobs vary in a sweep, a label per variant, and like-with-like checks.
 
 A variant is one setting of every knob that varies across the loaded runs, except
-- the frontier axis (`penalty.coefficient`, `lambda_multiplier`): it traces the frontier,
+- the frontier axis (`penalty.coefficient`, `lambda_multiplier`, or `sae.k` for the
+  architectures whose L0 it sets, TopK and BatchTopK): it traces the frontier,
   and the per-variant lambda calibration (`lambda_scale`, `lambda_exponent`) that maps the
   multiplier to the coefficient: it is fixed by the variant, never a recipe difference;
 - the seed: seeds of one (variant, lambda) point are aggregated;
@@ -27,7 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier")
+FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier", "sae.k")
+FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", "sae.k")
+"""Which of the frontier-axis columns traces a sweep's frontier, in order of preference."""
 LAMBDA_CALIBRATION = ("lambda_scale", "lambda_exponent")
 SEED = "seed"
 VARIANT_NAME = "variant"
@@ -83,12 +86,12 @@ def knob_columns(df: pd.DataFrame) -> list[str]:
 
 
 def frontier_axis(df: pd.DataFrame) -> str | None:
-    """The column that traces a frontier: `lambda_multiplier` if the sweep has it, else
-    `penalty.coefficient`, else None."""
-    for c in ("lambda_multiplier", "penalty.coefficient"):
-        if c in df.columns and df[c].notna().any():
-            return c
-    return None
+    """The column that traces a frontier: the first of `lambda_multiplier`,
+    `penalty.coefficient`, `sae.k` that varies (a TopK sweep over `sae.k` has lambda 0),
+    else the first present, else None."""
+    present = [c for c in FRONTIER_ORDER if c in df.columns and df[c].notna().any()]
+    varying = [c for c in present if _keys(df, c).nunique() > 1]
+    return (varying or present or [None])[0]
 
 
 def _keys(df: pd.DataFrame, col: str) -> pd.Series:
@@ -169,13 +172,26 @@ class Variants:
         another knob with values on both sides differs, follows from that other knob
         (`penalty.decoder_norm_grad` is null with `penalty.kind=l1`): it is not counted.
         """
-        diff = self.differing(a, b)
+        skip = irrelevant_knobs(self.settings[a].get("sae.kind"))
+        skip |= irrelevant_knobs(self.settings[b].get("sae.kind"))
+        diff = {k: v for k, v in self.differing(a, b).items() if k not in skip}
         both = [k for k, (va, vb) in diff.items() if value_key(va) != "None" != value_key(vb)]
         return both if both else list(diff)
 
     def like_with_like(self, a: str, b: str) -> bool:
         """True when a and b differ in at most one knob (see `counted`)."""
         return len(self.counted(a, b)) <= 1
+
+
+def irrelevant_knobs(kind: Any) -> set[str]:
+    """Knobs with no effect on the architecture `kind` (its registry entry): not counted
+    against like with like (TopK has no penalty to choose, JumpReLU only l0)."""
+    if kind is None or value_key(kind) == "None":
+        return set()
+    from sae_sweep.models import ARCHITECTURES  # torch: only when sae.kind varies
+
+    arch = ARCHITECTURES.get(value_key(kind))
+    return set(arch.irrelevant_knobs) if arch else set()
 
 
 def assign_variants(df: pd.DataFrame) -> tuple[pd.DataFrame, Variants]:

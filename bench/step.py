@@ -11,7 +11,11 @@ machine that gets busier mid-run slows all of them alike.
     python bench/step.py                                   # dense path, d=512, M=4096, B=4096
     python bench/step.py --paths dense sparse --density 0.01
     python bench/step.py --kinds gated --paths reference dense --compare
+    python bench/step.py --kinds topk batchtopk --paths sparse   # k = 1% of d_sae by default
 
+TopK and BatchTopK have only the sparse path: their bound is the one dense product they keep,
+the encoder's (`--dead` marks a fraction of latents dead, so that AuxK runs too). The paths
+an architecture does not have are skipped (its registry entry lists its kernels).
 `--compare` also times SAELens's GatedTrainingSAE and dictionary_learning's GatedSAETrainer
 (when importable; an optional extra, never a dependency) on the same shapes.
 """
@@ -38,7 +42,7 @@ from sae_sweep.config.schema import (
     SyntheticDataConfig,
     TrainConfig,
 )
-from sae_sweep.models import architecture, build_sae
+from sae_sweep.models import TopKSAE, architecture, build_sae
 from sae_sweep.training.step import LossPath, Stepper, make_optimizer
 
 PATHS = {
@@ -63,12 +67,19 @@ def main(argv=None) -> None:
     items: dict[str, Callable[[], None]] = {}
     bounds: dict[str, str] = {}
     for kind in args.kinds:
-        chain = f"{kind}/matmul-chain"
-        items[chain] = _matmul_chain(kind, args.aux, x, args.d_sae)
+        arch = architecture(kind)
+        if arch.l0_knob is None:
+            chain = f"{kind}/matmul-chain"
+            items[chain] = _matmul_chain(kind, args.aux, x, args.d_sae)
+        else:  # L0 set by k: the encoder product is the only dense one
+            chain = "encoder-product"
         for path in args.paths:
+            if path in ("dense", "sparse") and path not in arch.kernels:
+                print(f"{kind}: no {path} kernel, skipped")
+                continue
             items[f"{kind}/{path}"] = _trainer_step(args, kind, path, x)
             bounds[f"{kind}/{path}"] = chain
-    if "sparse" in args.paths:
+    if "sparse" in args.paths or "encoder-product" in bounds.values():
         items["encoder-product"] = _encoder_product(x, args.d_sae)
     if args.compare:
         for name, fn in _peers(args, x).items():
@@ -118,13 +129,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="set the encoder biases so that L0 = density * d_sae (default: as initialised)",
     )
+    p.add_argument("--k", type=int, default=None, help="TopK/BatchTopK k (default: d_sae / 100)")
+    p.add_argument("--dead", type=float, default=0.0, help="TopK: fraction of latents dead")
     p.add_argument("--compare", action="store_true", help="also time SAELens, dictionary_learning")
     return p
 
 
 def _config(args, kind: str, path: str) -> Config:
+    arch = architecture(kind)
     options = {"aux_decoder": AuxDecoder(args.aux)} if kind == "gated" else {}
-    pen = PenaltyKind(args.penalty)
+    if arch.l0_knob == "sae.k":
+        options["k"] = args.k or max(1, args.d_sae // 100)
+    pen = PenaltyKind(args.penalty) if PenaltyKind(args.penalty) in arch.penalties else None
+    pen = pen or arch.penalties[0]
     return Config(
         sae=architecture(kind).config(d_sae=args.d_sae, **options),
         penalty=PenaltyConfig(
@@ -142,8 +159,11 @@ def _config(args, kind: str, path: str) -> Config:
 def _trainer_step(args, kind: str, path: str, x: torch.Tensor):
     cfg = _config(args, kind, path)
     sae = build_sae(cfg.sae, d_in=args.d_in, seed=0).to(x.device)
-    if args.density is not None:
+    if args.density is not None and architecture(kind).l0_knob is None:
         _set_density_(sae, x, args.density)
+    if args.dead and isinstance(sae, TopKSAE):  # AuxK's state
+        n_dead = round(args.dead * sae.d_sae)
+        sae.tokens_since_fired[:n_dead] = sae.dead_tokens
     optimizer = make_optimizer(sae, 1e-6, cfg.train.adam_betas)  # tiny lr: density holds
     stepper = Stepper(cfg, sae, optimizer)
     assert stepper.path == LossPath(path), (stepper.path, path)

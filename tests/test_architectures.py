@@ -264,8 +264,10 @@ def test_topk_training_on_the_kernel_gives_the_reference_weights(kind):
     fast, fast_paths = trained(True)
     assert (ref_paths, fast_paths) == (["reference"], ["sparse"])
     assert SAEKind(kind) == SAEKind(fast.kind)
+    # Adam divides by |g|: a gradient entry at fp32 rounding level (a latent kept once with a
+    # tiny activation) moves its weight by a visible fraction of lr in either path
     for (name, a), (_, b) in zip(ref.state_dict().items(), fast.state_dict().items(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-4, msg=name)
 
 
 class _NullLogger:

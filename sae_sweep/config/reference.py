@@ -8,6 +8,7 @@ drift from the code.
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 from . import schema
@@ -29,13 +30,14 @@ DATA_SECTIONS = {
 }
 
 
+_ENUMS = ("SAEKind.", "LoggerMode.", "DType.", "SparsePath.", "AuxDecoder.")
 _FACTORIES = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}
 
 
-def schema_fields(sections: dict[str, str]) -> list[tuple[str, str, str, str]]:
+def schema_fields(sections: dict[str, str], source=None) -> list[tuple[str, str, str, str]]:
     """(key, type, default, doc) for every documented field of the classes in `sections`
-    (class name -> key prefix), in schema order."""
-    tree = ast.parse(Path(schema.__file__).read_text())
+    (class name -> key prefix) of the file `source` (default: schema.py), in schema order."""
+    tree = ast.parse(Path(source or schema.__file__).read_text())
     rows = []
     for node in tree.body:
         if not (isinstance(node, ast.ClassDef) and node.name in sections):
@@ -51,7 +53,7 @@ def schema_fields(sections: dict[str, str]) -> list[tuple[str, str, str, str]]:
             default = ast.unparse(stmt.value) if stmt.value is not None else ""
             if default.startswith("field(default_factory=lambda: "):
                 default = default.removeprefix("field(default_factory=lambda: ").removesuffix(")")
-            if default.startswith(("SAEKind.", "LoggerMode.", "DType.", "SparsePath.")):
+            if default.startswith(_ENUMS):
                 default = default.split(".", 1)[1]
             default = _FACTORIES.get(default, default).replace("MISSING", "(required)")
             text = " ".join(doc.value.value.split())
@@ -68,8 +70,17 @@ def _table(rows) -> list[str]:
 
 
 def markdown_table() -> str:
-    """The main table, then one table per data source."""
+    """The main table, then one table per architecture's own knobs and per data source."""
+    from ..models import ARCHITECTURES  # the models import the config package
+
     lines = _table(schema_fields(SECTIONS))
+    for name, arch in ARCHITECTURES.items():
+        rows = schema_fields({arch.config.__name__: "sae."}, inspect.getsourcefile(arch.config))
+        if rows:
+            title = f"Architecture `sae={name}` (its own keys, and defaults it changes"
+            parent = [n for n, a in ARCHITECTURES.items() if a.config is arch.config.__base__]
+            title += f"; also every key of `sae={parent[0]}`):" if parent else "):"
+            lines += ["", title, "", *_table(rows)]
     for cls, title in DATA_SECTIONS.items():
         lines += ["", f"Data source `{title}`:", "", *_table(schema_fields({cls: "data."}))]
     return "\n".join(lines)

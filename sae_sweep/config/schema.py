@@ -296,7 +296,7 @@ class Config:
     """Lambda at multiplier 1 for this variant (set by `conf/variant/*.yaml`, calibrated)."""
     lambda_multiplier: float | None = None
     """Frontier axis of a variant sweep: penalty.coefficient = lambda_scale x
-    lambda_multiplier ** lambda_exponent."""
+    lambda_multiplier ** lambda_exponent (TopK and BatchTopK presets set sae.k from it)."""
     lambda_exponent: float | None = None
     """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
     so that every variant's frontier spans the same L0 range)."""

@@ -133,6 +133,6 @@ JUMPRELU = Architecture(
     config=JumpReLUSAEConfig,
     model=JumpReLUSAE,
     penalties=(PenaltyKind.l0,),
-    irrelevant_knobs=("penalty.decoder_norm_grad",),
+    irrelevant_knobs=("penalty.kind", "penalty.decoder_norm_grad"),
     problems=_jumprelu_problems,
 )

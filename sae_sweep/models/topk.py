@@ -59,6 +59,11 @@ class TopKSAE(SparseAutoencoder):
         aux_coefficient: float = 1 / 32,
         dead_tokens: int = 1_000_000,
     ):
+        if not 0 < k <= d_sae:
+            raise ValueError(
+                f"sae.k={k} must lie in [1, d_sae={d_sae}]. Fix: a smaller sae.k, or a larger "
+                "sae.expansion_factor / sae.d_sae"
+            )
         super().__init__(d_in, d_sae, decoder_init_norm, generator)
         self.W_enc = nn.Parameter(torch.empty(d_sae, d_in))  # (M, d)
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
@@ -143,6 +148,11 @@ TOPK = Architecture(
     penalties=(PenaltyKind.none,),
     kernels={"sparse": topk_sparse_loss},
     l0_knob="sae.k",
-    irrelevant_knobs=("penalty.coefficient", "penalty.warmup_steps", "lambda_multiplier"),
+    irrelevant_knobs=(
+        "penalty.kind",
+        "penalty.coefficient",
+        "penalty.warmup_steps",
+        "penalty.decoder_norm_grad",
+    ),
     problems=_topk_problems,
 )

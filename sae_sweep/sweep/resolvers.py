@@ -2,6 +2,8 @@
 
     ${lambda_of:scale,m,g}   scale * m ** g: a variant's penalty.coefficient at multiplier m
     ${step_at:steps,frac}    round(steps * frac) as an int, e.g. lambda warm-up over 5% of training
+    ${k_of:scale,m,g}        max(1, round(scale / m ** g)): a TopK variant's sae.k at multiplier
+                             m (a larger multiplier is sparser, as with lambda)
 
 They are registered whenever `sae_sweep.main` is imported (also in launcher workers), and are
 resolved before a job's config is recorded, so the records never need them.
@@ -20,7 +22,11 @@ def step_at(steps: int, frac: float) -> int:
     return int(round(int(steps) * float(frac)))
 
 
+def k_of(scale: float, multiplier: float, exponent: float) -> int:
+    return max(1, int(round(float(scale) / float(multiplier) ** float(exponent))))
+
+
 def register_resolvers() -> None:
-    for name, fn in (("lambda_of", lambda_of), ("step_at", step_at)):
+    for name, fn in (("lambda_of", lambda_of), ("step_at", step_at), ("k_of", k_of)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
