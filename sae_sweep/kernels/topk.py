@@ -40,10 +40,28 @@ def row_topk(pre: torch.Tensor, k: int) -> ActiveSet:
     return ActiveSet(rows, idx.reshape(-1), offsets)
 
 
-def batch_topk(pre: torch.Tensor, k: int) -> ActiveSet:
-    """The k x B largest entries of a (B, M) matrix, wherever they lie."""
+def batch_topk(pre: torch.Tensor, k: int, oversample: int = 4) -> ActiveSet:
+    """The k x B largest entries of a (B, M) matrix, wherever they lie.
+
+    Exact, without a top-k over all B x M entries (7x slower on a CPU than the row-wise
+    one): the candidates are each row's `oversample` x k largest. Their k x B-th largest, v,
+    is at most the batch's; an entry above v missing from the candidates lies in a row
+    whose every candidate is >= v, so those rows (rare) contribute all their entries >= v."""
     B, M = pre.shape
-    flat = pre.reshape(-1).topk(min(k * B, pre.numel()), sorted=False).indices.sort().values
+    n = min(k * B, pre.numel())
+    c = min(M, oversample * k)
+    vals, cols = pre.topk(c, dim=1, sorted=False)  # (B, c) candidates
+    flat = (torch.arange(B, device=pre.device).unsqueeze(1) * M + cols).reshape(-1)
+    kept_vals, keep = vals.reshape(-1).topk(n, sorted=False)
+    full = (vals.min(1).values >= kept_vals.min()).nonzero().squeeze(1)  # rows that may hold more
+    if c < M and full.numel():
+        sub = pre[full]
+        r, cc = (sub >= kept_vals.min()).nonzero(as_tuple=True)
+        others = ~torch.isin(flat // M, full)
+        values = torch.cat([vals.reshape(-1)[others], sub[r, cc]])
+        flat = torch.cat([flat[others], full[r] * M + cc])
+        keep = values.topk(n, sorted=False).indices
+    flat = flat[keep].sort().values  # row-major
     rows = flat // M
     offsets = torch.searchsorted(rows, torch.arange(B + 1, device=pre.device))
     return ActiveSet(rows, flat % M, offsets)
