@@ -10,6 +10,7 @@ from conftest import small_config
 from sae_sweep.config.schema import NormGrad, PenaltyConfig, PenaltyKind, SAEKind
 from sae_sweep.job import run_job
 from sae_sweep.kernels import Workspace
+from sae_sweep.kernels.topk import batch_topk
 from sae_sweep.losses import sae_loss
 from sae_sweep.models import (
     ARCHITECTURES,
@@ -273,3 +274,13 @@ def test_topk_training_on_the_kernel_gives_the_reference_weights(kind):
 class _NullLogger:
     def log(self, metrics, step):
         pass
+
+
+@pytest.mark.parametrize("row_scale", [0.0, 100.0], ids=["even-rows", "one-row-holds-most"])
+def test_batch_topk_selection_is_exact(row_scale):
+    pre = torch.randn(64, 48)
+    pre[3] += row_scale  # then row 3 holds more than its 4k candidates of the batch's top k x B
+    active = batch_topk(pre, k=2)
+    want = pre.reshape(-1).topk(2 * 64).indices.sort().values
+    torch.testing.assert_close(active.rows * 48 + active.cols, want)
+    assert active.offsets[-1] == 128 and (active.rows.diff() >= 0).all()
