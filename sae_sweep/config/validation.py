@@ -6,7 +6,14 @@ fail loudly rather than be silently ignored (DESIGN 2.3).
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
+import torch
+
 from .schema import Config, PenaltyKind, SAEKind, SparsePath
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 class ConfigError(ValueError):
@@ -21,6 +28,7 @@ def validate(cfg: Config) -> None:
 
 def _problems(cfg: Config):
     sae, pen, tr, rs = cfg.sae, cfg.penalty, cfg.train, cfg.resample
+    yield from _range_problems(cfg)
 
     if sae.kind == SAEKind.gated and sae.aux_decoder is None:
         yield "sae.aux_decoder must be `frozen` or `trainable` for the gated SAE"
@@ -95,6 +103,23 @@ def _problems(cfg: Config):
     yield from _data_problems(cfg.data)
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _range_problems(node, prefix: str = ""):
+    """Every number must be finite and fit in float32 (bfloat16 has the same range): the
+    training tensors are float32 at most, and a larger value overflows deep inside torch."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _range_problems(value, f"{key}.")
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
+                yield (
+                    f"{key}={value} is outside the float32 range (|x| <= {FLOAT32_MAX:.3g}, "
+                    "finite): the training tensors cannot hold it. Fix: a smaller value"
+                )
+                break
 
 
 def _data_problems(data):
