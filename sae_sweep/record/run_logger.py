@@ -67,6 +67,12 @@ class RunLogger:
             fallback = LoggerFallback(self.cfg.fallback)
             if mode == LoggerMode.online and fallback == LoggerFallback.offline:
                 log.warning("W&B online failed (%s); logging offline (logger.fallback)", reason)
+                import wandb
+
+                # the failed attempt keeps the run id claimed in W&B's service process: a
+                # fresh service lets the offline run keep the id (`wandb sync` then uploads
+                # it as this job's run)
+                wandb.teardown()
                 self.wandb_run = self._start_wandb(LoggerMode.offline)
                 return
             raise WandbStartError(

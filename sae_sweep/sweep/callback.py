@@ -52,7 +52,8 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         os.environ[ENV_LAUNCH_ID] = launch_id  # inherited by every launcher's jobs
-        params = OmegaConf.to_container(hc.sweeper.get("params") or {}, resolve=True)
+        params = hc.sweeper.get("params")  # none on a plain --multirun
+        params = OmegaConf.to_container(params, resolve=True) if params else {}
         grid = manifest.expand_grid(params, list(hc.overrides.task))
         m = manifest.start_launch(
             sweep_dir, config.get("sweep"), grid, list(hc.overrides.task), launch_id
