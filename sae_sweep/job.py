@@ -9,6 +9,8 @@ The record, in the job's output directory:
     checkpoint/          resumable training state
 Every file is written atomically. A failed job writes a summary with status `failed`
 and its traceback, then re-raises (an interrupted one: status `interrupted`, resumable).
+Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
+`done` means finite results.
 """
 
 from __future__ import annotations

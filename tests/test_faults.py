@@ -4,7 +4,8 @@ neither the cause nor the fix.
 One section per class of fault: non-finite data and results, unreadable activation files,
 damaged checkpoints, kills, read-only and full disks, W&B that cannot be reached, and the
 sweep's exit status. Jobs are tiny (d=16, tens of steps); a subprocess is used only where
-a real process must die or the command line itself is under test.
+a real process must die or the command line itself is under test. A whole sweep killed
+with SIGKILL mid-job, then resumed, is tested in test_sweep_resume.py.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def test_inf_in_held_out_data_of_any_source_is_a_data_error(tmp_path, monkeypatc
     monkeypatch.setattr(SyntheticData, "eval_batches", poisoned)
     with pytest.raises(DataError, match="held-out activations of SyntheticData"):
         run_job(small_config(train__eval_batch_size=512), tmp_path)
-    assert_failed_record(tmp_path, "DataError", "rows 512..1023")
+    assert_failed_record(tmp_path, "DataError", "hold 16 non-finite")
 
 
 def _poison_weights_after(monkeypatch, n_steps: int) -> None:

@@ -40,20 +40,19 @@ def evaluate(
     sae.eval()
     acc = StreamingMetrics(sae.d_sae, sae.W_dec.device)
     dtype = sae.W_dec.dtype
-    row = 0
+    bad = torch.zeros((), dtype=torch.long, device=sae.W_dec.device)  # read once, at the end
     for x in source.eval_batches(batch_size):
-        bad = (~torch.isfinite(x)).sum().item()
-        if bad:  # sources that know their files name them first; this names the rows
-            raise DataError(
-                f"the held-out activations of {type(source).__name__} hold {bad} non-finite "
-                f"values (NaN/inf) in rows {row}..{row + len(x) - 1}. Fix or recompute the "
-                "activation data; held-out metrics on it would be NaN."
-            )
-        row += len(x)
         x = x.to(sae.W_dec.device, dtype) * norm_scale
+        bad += (~torch.isfinite(x)).sum()
         out = sae(x)
         acc.update(x, out.x_hat, out.f)
     sae.train(was_training)
+    if bad.item():  # sources reading files name the file and row themselves, earlier
+        raise DataError(
+            f"the held-out activations of {type(source).__name__} hold {bad.item()} non-finite "
+            "values (NaN/inf): held-out metrics on them would be NaN. Fix or recompute the "
+            "activation data."
+        )
     result: dict[str, float | None] = acc.result()
     result["mse_original_units"] = result["mse"] / norm_scale**2
     result["mmcs"] = result["frac_recovered"] = result["mmcs_random"] = None
