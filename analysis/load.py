@@ -230,24 +230,16 @@ def make_row(
         row[f"versions.{k}"] = v
 
     status = summary.get("status") if summary else None
-    error = summary.get("error") or (summary.get("traceback") or None)
-    nonfinite = [m for m in _RESULT_METRICS if not math.isfinite(row.get(m, math.nan))]
-    if status == "done" and nonfinite:  # a record from before jobs checked their results
-        status, error = "failed", f"non-finite result: {', '.join(nonfinite)} not finite"
     row.update(
         run_id=run_id,
         sweep=summary.get("sweep") or sweep,
         source=source,
         path=path,
         status=status if status in {"done", "failed", "running"} else fallback_status,
-        error=error,
+        error=summary.get("error") or (summary.get("traceback") or None),
         last_step=None,
     )
     return row, list(knobs)
-
-
-# A "done" run without these has no point on any frontier: it is listed as failed, not dropped.
-_RESULT_METRICS = ("l0", "mse", "fvu")
 
 
 _NONFINITE = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
