@@ -76,7 +76,7 @@ class RunLogger:
                 self.wandb_run = self._start_wandb(LoggerMode.offline)
                 return
             raise WandbStartError(
-                f"W&B could not start a {mode.value} run ({reason}). The local record is "
+                f"W&B could not start its {mode.value} run ({reason}). The local record is "
                 "unaffected. Fix: logger=offline (sync later with `wandb sync`), "
                 "logger=disabled, logger.fallback=offline to fall back on its own, or "
                 "`wandb login` / check the network and logger.entity/project."
@@ -128,9 +128,18 @@ class RunLogger:
                 self._metrics_fh.close()
                 self._metrics_fh = None
         finally:
-            if self.wandb_run is not None:
-                self.wandb_run.finish(exit_code=1 if failed else 0)
-                self.wandb_run = None
+            run, self.wandb_run = self.wandb_run, None
+            if run is not None:
+                try:
+                    run.finish(exit_code=1 if failed else 0)
+                except Exception as exc:  # noqa: BLE001 -- the local record is already complete
+                    log.warning(
+                        "W&B could not finish its run (%s: %s); the local record in %s is "
+                        "complete (an offline run can be synced with `wandb sync`)",
+                        type(exc).__name__,
+                        exc,
+                        self.out_dir,
+                    )
 
 
 def _wandb_run_id(out_dir: Path) -> str:
