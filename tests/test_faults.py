@@ -344,6 +344,22 @@ def test_killed_cache_build_leaves_no_cache_and_the_next_build_cleans_up(tmp_pat
     assert not list(cache_dir.glob("*.tmp-*")), "the killed build's folder was left behind"
 
 
+@pytest.mark.parametrize("verify_hashes", [True, False])
+def test_truncated_cache_shard_or_manifest_is_named_with_the_fix(tmp_path, tiny_lm, verify_hashes):
+    from sae_sweep.data.cache import open_cache
+
+    cfg = _hf_cfg(*tiny_lm, tmp_path / "cache")
+    cfg.verify_hashes = verify_hashes
+    folder = open_cache(cfg).folder
+    shard = folder / "train" / "shard_00001.npy"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"shard_00001\.npy (is corrupt|cannot be read)"):
+        build_source(cfg, 0, CPU)
+    (folder / "manifest.json").write_text("{")
+    with pytest.raises(DataError, match=r"manifest\.json.*Fix: delete the folder"):
+        open_cache(cfg)
+
+
 # -- read-only and full disks ------------------------------------------------------------
 
 
