@@ -10,6 +10,8 @@ The record, in the job's output directory:
     checkpoint/          resumable training state
 Every file is written atomically. A failed job writes a summary with status `failed`
 and its traceback, then re-raises (an interrupted one: status `interrupted`, resumable).
+Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
+`done` means finite results.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from safetensors.torch import save_file
 from .config.schema import Config
 from .config.validation import validate
 from .data import build_source, estimate_norm_scale
-from .evaluation import evaluate
+from .evaluation import check_finite_metrics, evaluate
 from .models import architecture, build_sae
 from .record import RunLogger, atomic_write_text, replace_atomically
 from .record.versions import versions
@@ -55,23 +57,28 @@ def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
         "started": started,
     }
 
-    with RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name) as log:
+    log = RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name)
+    try:
+        log.open()  # W&B starts here: a run that cannot start fails the job like any fault
+        summary = _train_and_evaluate(cfg, out_dir, log, base["knobs"])
+        summary.update(status="done", error=None, traceback=None)
+        summary = {**summary, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
+        log.write_summary(summary)
+    except BaseException as exc:
+        failed = {
+            # Ctrl-C, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
+            "status": "failed" if isinstance(exc, Exception) else "interrupted",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
         try:
-            summary = _train_and_evaluate(cfg, out_dir, log, base["knobs"])
-            summary.update(status="done", error=None, traceback=None)
-        except BaseException as exc:
-            failed = {
-                # Ctrl-C, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
-                "status": "failed" if isinstance(exc, Exception) else "interrupted",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
             log.write_summary(
                 {**failed, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
             )
-            raise
-        summary = {**summary, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
-        log.write_summary(summary)
+        finally:
+            log.close(failed=True)
+        raise
+    log.close()
     return summary
 
 
@@ -99,6 +106,7 @@ def _train_and_evaluate(
         cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=out_dir / CHECKPOINT_DIR
     )
     metrics = evaluate(sae, source, norm_scale, tr.eval_batch_size)
+    check_finite_metrics(metrics)  # a NaN result must never be recorded as done
     log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, step=result.steps)
     save_sae(out_dir, sae, cfg.sae.kind, {"norm_scale": norm_scale, "config": knobs})
     return {

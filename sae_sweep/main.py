@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from .config.schema import Config, register_configs
 from .config.validation import ConfigError
 from .job import run_job
-from .sweep import finish_pending_sweep, register_resolvers, register_sweeps, run_sweep_job
+from .sweep import (
+    finish_pending_sweep,
+    register_resolvers,
+    register_sweeps,
+    run_sweep_job,
+    sweep_exit_code,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("sae_sweep")
@@ -57,6 +63,10 @@ def main() -> None:
         hydra_main()
     finally:  # Hydra skips on_multirun_end when a job or the launcher raised
         finish_pending_sweep()
+    # A sweep contains each job's failure to run the others; its exit status still tells
+    # the shell (or the scheduler) that some job has no result.
+    if sweep_exit_code():
+        sys.exit(sweep_exit_code())
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ class LoggerMode(str, Enum):
     disabled = "disabled"
 
 
+class LoggerFallback(str, Enum):
+    none = "none"
+    offline = "offline"
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -272,6 +277,10 @@ class LoggerConfig:
     """W&B run name (null = the job's output folder name)."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (the run's knobs are added automatically)."""
+    init_timeout_s: float = 20.0
+    """Seconds W&B may take to start a run; past them the job fails (or falls back)."""
+    fallback: LoggerFallback = LoggerFallback.none
+    """`offline`: when an online W&B run cannot start, log offline instead of failing."""
 
 
 @dataclass

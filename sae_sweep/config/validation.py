@@ -7,7 +7,14 @@ adds its own rules (`Architecture.problems`, in its module under models/).
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
+import torch
+
 from .schema import Config, PenaltyKind, SparsePath
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 class ConfigError(ValueError):
@@ -22,6 +29,7 @@ def validate(cfg: Config) -> None:
 
 def _problems(cfg: Config):
     sae, pen, tr, rs = cfg.sae, cfg.penalty, cfg.train, cfg.resample
+    yield from _range_problems(cfg)
 
     from ..models import ARCHITECTURES  # the models import the config package
 
@@ -120,6 +128,23 @@ def _architecture_problems(cfg: Config, arch):
             "Fix: train.sparse_path=auto or off"
         )
     yield from arch.problems(cfg)
+
+
+def _range_problems(node, prefix: str = ""):
+    """Every number must be finite and fit in float32 (bfloat16 has the same range): the
+    training tensors are float32 at most, and a larger value overflows deep inside torch."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _range_problems(value, f"{key}.")
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
+                yield (
+                    f"{key}={value} is outside the float32 range (|x| <= {FLOAT32_MAX:.3g}, "
+                    "finite): the training tensors cannot hold it. Fix: a smaller value"
+                )
+                break
 
 
 def _data_problems(data):

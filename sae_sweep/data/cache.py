@@ -12,7 +12,9 @@ Layout of one cache, `<data.cache_dir>/<model>--<site>--<key>/`:
 context length, BOS/special-token handling, token counts, dtypes): a re-run with the same
 data config finds the cache; a different one gets its own folder. The first job to arrive
 builds it while holding a file lock (the others wait, then read it); the build writes into a
-temporary folder renamed into place at the end, so a crash leaves nothing half-written.
+temporary folder renamed into place at the end, so a crash leaves nothing half-written (and
+the next build removes the crashed one's temporary folder). A built cache is read without
+the lock, so it can live on read-only storage.
 bfloat16 shards are stored as int16 `.npy` (numpy has no bfloat16) and viewed back on read.
 """
 
@@ -27,6 +29,8 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,22 +108,55 @@ def open_cache(cfg) -> Cache:
     fields = cache_fields(cfg)
     key = cache_key(fields)
     root = cache_root(cfg.cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
     slug = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(s).rstrip("/")))  # noqa: E731
     folder = root / f"{slug(fields['model'])}--{slug(cfg.site)}--{key}"
     built, lm = False, None
-    with FileLock(str(folder) + ".lock"):
-        if folder.exists():
-            log.info("reusing activation cache %s", folder)
-        else:
-            log.info("building activation cache %s", folder)
-            lm = build_cache(cfg, folder, fields, key)
-            built = True
+    if folder.exists():
+        # A cache folder appears only by one rename at the end of its build: if it is there it
+        # is complete, and reading it needs no lock (so read-only storage works).
+        log.info("reusing activation cache %s", folder)
+    else:
+        with _build_lock(root, folder):
+            if folder.exists():  # built by another job while this one waited
+                log.info("reusing activation cache %s", folder)
+            else:
+                _remove_stale_builds(folder)
+                log.info("building activation cache %s", folder)
+                lm = build_cache(cfg, folder, fields, key)
+                built = True
     manifest = read_manifest(folder)
     check_manifest(manifest, folder, key=key, d=cfg.d)
     if cfg.verify_hashes and not built:
         verify_files(folder, manifest)
     return Cache(folder, manifest, built, lm)
+
+
+@contextmanager
+def _build_lock(root: Path, folder: Path) -> Iterator[None]:
+    """Hold the lock of one builder; fails with the fix when `root` cannot be written."""
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:
+        raise DataError(
+            f"the activation cache {folder.name} is not built yet and data.cache_dir={root} "
+            f"cannot be written ({type(exc).__name__}: {exc}). Fix: data.cache_dir=<a writable "
+            "folder>, or build the cache once where it can be written (python -m "
+            "sae_sweep.data.build_cache ...) and copy it there."
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale_builds(folder: Path) -> None:
+    """Remove the temporary folders of builds that were killed (only called under the lock:
+    a live builder holds it, so every temporary folder found here is a dead one's)."""
+    for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
+        log.warning("removing %s, left by a cache build that was killed", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

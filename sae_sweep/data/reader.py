@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,26 +32,23 @@ class Shard:
     def __init__(self, path: Path, key: str | None = None, bfloat16: bool = False):
         self.path = Path(path)
         suffix = self.path.suffix
+        if suffix not in (".npy", ".safetensors", ".pt"):
+            raise DataError(f"{self.path}: not a .npy, .safetensors or .pt file")
         try:
             if suffix == ".npy":
                 self._data = np.load(self.path, mmap_mode="r")
             elif suffix == ".safetensors":
                 self._data, bfloat16 = _map_safetensors(self.path, key)
-            elif suffix == ".pt":
-                self._data = _load_torch(self.path, key)
             else:
-                raise DataError(f"{self.path}: not a .npy, .safetensors or .pt file")
-        except (
-            ValueError,
-            OSError,
-            RuntimeError,
-            KeyError,
-            EOFError,
-            pickle.UnpicklingError,
-        ) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"activation shard {self.path} cannot be read: {exc}") from exc
+                self._data = _load_torch(self.path, key)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- truncated, empty, corrupt: each parser differs
+            raise DataError(
+                f"activation shard {self.path} cannot be read ({type(exc).__name__}: {exc}): "
+                "it is empty, truncated or not a valid file of its format. Fix: rewrite or "
+                "remove it."
+            ) from exc
         if self._data.ndim != 2:
             raise DataError(
                 f"activation shard {self.path} has shape {tuple(self._data.shape)}: "
@@ -95,6 +91,12 @@ class Rows:
             a, i = end, i + 1
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def locate(self, row: int) -> tuple[Path, int]:
+        """(shard file, row inside it) of row `row` (relative to lo)."""
+        a = row + self.lo
+        i = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        return self.shards[i].path, a - int(self.offsets[i])
+
 
 class ShuffledActivations:
     """The ActivationSource over stored activations (the cache, or a user's files)."""
@@ -136,7 +138,15 @@ class ShuffledActivations:
 
     def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, self.eval.n, batch_size):
-            yield self.eval.read(start, min(start + batch_size, self.eval.n)).to(self.device)
+            x = self.eval.read(start, min(start + batch_size, self.eval.n))
+            bad = ~torch.isfinite(x)
+            if bad.any():  # on the CPU copy: no device sync
+                path, row = self.eval.locate(start + int(bad.any(-1).nonzero()[0]))
+                raise DataError(
+                    f"the held-out activations hold {int(bad.sum())} non-finite values (NaN/inf), "
+                    f"the first in row {row} of {path}. Fix or recompute that file."
+                )
+            yield x.to(self.device)
 
     # -- the order --
     def train_rows(self, step: int, batch_size: int) -> np.ndarray:
@@ -224,6 +234,8 @@ def _map_safetensors(path: Path, key: str | None):
     """Memory-map one tensor of a safetensors file (8-byte header size, JSON header, data)."""
     with open(path, "rb") as fh:
         (size,) = struct.unpack("<Q", fh.read(8))
+        if size > os.path.getsize(path) - 8:
+            raise ValueError(f"its header claims {size} bytes, more than the file holds")
         header = json.loads(fh.read(size))
     header.pop("__metadata__", None)
     name = _pick(list(header), key, path)

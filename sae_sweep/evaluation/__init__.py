@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..data.source import ActivationSource
+from ..data.source import ActivationSource, DataError
 from ..data.splice import LM_METRICS
 from ..models.base import SparseAutoencoder
 from .metrics import StreamingMetrics, fvu, l0, mmcs, mse, shrinkage
 
-__all__ = ["StreamingMetrics", "evaluate", "fvu", "l0", "mmcs", "mse", "shrinkage"]
+__all__ = [
+    "NonFiniteMetricsError",
+    "StreamingMetrics",
+    "check_finite_metrics",
+    "evaluate",
+    "fvu",
+    "l0",
+    "mmcs",
+    "mse",
+    "shrinkage",
+]
+
+# The metrics every frontier and verdict is built from: a job without them has no result.
+REQUIRED_FINITE = ("l0", "mse", "fvu", "explained_variance", "shrinkage", "dead_fraction")
+
+
+class NonFiniteMetricsError(RuntimeError):
+    """A held-out metric is NaN or infinite: the job has no usable result."""
 
 
 @torch.no_grad()
@@ -21,11 +40,19 @@ def evaluate(
     sae.eval()
     acc = StreamingMetrics(sae.d_sae, sae.W_dec.device)
     dtype = sae.W_dec.dtype
+    bad = torch.zeros((), dtype=torch.long, device=sae.W_dec.device)  # read once, at the end
     for x in source.eval_batches(batch_size):
         x = x.to(sae.W_dec.device, dtype) * norm_scale
+        bad += (~torch.isfinite(x)).sum()
         out = sae(x)
         acc.update(x, out.x_hat, out.f)
     sae.train(was_training)
+    if bad.item():  # sources reading files name the file and row themselves, earlier
+        raise DataError(
+            f"the held-out activations of {type(source).__name__} hold {bad.item()} non-finite "
+            "values (NaN/inf): held-out metrics on them would be NaN. Fix or recompute the "
+            "activation data."
+        )
     result: dict[str, float | None] = acc.result()
     result["mse_original_units"] = result["mse"] / norm_scale**2
     result["mmcs"] = result["frac_recovered"] = result["mmcs_random"] = None
@@ -41,6 +68,19 @@ def evaluate(
         result.update(lm_eval(sae, norm_scale))
         sae.train(was_training)
     return result
+
+
+def check_finite_metrics(metrics: dict[str, float | None]) -> None:
+    """Raise NonFiniteMetricsError naming the metrics of REQUIRED_FINITE that are NaN/inf."""
+    bad = {k: metrics.get(k) for k in REQUIRED_FINITE}
+    bad = {k: v for k, v in bad.items() if v is None or not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteMetricsError(
+            f"the held-out metrics are not finite ({shown}): the trained SAE gives no usable "
+            "result (its outputs overflow, or the held-out data has no variance). Fix: lower "
+            "train.lr or penalty.coefficient, set train.grad_clip, or check the held-out data."
+        )
 
 
 def _random_dictionary_mmcs(true_directions: torch.Tensor, d_sae: int) -> float:

@@ -3,21 +3,32 @@
 Local: `metrics.jsonl` (one JSON object per logging step, flushed at once) and, at the end,
 `summary.json`. W&B: one run per job (a mirror for sharing, never the only copy), always
 finished in a `finally`, or a serial multirun would log every job into the first run.
+
+A W&B run that cannot start (no key, no network) is a job failure like any other: `open`
+raises `WandbStartError` with the reason and the fix, within `logger.init_timeout_s`; or,
+with `logger.fallback=offline`, the job logs to an offline W&B run instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import LoggerConfig, LoggerMode
+from ..config.schema import LoggerConfig, LoggerFallback, LoggerMode
 from .atomic import atomic_write_json
+
+log = logging.getLogger("sae_sweep")
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+
+
+class WandbStartError(RuntimeError):
+    """W&B could not start the job's run (no API key, no network, a server error)."""
 
 
 class RunLogger:
@@ -38,13 +49,40 @@ class RunLogger:
         self._metrics_fh = None
 
     def __enter__(self) -> RunLogger:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics_fh = open(self.out_dir / METRICS_FILE, "a")
-        if LoggerMode(self.cfg.mode) != LoggerMode.disabled:
-            self.wandb_run = self._start_wandb()
+        self.open()
         return self
 
-    def _start_wandb(self):
+    def open(self) -> None:
+        """Open the local record, then start the W&B run (may raise WandbStartError)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics_fh = open(self.out_dir / METRICS_FILE, "a")  # noqa: SIM115 -- closed in close()
+        mode = LoggerMode(self.cfg.mode)
+        if mode == LoggerMode.disabled:
+            return
+        try:
+            self.wandb_run = self._start_wandb(mode)
+        except Exception as exc:  # noqa: BLE001 -- W&B raises many types; each is the same fault
+            lines = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+            fallback = LoggerFallback(self.cfg.fallback)
+            if mode == LoggerMode.online and fallback == LoggerFallback.offline:
+                log.warning("W&B online failed (%s); logging offline (logger.fallback)", reason)
+                import wandb
+
+                # the failed attempt keeps the run id claimed in W&B's service process: a
+                # fresh service lets the offline run keep the id (`wandb sync` then uploads
+                # it as this job's run)
+                wandb.teardown()
+                self.wandb_run = self._start_wandb(LoggerMode.offline)
+                return
+            raise WandbStartError(
+                f"W&B could not start its {mode.value} run ({reason}). The local record is "
+                "unaffected. Fix: logger=offline (sync later with `wandb sync`), "
+                "logger=disabled, logger.fallback=offline to fall back on its own, or "
+                "`wandb login` / check the network and logger.entity/project."
+            ) from exc
+
+    def _start_wandb(self, mode: LoggerMode):
         import wandb
 
         return wandb.init(
@@ -54,13 +92,16 @@ class RunLogger:
             name=self.cfg.name or self.default_name,
             tags=sorted(set(self.tags) | set(self.cfg.tags)),
             config=self.config,
-            mode=LoggerMode(self.cfg.mode).value,
+            mode=mode.value,
             dir=str(self.out_dir),
             # A resumed job continues its own W&B run instead of starting a second one.
             id=_wandb_run_id(self.out_dir),
             resume="allow",
             reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off"),
+            # W&B's own default waits 90 s for an unreachable server before failing
+            settings=wandb.Settings(
+                silent=True, console="off", init_timeout=self.cfg.init_timeout_s
+            ),
         )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -79,13 +120,26 @@ class RunLogger:
         return path
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
+
+    def close(self, failed: bool = False) -> None:
         try:
             if self._metrics_fh is not None:
                 self._metrics_fh.close()
+                self._metrics_fh = None
         finally:
-            if self.wandb_run is not None:
-                self.wandb_run.finish(exit_code=1 if exc_type else 0)
-                self.wandb_run = None
+            run, self.wandb_run = self.wandb_run, None
+            if run is not None:
+                try:
+                    run.finish(exit_code=1 if failed else 0)
+                except Exception as exc:  # noqa: BLE001 -- the local record is already complete
+                    log.warning(
+                        "W&B could not finish its run (%s: %s); the local record in %s is "
+                        "complete (an offline run can be synced with `wandb sync`)",
+                        type(exc).__name__,
+                        exc,
+                        self.out_dir,
+                    )
 
 
 def _wandb_run_id(out_dir: Path) -> str:

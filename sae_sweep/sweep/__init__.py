@@ -12,7 +12,7 @@ One concept per file:
 Job folders are named in `sweeps/_base.yaml` (`hydra.sweep.subdir`: variant/lambda/seed).
 """
 
-from .callback import SweepCallback, finish_pending_sweep
+from .callback import SweepCallback, finish_pending_sweep, sweep_exit_code
 from .resolvers import register_resolvers
 from .sweep_files import available_sweeps, register_sweeps
 from .task import run_sweep_job
@@ -24,4 +24,5 @@ __all__ = [
     "register_resolvers",
     "register_sweeps",
     "run_sweep_job",
+    "sweep_exit_code",
 ]

@@ -37,6 +37,8 @@ class _Launch:
 
 
 _pending: _Launch | None = None
+_problems: list[str] | None = None
+"""What went wrong in the sweep this process finished ([] = all done; None = no sweep)."""
 
 
 class SweepCallback(Callback):
@@ -50,7 +52,8 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         os.environ[ENV_LAUNCH_ID] = launch_id  # inherited by every launcher's jobs
-        params = OmegaConf.to_container(hc.sweeper.get("params") or {}, resolve=True)
+        params = hc.sweeper.get("params")  # none on a plain --multirun
+        params = OmegaConf.to_container(params, resolve=True) if params else {}
         grid = manifest.expand_grid(params, list(hc.overrides.task))
         m = manifest.start_launch(
             sweep_dir, config.get("sweep"), grid, list(hc.overrides.task), launch_id
@@ -65,28 +68,40 @@ class SweepCallback(Callback):
 
 def finish_pending_sweep() -> None:
     """Finish the sweep started in this process, if any: table, manifest, analysis."""
-    global _pending
+    global _pending, _problems
     launch, _pending = _pending, None
     if launch is not None:
-        finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis)
+        _problems = finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis)
 
 
-def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True) -> None:
+def sweep_exit_code() -> int:
+    """1 when the sweep this process ran left a job without a result, else 0."""
+    return 1 if _problems else 0
+
+
+def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True) -> list[str]:
+    """Table, manifest, analysis; returns the launch's problems (see `table.problems`).
+
+    The last line printed says whether every job has a result: a script or a scheduler
+    reading the exit status (non-zero on any problem) finds the reason beside it.
+    """
     rows = table.collect(sweep_dir, launch_id)
     text = table.write_table(sweep_dir, rows, expected=n_jobs)
     manifest.end_launch(sweep_dir, launch_id, table.counts(rows))
     print(f"\nsweep {sweep_dir}\n{text}", flush=True)
-    if (
-        any(r.get("outcome") in ("failed", "running", "conflict") for r in rows)
-        or len(rows) < n_jobs
-    ):
+    problems = table.problems(rows, expected=n_jobs)
+    if analysis:
+        run_analysis_safely(sweep_dir)
+    if problems:
         print(
-            "re-run the same command with "
+            f"sweep incomplete ({', '.join(problems)} of {max(n_jobs, len(rows))} jobs; exit "
+            f"status 1): see jobs.md and each job's summary.json. Re-run the same command with "
             f"hydra.sweep.dir={sweep_dir} to resume (add rerun_failed=true to retry failures)",
             flush=True,
         )
-    if analysis:
-        run_analysis_safely(sweep_dir)
+    else:
+        print(f"sweep complete: all {len(rows)} jobs have a result", flush=True)
+    return problems
 
 
 def run_analysis_safely(sweep_dir: Path) -> None:

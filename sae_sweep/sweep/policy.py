@@ -83,7 +83,9 @@ def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decisio
 
 def prepare(job_dir: Path, decision: Decision) -> None:
     """Make the folder ready for training: drop the stale summary, and the metrics logged
-    after the checkpoint the job resumes from (they will be logged again)."""
+    after the checkpoint the job resumes from (they will be logged again). The eval/ line is
+    logged after the last checkpoint, at its step: a job killed after it logs it again, so
+    it goes too (else metrics.jsonl would hold it twice)."""
     (Path(job_dir) / SUMMARY_FILE).unlink(missing_ok=True)
     metrics = Path(job_dir) / METRICS_FILE
     if not metrics.exists():
@@ -91,9 +93,12 @@ def prepare(job_dir: Path, decision: Decision) -> None:
     keep = []
     for line in metrics.read_text().splitlines():
         try:
-            step = json.loads(line).get("step")
+            entry = json.loads(line)
+            step = entry.get("step")
         except (json.JSONDecodeError, AttributeError):
             continue  # a half-written last line of a killed job
+        if any(k.startswith("eval/") for k in entry):
+            continue
         ckpt = decision.checkpoint_step
         if ckpt is not None and step is not None and step <= ckpt:
             keep.append(line)

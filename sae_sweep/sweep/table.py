@@ -55,6 +55,22 @@ def markdown(rows: list[dict[str, Any]], expected: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def problems(rows: list[dict[str, Any]], expected: int | None = None) -> list[str]:
+    """What keeps the launch from having a result for every job ([] when every job is done).
+
+    A job skipped because it failed in an earlier launch counts: the sweep lacks its result.
+    """
+    c = Counter(r.get("outcome") for r in rows)
+    out = [f"{c[k]} {k}" for k in ("failed", "conflict", "running") if c.get(k)]
+    skipped_failed = sum(r.get("outcome") == "skipped" and r.get("status") == "failed"
+                         for r in rows)  # fmt: skip
+    if skipped_failed:
+        out.append(f"{skipped_failed} skipped as failed earlier")
+    if expected is not None and expected > len(rows):
+        out.append(f"{expected - len(rows)} never reported")
+    return out
+
+
 def write_table(sweep_dir: Path, rows: list[dict[str, Any]], expected: int | None = None) -> str:
     text = markdown(rows, expected)
     atomic_write_text(Path(sweep_dir) / TABLE_MD, text)

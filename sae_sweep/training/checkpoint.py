@@ -1,8 +1,15 @@
-"""Resumable training state, stored without pickle: tensors in safetensors, the rest in JSON."""
+"""Resumable training state, stored without pickle: tensors in safetensors, the rest in JSON.
+
+A checkpoint that cannot be read (damaged file, disk error) fails the job with
+CheckpointError naming the file, and is first moved aside to `checkpoint.damaged-<time>/`
+(kept for inspection, never deleted): the re-run starts the job from step 0.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -12,6 +19,12 @@ from ..record.atomic import atomic_write_text, replace_atomically
 
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
+DAMAGED_SUFFIX = ".damaged-"
+"""A damaged checkpoint folder is renamed to `<folder>.damaged-<YYYYmmdd-HHMMSS>`."""
+
+
+class CheckpointError(RuntimeError):
+    """The job's checkpoint cannot be read; it was moved aside so that a re-run starts afresh."""
 
 
 def save_checkpoint(
@@ -39,11 +52,40 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, sae: torch.nn.Module, optimizer: torch.optim.Optimizer
+    directory: Path,
+    sae: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    required_extra: tuple[str, ...] = (),
+    required_meta: tuple[str, ...] = (),
 ) -> tuple[int, dict[str, torch.Tensor], dict] | None:
-    """Restore sae and optimizer in place; returns (step, extra tensors, meta) or None."""
+    """Restore sae and optimizer in place; returns (step, extra tensors, meta) or None.
+
+    Raises CheckpointError (after moving the folder aside) when it cannot be read or lacks
+    one of `required_extra` (tensors) or `required_meta` (meta.json keys)."""
     if not (directory / META_FILE).exists():
         return None
+    try:
+        return _restore(directory, sae, optimizer, required_extra, required_meta)
+    except Exception as exc:  # noqa: BLE001 -- truncated, corrupt, wrong shapes: all unusable
+        kept = quarantine(directory)
+        raise CheckpointError(
+            f"the checkpoint {directory} cannot be read ({type(exc).__name__}: {exc}). It was "
+            f"moved to {kept} (kept, not deleted). Fix: run the job again and it starts from "
+            "step 0 (in a sweep: the same command with rerun_failed=true)."
+        ) from exc
+
+
+def quarantine(directory: Path) -> Path:
+    """Rename a damaged checkpoint folder aside; returns its new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = directory.with_name(f"{directory.name}{DAMAGED_SUFFIX}{stamp}"), 1
+    while target.exists():
+        target, n = directory.with_name(f"{directory.name}{DAMAGED_SUFFIX}{stamp}~{n}"), n + 1
+    os.rename(directory, target)
+    return target
+
+
+def _restore(directory, sae, optimizer, required_extra, required_meta):
     meta = json.loads((directory / META_FILE).read_text())
     flat = load_file(str(directory / STATE_FILE))
     device = next(sae.parameters()).device
@@ -57,4 +99,10 @@ def load_checkpoint(
         if state:
             optimizer.state[param] = state
     extra = {k[6:]: v.to(device) for k, v in flat.items() if k.startswith("extra.")}
-    return meta.pop("step"), extra, meta
+    for key in required_extra:  # a checkpoint missing them is as unusable as a corrupt one
+        if key not in extra:
+            raise KeyError(f"{STATE_FILE} lacks the tensor {key!r}")
+    for key in required_meta:
+        if key not in meta:
+            raise KeyError(f"{META_FILE} lacks {key!r}")
+    return int(meta.pop("step")), extra, meta

@@ -53,12 +53,14 @@ def train(
     last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=device)  # step index
     start, wall_before = 0, 0.0
     if checkpoint_dir is not None:
-        restored = load_checkpoint(checkpoint_dir, sae, optimizer)
+        restored = load_checkpoint(
+            checkpoint_dir, sae, optimizer, ("last_fired",), ("train_wall_s",)
+        )
         if restored is not None:
             start, extra, meta = restored
             last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
     resample_steps = set(rs.at_steps) if rs.enabled else set()
-    window = _WindowSums(device)
+    window = _WindowSums(device, _divergence_fix(cfg))
     stepper = Stepper(cfg, sae, optimizer)
     t_start = t_window = time.perf_counter()
 
@@ -101,6 +103,7 @@ def train(
             stepper.update_path(metrics["l0"])  # train.sparse_path=auto
             t_window = time.perf_counter()
         if checkpoint_due:
+            _check_finite_weights(sae, done, _divergence_fix(cfg))  # never checkpoint NaNs
             wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(
                 checkpoint_dir,
@@ -111,11 +114,34 @@ def train(
                 meta={"train_wall_s": wall},
             )
 
+    _check_finite_weights(sae, tr.steps, _divergence_fix(cfg))
     wall = wall_before + time.perf_counter() - t_start
     trained = tr.steps - start
     speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
     paths = [p.value for p in stepper.paths_used]
     return TrainResult(tr.steps, wall, speed, start, paths)
+
+
+def _divergence_fix(cfg: Config) -> str:
+    """What to change after a divergence: grad clipping only where it is not already on."""
+    tr = cfg.train
+    if tr.grad_clip is None:
+        return "Fix: lower train.lr or penalty.coefficient, or set train.grad_clip."
+    return (
+        f"Fix: lower train.lr (now {tr.lr}) or penalty.coefficient (now "
+        f"{cfg.penalty.coefficient}), or tighten train.grad_clip (now {tr.grad_clip})."
+    )
+
+
+def _check_finite_weights(sae: SparseAutoencoder, step: int, fix: str) -> None:
+    """Raise TrainingDivergedError if a parameter holds NaN/inf (one device sync)."""
+    flags = torch.stack([torch.isfinite(p).all() for p in sae.parameters()])
+    if not bool(flags.all()):
+        params = (name for name, _ in sae.named_parameters())
+        names = [name for name, ok in zip(params, flags.tolist(), strict=True) if not ok]
+        raise TrainingDivergedError(
+            f"the SAE's weights became non-finite (NaN/inf) by step {step}, in {names}. {fix}"
+        )
 
 
 def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:
@@ -137,7 +163,8 @@ class _WindowSums:
 
     NAMES = ("loss", "recon", "sparse", "aux", "l0", "variance", "nonfinite_inputs")
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, divergence_fix: str):
+        self.divergence_fix = divergence_fix
         self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
         self.steps = 0
 
@@ -175,7 +202,7 @@ class _WindowSums:
         if not all(map(math.isfinite, values.values())):
             raise TrainingDivergedError(
                 f"the loss became non-finite between steps {first} and {step} ({values}). "
-                "Lower train.lr or penalty.coefficient, or set train.grad_clip."
+                f"{self.divergence_fix}"
             )
         variance = values.pop("variance")
         values["mse"] = values["recon"]
