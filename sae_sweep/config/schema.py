@@ -54,6 +54,13 @@ class LoggerMode(str, Enum):
     disabled = "disabled"
 
 
+class ProgressMode(str, Enum):
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+    off = "off"
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -259,6 +266,10 @@ class LoggerConfig:
     """W&B run name (null = the job's output folder name)."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (the run's knobs are added automatically)."""
+    progress: ProgressMode = ProgressMode.auto
+    """Training progress: `bar` (tqdm), `lines` (log lines), `auto` (bar on a terminal) or `off`."""
+    progress_every_s: float = 30.0
+    """Seconds between progress lines and `progress.json` rewrites (`sae-sweep-status` reads it)."""
 
 
 @dataclass
