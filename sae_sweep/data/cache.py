@@ -26,15 +26,18 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from ..record.atomic import atomic_write_json
+from ..record.progress import PROGRESS_FILE, Progress, describe, read_progress
 from .hf_model import LoadedModel, find_site, load_model, site_activations, special_ids
 from .source import DataError
 from .tokens import iter_texts, pack
@@ -42,6 +45,8 @@ from .tokens import iter_texts, pack
 log = logging.getLogger("sae_sweep.data")
 
 MANIFEST = "manifest.json"
+PROGRESS_EVERY_S = 30.0
+"""Seconds between build progress lines, and between the lines of a job waiting for a build."""
 FORMAT_VERSION = 1
 KEY_FIELDS = (
     "model",
@@ -107,7 +112,7 @@ def open_cache(cfg) -> Cache:
     slug = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(s).rstrip("/")))  # noqa: E731
     folder = root / f"{slug(fields['model'])}--{slug(cfg.site)}--{key}"
     built, lm = False, None
-    with FileLock(str(folder) + ".lock"):
+    with _cache_lock(folder):
         if folder.exists():
             log.info("reusing activation cache %s", folder)
         else:
@@ -119,6 +124,44 @@ def open_cache(cfg) -> Cache:
     if cfg.verify_hashes and not built:
         verify_files(folder, manifest)
     return Cache(folder, manifest, built, lm)
+
+
+@contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Hold the cache's build lock; while another job holds it, say every PROGRESS_EVERY_S
+    seconds what this job waits for, from the build's progress.json."""
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        while True:
+            log.info("waiting for %s", _build_in_progress(folder))
+            try:
+                lock.acquire(timeout=PROGRESS_EVERY_S)
+                break
+            except Timeout:
+                continue
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _build_in_progress(folder: Path) -> str:
+    """What the job holding the lock is doing, as far as its temporary folder tells."""
+    builds = sorted(folder.parent.glob(f"{folder.name}.tmp-*/{PROGRESS_FILE}"))
+    snaps = [snap for path in builds if (snap := read_progress(path)) is not None]
+    if not snaps:
+        return (
+            f"the activation cache {folder}: another job holds {folder}.lock "
+            "(loading its model, or no build progress yet)"
+        )
+    snap = max(snaps, key=lambda s: s.get("updated_unix", 0))
+    age = time.time() - snap.get("updated_unix", time.time())
+    return (
+        f"the activation cache being built by {snap.get('host')}:{snap.get('pid')}, "
+        f"updated {age:.0f} s ago: {describe(snap)}"
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -186,6 +229,13 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
             cfg.prepend_bos,
         )
         dtype = _plain(cfg.cache_dtype)
+        progress = Progress(
+            f"activation cache {folder.name}",
+            total=cfg.n_tokens,
+            unit="token",
+            path=tmp / PROGRESS_FILE,  # read by the jobs waiting on the lock
+            every_s=PROGRESS_EVERY_S,
+        )
 
         def activations(ids: np.ndarray) -> torch.Tensor:
             tokens = torch.from_numpy(ids).to(lm.device)
@@ -214,6 +264,7 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
             x = activations(np.stack(batch))
             train_writer.add(x[: cfg.n_tokens - train_writer.rows])
             processed += len(batch) * cfg.context_length
+            progress.update(train_writer.rows)
         if train_writer.rows == 0:
             raise DataError(
                 f"data.dataset={cfg.dataset!r} has no text left for training after the "
@@ -225,6 +276,8 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
                 train_writer.rows,
                 cfg.n_tokens,
             )
+        progress.set_state("done")
+        (tmp / PROGRESS_FILE).unlink()  # the manifest tells how the build went
         np.save(tmp / "eval_tokens.npy", eval_tokens)
         train, ev = train_writer.close(), eval_writer.close()
         wall = time.perf_counter() - t0 - load_s  # dataset, forward passes, shard writes

@@ -174,7 +174,7 @@ def describe(snap: dict[str, Any]) -> str:
         if figure and value is not None and not isinstance(value, dict | list):
             parts.append(f"{key} {_short(value)}")
     rate_key = f"{scaled}_per_s" if scaled else "rate_per_s"
-    parts.append(f"{scaled or unit}/s {_short(snap.get(rate_key))}")
+    parts.append(f"{scaled or unit + 's'}/s {_short(snap.get(rate_key))}")
     parts.append(f"elapsed {duration(snap.get('elapsed_s'))}")
     if snap.get("state") in RUNNING_STATES:
         parts.append(f"ETA {duration(snap.get('eta_s'))}")
