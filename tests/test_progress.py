@@ -74,10 +74,11 @@ def test_progress_is_reported_every_interval_not_every_step(tmp_path):
     for step in range(1, 101):
         now[0] = step * 0.5  # 2 steps per second: a report every 20 steps
         p.update(step, {"l0": 3.0} if step % 25 == 0 else None)
-    assert [r["done"] for r in reports] == [20, 40, 60, 80, 100]
+    # every 10 s, and at once when the first figures (the first logged window) arrive
+    assert [r["done"] for r in reports] == [20, 25, 45, 65, 85]
     assert reports[0]["rate_per_s"] == pytest.approx(2.0)
     assert reports[0]["eta_s"] == pytest.approx(40.0)
-    assert reports[1]["l0"] == 3.0  # the figures of the last window are kept
+    assert reports[2]["l0"] == 3.0  # the figures of the last window are kept
 
 
 def test_failed_job_leaves_failed_progress_with_the_error(tmp_path):
@@ -134,3 +135,11 @@ def test_cache_build_reports_progress_and_waiting_jobs_say_what_they_wait_for(
     waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for")]
     assert waits and all("being built by" in w for w in waits)
     assert "token 1,200/3,000 (40%)" in waits[0]
+
+
+def test_negative_progress_interval_is_rejected_before_anything_is_written(tmp_path):
+    from sae_sweep.config.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="logger.progress_every_s=-1"):
+        run_job(small_config(logger__progress_every_s=-1.0), tmp_path / "job")
+    assert not (tmp_path / "job").exists()

@@ -267,7 +267,8 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (the run's knobs are added automatically)."""
     progress: ProgressMode = ProgressMode.auto
-    """Training progress: `bar` (tqdm), `lines` (log lines), `auto` (bar on a terminal) or `off`."""
+    """Console progress: `bar` (tqdm), `lines` (log lines), `auto` (a bar on a terminal, else
+    lines) or `off`; `progress.json` is written in every mode."""
     progress_every_s: float = 30.0
     """Seconds between progress lines and `progress.json` rewrites (`sae-sweep-status` reads it)."""
 

@@ -47,7 +47,8 @@ def resolve_mode(mode: str) -> str:
 
 
 class Progress:
-    """Counts `done` of `total` units; reports when due (every `every_s` s) and at the end.
+    """Counts `done` of `total` units; reports when due (every `every_s` s, and with the first
+    figures, which give the first rate and ETA early) and at every change of state.
 
     `scale` converts a unit into `scaled` things (a step is `batch_size` activations): the
     report then also gives their count and rate. `update` is cheap when nothing is due.
@@ -82,6 +83,7 @@ class Progress:
         self.state = state
         self.t0 = self.clock()
         self._last_report = -math.inf
+        self._figures_reported = False
         if getattr(self, "bar", None) is not None:
             self.bar.close()
         self.bar = None
@@ -92,7 +94,7 @@ class Progress:
                 total=self.total, initial=self.initial, desc=self.label, unit=self.unit,
                 dynamic_ncols=True, leave=True,
             )  # fmt: skip
-        self.report()
+        self.report(log_line=state != "running")  # the first line comes with the first figures
 
     def update(self, done: int, figures: dict[str, Any] | None = None) -> None:
         if figures:
@@ -101,8 +103,10 @@ class Progress:
             self.bar.update(done - self.done)
             if figures:
                 self.bar.set_postfix_str(self._figures_text(), refresh=False)
+        first_figures = figures and not self._figures_reported
         self.done = done
-        if self.clock() - self._last_report >= self.every_s:
+        if first_figures or self.clock() - self._last_report >= self.every_s:
+            self._figures_reported = self._figures_reported or bool(figures)
             self.report()
 
     def set_state(self, state: str, figures: dict[str, Any] | None = None) -> None:
@@ -143,12 +147,12 @@ class Progress:
         )  # fmt: skip
         return snap
 
-    def report(self) -> dict[str, Any]:
+    def report(self, log_line: bool = True) -> dict[str, Any]:
         self._last_report = self.clock()
         snap = self.snapshot()
         if self.path is not None:
             atomic_write_json(self.path, {k: _json_number(v) for k, v in snap.items()})
-        if self.mode == "lines":
+        if self.mode == "lines" and log_line:
             log.info("%s", describe(snap))
         return snap
 
