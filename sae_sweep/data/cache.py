@@ -159,8 +159,8 @@ def _build_in_progress(folder: Path) -> str:
     snap = max(snaps, key=lambda s: s.get("updated_unix", 0))
     age = time.time() - snap.get("updated_unix", time.time())
     return (
-        f"the activation cache being built by {snap.get('host')}:{snap.get('pid')}, "
-        f"updated {age:.0f} s ago: {describe(snap)}"
+        f"the activation cache {folder.name}, being built by {snap.get('host')}:"
+        f"{snap.get('pid')} (progress of {age:.0f} s ago): {describe({**snap, 'label': None})}"
     )
 
 

@@ -167,9 +167,9 @@ def describe(snap: dict[str, Any]) -> str:
     if snap.get("state") == "preparing":
         return f"{snap.get('label', '')}: preparing (data, activation cache, normalisation)"
     pct = f" ({100 * snap['fraction']:.0f}%)" if snap.get("fraction") is not None else ""
+    label = f"{snap['label']}: " if snap.get("label") else ""
     parts = [
-        f"{snap.get('label', '')}: {snap.get('state')} {unit} "
-        f"{snap.get('done', 0):,}/{snap.get('total', 0):,}{pct}"
+        f"{label}{snap.get('state')} {unit} {snap.get('done', 0):,}/{snap.get('total', 0):,}{pct}"
     ]
     if scaled:
         parts.append(f"{scaled} {_short(snap.get(scaled))}")
