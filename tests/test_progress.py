@@ -16,6 +16,7 @@ from sae_sweep.data import cache as cache_module
 from sae_sweep.job import run_job
 from sae_sweep.record import progress as progress_module
 from sae_sweep.record.progress import PROGRESS_FILE, Progress, read_progress
+from sae_sweep.training.progress import JobProgress
 
 
 @pytest.fixture
@@ -130,8 +131,16 @@ def test_cache_build_reports_progress_and_waiting_jobs_say_what_they_wait_for(
     threading.Timer(0.5, holder.release).start()
     monkeypatch.setattr(cache_module, "PROGRESS_EVERY_S", 0.1)
     caplog.clear()
+    job = JobProgress(small_config(), tmp_path / "job", "job")  # written at once: a new note
     with cache_module._cache_lock(folder):
         pass
+    # The waiting job's own progress.json is kept fresh and says what it waits for, so that
+    # sae-sweep-status does not take a long wait for a dead job.
+    waiting = read_progress(tmp_path / "job" / PROGRESS_FILE)
+    assert waiting["state"] == "preparing"
+    assert waiting["note"] == "waiting for the activation cache other--site--key"
+    job.start(0)
+    assert "note" not in read_progress(tmp_path / "job" / PROGRESS_FILE)
     waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for")]
     assert waits and all("being built by" in w for w in waits)
     assert "token 1,200/3,000 (40%)" in waits[0]

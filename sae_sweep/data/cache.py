@@ -37,7 +37,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from ..record.atomic import atomic_write_json
-from ..record.progress import PROGRESS_FILE, Progress, describe, read_progress
+from ..record.progress import PROGRESS_FILE, Progress, describe, heartbeat, read_progress
 from .hf_model import LoadedModel, find_site, load_model, site_activations, special_ids
 from .source import DataError
 from .tokens import iter_texts, pack
@@ -136,6 +136,7 @@ def _cache_lock(folder: Path) -> Iterator[None]:
     except Timeout:
         while True:
             log.info("waiting for %s", _build_in_progress(folder))
+            heartbeat(f"waiting for the activation cache {folder.name}")
             try:
                 lock.acquire(timeout=PROGRESS_EVERY_S)
                 break
@@ -265,6 +266,7 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
             train_writer.add(x[: cfg.n_tokens - train_writer.rows])
             processed += len(batch) * cfg.context_length
             progress.update(train_writer.rows)
+            heartbeat(f"building the activation cache {folder.name}")  # the job is not stuck
         if train_writer.rows == 0:
             raise DataError(
                 f"data.dataset={cfg.dataset!r} has no text left for training after the "

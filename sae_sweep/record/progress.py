@@ -24,6 +24,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ PROGRESS_FILE = "progress.json"
 RUNNING_STATES = ("preparing", "running", "evaluating")
 
 log = logging.getLogger("sae_sweep.progress")
+_alive: weakref.WeakSet[Progress] = weakref.WeakSet()
 
 
 def resolve_mode(mode: str) -> str:
@@ -42,7 +44,8 @@ def resolve_mode(mode: str) -> str:
     mode = getattr(mode, "value", mode)
     if mode != "auto":
         return mode
-    interactive = sys.stderr.isatty() and multiprocessing.parent_process() is None
+    tty = getattr(sys.stderr, "isatty", lambda: False)()
+    interactive = tty and multiprocessing.parent_process() is None
     return "bar" if interactive else "lines"
 
 
@@ -76,6 +79,7 @@ class Progress:
         self.started = _now_iso()
         self.figures: dict[str, Any] = {}
         self.restart(initial, state)
+        _alive.add(self)
 
     def restart(self, initial: int, state: str = "running") -> None:
         """Count from `initial` (e.g. a resumed job's checkpoint step); the rate starts now."""
@@ -84,6 +88,7 @@ class Progress:
         self.t0 = self.clock()
         self._last_report = -math.inf
         self._figures_reported = False
+        self.figures.pop("note", None)
         if getattr(self, "bar", None) is not None:
             self.bar.close()
         self.bar = None
@@ -161,6 +166,17 @@ class Progress:
         return "  ".join(f"{k}={_short(v)}" for k, v in shown.items())
 
 
+def heartbeat(note: str) -> None:
+    """Keep this process's `preparing` progress files fresh during a long wait or cache
+    build, saying what they wait for: a job waiting is not taken for a dead (stale) one."""
+    for progress in list(_alive):
+        if progress.state == "preparing":
+            news = progress.figures.get("note") != note
+            progress.figures["note"] = note
+            if news or progress.clock() - progress._last_report >= progress.every_s:
+                progress.report(log_line=False)
+
+
 def describe(snap: dict[str, Any]) -> str:
     """One line: `label: state unit done/total (pct)  count  figures  rate  elapsed  ETA`."""
     unit, scaled = snap.get("unit", ""), snap.get("scaled")
@@ -186,7 +202,7 @@ def describe(snap: dict[str, Any]) -> str:
 
 
 _NOT_FIGURES = {"label", "state", "done", "total", "unit", "fraction", "elapsed_s", "eta_s",
-                "scaled", "metrics", "host", "pid", "started", "updated",
+                "scaled", "metrics", "note", "host", "pid", "started", "updated",
                 "updated_unix"}  # fmt: skip
 
 

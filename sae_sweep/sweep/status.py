@@ -74,9 +74,7 @@ def job_status(job_dir: Path, stale_after_s: float, now: float) -> dict[str, Any
         fvu=progress.get("fvu"),
         age_s=age,
         eta_s=max(eta - (age or 0.0), 0.0) if isinstance(eta, int | float) else None,
-        note=progress.get("state")
-        if progress.get("state") in ("preparing", "evaluating")
-        else None,
+        note=progress.get("note") or _phase(progress.get("state")),
     )
     if job.get("started") and row["eta_s"] is not None:  # the job's whole time, as wall_s
         row["wall_s"] = now - job["started"] + row["eta_s"]
@@ -258,6 +256,10 @@ def _show(sweep_dir: Path, args: argparse.Namespace) -> int:
         if not left:
             return 0
         time.sleep(args.watch)
+
+
+def _phase(state: str | None) -> str | None:
+    return state if state in ("preparing", "evaluating") else None
 
 
 def _first_line(text: Any) -> str | None:
