@@ -8,6 +8,7 @@ The record, in the job's output directory:
     sae.safetensors      the weights, with sae_config.json beside them
     ground_truth.safetensors   the true feature directions (synthetic data)
     checkpoint/          resumable training state
+    progress.json        live progress (step, tokens, L0, FVU, ETA), rewritten while it runs
 Every file is written atomically. A failed job writes a summary with status `failed`
 and its traceback, then re-raises (an interrupted one: status `interrupted`, resumable).
 Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
@@ -36,6 +37,7 @@ from .record import RunLogger, atomic_write_text, replace_atomically
 from .record.versions import versions
 from .record.weights import save_sae
 from .training.loop import train
+from .training.progress import JobProgress
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
@@ -57,10 +59,13 @@ def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
         "started": started,
     }
 
+    progress = JobProgress(
+        cfg, out_dir, label=f"{cfg.variant}/{out_dir.name}" if cfg.variant else out_dir.name
+    )
     log = RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name)
     try:
         log.open()  # W&B starts here: a run that cannot start fails the job like any fault
-        summary = _train_and_evaluate(cfg, out_dir, log, base["knobs"])
+        summary = _train_and_evaluate(cfg, out_dir, log, base["knobs"], progress)
         summary.update(status="done", error=None, traceback=None)
         summary = {**summary, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
         log.write_summary(summary)
@@ -75,15 +80,17 @@ def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
             log.write_summary(
                 {**failed, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
             )
+            progress.finish(failed)
         finally:
             log.close(failed=True)
         raise
     log.close()
+    progress.finish(summary)
     return summary
 
 
 def _train_and_evaluate(
-    cfg: Config, out_dir: Path, log: RunLogger, knobs: dict[str, Any]
+    cfg: Config, out_dir: Path, log: RunLogger, knobs: dict[str, Any], progress: JobProgress
 ) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype.value if hasattr(cfg.dtype, "value") else cfg.dtype)
@@ -103,8 +110,10 @@ def _train_and_evaluate(
     sae = build_sae(cfg.sae, d_in=source.d, seed=cfg.seed).to(device, dtype)
 
     result = train(
-        cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=out_dir / CHECKPOINT_DIR
-    )
+        cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=out_dir / CHECKPOINT_DIR,
+        progress=progress,
+    )  # fmt: skip
+    progress.evaluating()
     metrics = evaluate(sae, source, norm_scale, tr.eval_batch_size)
     check_finite_metrics(metrics)  # a NaN result must never be recorded as done
     log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, step=result.steps)

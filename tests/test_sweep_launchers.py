@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from sae_sweep.sweep.status import sweep_status
 from tests.sweep_fixtures import assert_complete_record, jobs, run_sweep, summary
 
 GRID = ["variant=gated_original,gated_dn_trainable_live", "lambda_multiplier=1,2"]
@@ -78,6 +79,9 @@ def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path)
     assert "2 jobs: 1 done, 1 failed, 0 skipped" in r.stdout
     assert "| failed | new | failed |" in (d / "jobs.md").read_text()
     assert "rerun_failed=true" in r.stdout
+    rows = {r["dir"]: r for r in sweep_status(d)["jobs"]}
+    assert rows["lr0.003"]["state"] == "done" and rows["lr1e+30"]["state"] == "failed"
+    assert rows["lr1e+30"]["note"].startswith("TrainingDivergedError: the loss became")
 
     r = run_sweep(d, *grid, cwd=tmp_path)
     assert "2 jobs: 0 done, 0 failed, 2 skipped" in r.stdout  # failures are not retried...

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from sae_sweep.config.schema import Config, SyntheticDataConfig
 from sae_sweep.job import run_job
 from sae_sweep.sweep.policy import checkpoint_step
+from sae_sweep.sweep.status import sweep_status
 from tests.sweep_fixtures import env, jobs, summary, sweep_cmd
 
 # Long enough to be caught mid-training: checkpoints every 25 steps of 400.
@@ -64,6 +65,10 @@ def test_killed_sweep_resumes(tmp_path):
     proc.wait()
     assert summary(d / "gated_dn_trainable_live" / "lam1.0_seed0")["status"] == "done"
     assert not (d / "gated_dn_trainable_live" / "lam4.0_seed0").exists()
+    status = sweep_status(d, stale_after_s=0)  # killed: its progress.json will not move again
+    states = {r["dir"].split("/")[1]: r["state"] for r in status["jobs"]}
+    assert states == {"lam1.0_seed0": "done", "lam2.0_seed0": "stale"}
+    assert status["counts"]["not started"] == 1
 
     r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -75,6 +80,7 @@ def test_killed_sweep_resumes(tmp_path):
     lines = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]
     steps = [x["step"] for x in lines if "train/loss" in x]
     assert len(steps) == len(set(steps)), "metrics logged twice across the resume"
+    assert sweep_status(d)["counts"]["done"] == 3
     _assert_same_weights(_uninterrupted_weights(second, tmp_path), second)
 
 

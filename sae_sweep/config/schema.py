@@ -67,6 +67,13 @@ class LoggerFallback(str, Enum):
     offline = "offline"
 
 
+class ProgressMode(str, Enum):
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+    off = "off"
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -281,6 +288,11 @@ class LoggerConfig:
     """Seconds W&B may take to start a run; past them the job fails (or falls back)."""
     fallback: LoggerFallback = LoggerFallback.none
     """`offline`: when an online W&B run cannot start, log offline instead of failing."""
+    progress: ProgressMode = ProgressMode.auto
+    """Console progress: `bar` (tqdm), `lines` (log lines), `auto` (a bar on a terminal, else
+    lines) or `off`; `progress.json` is written in every mode."""
+    progress_every_s: float = 30.0
+    """Seconds between progress lines and `progress.json` rewrites (`sae-sweep-status` reads it)."""
 
 
 @dataclass

@@ -102,6 +102,11 @@ def _problems(cfg: Config):
         if rs.loss_sample_batches <= 0:
             yield f"resample.loss_sample_batches={rs.loss_sample_batches} must be positive"
     yield from _data_problems(cfg.data)
+    if cfg.logger.progress_every_s < 0:
+        yield (
+            f"logger.progress_every_s={cfg.logger.progress_every_s} must be >= 0 (0 = every "
+            "step; to silence progress: logger.progress=off)"
+        )
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
 

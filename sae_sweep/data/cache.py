@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from ..record.atomic import atomic_write_json
+from ..record.progress import PROGRESS_FILE, Progress, describe, heartbeat, read_progress
 from .hf_model import LoadedModel, find_site, load_model, site_activations, special_ids
 from .source import DataError
 from .tokens import iter_texts, pack
@@ -47,6 +48,8 @@ from .tokens import iter_texts, pack
 log = logging.getLogger("sae_sweep.data")
 
 MANIFEST = "manifest.json"
+PROGRESS_EVERY_S = 30.0
+"""Seconds between build progress lines, and between the lines of a job waiting for a build."""
 FORMAT_VERSION = 1
 KEY_FIELDS = (
     "model",
@@ -133,11 +136,23 @@ def open_cache(cfg) -> Cache:
 
 @contextmanager
 def _build_lock(root: Path, folder: Path) -> Iterator[None]:
-    """Hold the lock of one builder; fails with the fix when `root` cannot be written."""
+    """Hold the lock of one builder; fails with the fix when `root` cannot be written. While
+    another job holds it, say every PROGRESS_EVERY_S seconds what this job waits for, from the
+    build's progress.json."""
     lock = FileLock(str(folder) + ".lock")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            while True:
+                log.info("waiting for %s", _build_in_progress(folder))
+                heartbeat(f"waiting for the activation cache {folder.name}")
+                try:
+                    lock.acquire(timeout=PROGRESS_EVERY_S)
+                    break
+                except Timeout:
+                    continue
     except OSError as exc:
         raise DataError(
             f"the activation cache {folder.name} is not built yet and data.cache_dir={root} "
@@ -157,6 +172,23 @@ def _remove_stale_builds(folder: Path) -> None:
     for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
         log.warning("removing %s, left by a cache build that was killed", stale)
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build_in_progress(folder: Path) -> str:
+    """What the job holding the lock is doing, as far as its temporary folder tells."""
+    builds = sorted(folder.parent.glob(f"{folder.name}.tmp-*/{PROGRESS_FILE}"))
+    snaps = [snap for path in builds if (snap := read_progress(path)) is not None]
+    if not snaps:
+        return (
+            f"the activation cache {folder}: another job holds {folder}.lock "
+            "(loading its model, or no build progress yet)"
+        )
+    snap = max(snaps, key=lambda s: s.get("updated_unix", 0))
+    age = time.time() - snap.get("updated_unix", time.time())
+    return (
+        f"the activation cache {folder.name}, being built by {snap.get('host')}:"
+        f"{snap.get('pid')} (progress of {age:.0f} s ago): {describe({**snap, 'label': None})}"
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -224,6 +256,13 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
             cfg.prepend_bos,
         )
         dtype = _plain(cfg.cache_dtype)
+        progress = Progress(
+            f"activation cache {folder.name}",
+            total=cfg.n_tokens,
+            unit="token",
+            path=tmp / PROGRESS_FILE,  # read by the jobs waiting on the lock
+            every_s=PROGRESS_EVERY_S,
+        )
 
         def activations(ids: np.ndarray) -> torch.Tensor:
             tokens = torch.from_numpy(ids).to(lm.device)
@@ -252,6 +291,8 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
             x = activations(np.stack(batch))
             train_writer.add(x[: cfg.n_tokens - train_writer.rows])
             processed += len(batch) * cfg.context_length
+            progress.update(train_writer.rows)
+            heartbeat(f"building the activation cache {folder.name}")  # the job is not stuck
         if train_writer.rows == 0:
             raise DataError(
                 f"data.dataset={cfg.dataset!r} has no text left for training after the "
@@ -263,6 +304,8 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
                 train_writer.rows,
                 cfg.n_tokens,
             )
+        progress.set_state("done")
+        (tmp / PROGRESS_FILE).unlink()  # the manifest tells how the build went
         np.save(tmp / "eval_tokens.npy", eval_tokens)
         train, ev = train_writer.close(), eval_writer.close()
         wall = time.perf_counter() - t0 - load_s  # dataset, forward passes, shard writes

@@ -18,6 +18,7 @@ from ..data.source import ActivationSource, DataError
 from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
+from .progress import JobProgress
 from .resampling import resample_dead_features_
 from .schedules import lambda_at, lr_at
 from .step import LossPath, StepOutput, Stepper, make_optimizer, set_matmul_precision, to_device
@@ -45,6 +46,7 @@ def train(
     *,
     norm_scale: float,
     checkpoint_dir: Path | None,
+    progress: JobProgress | None = None,
 ) -> TrainResult:
     tr, pen, rs = cfg.train, cfg.penalty, cfg.resample
     device, dtype = sae.W_dec.device, sae.W_dec.dtype
@@ -63,6 +65,8 @@ def train(
     window = _WindowSums(device, _divergence_fix(cfg))
     stepper = Stepper(cfg, sae, optimizer)
     t_start = t_window = time.perf_counter()
+    if progress is not None:
+        progress.start(start)
 
     for step in range(start, tr.steps):
         lr = lr_at(
@@ -88,6 +92,7 @@ def train(
         checkpoint_due = checkpoint_dir is not None and (
             done == tr.steps or (tr.checkpoint_every and done % tr.checkpoint_every == 0)
         )
+        metrics = None
         if done % tr.log_every == 0 or checkpoint_due:
             metrics, n_steps = window.read_and_reset(step)  # the one device sync of the window
             now = time.perf_counter()
@@ -102,6 +107,8 @@ def train(
             logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
             stepper.update_path(metrics["l0"])  # train.sparse_path=auto
             t_window = time.perf_counter()
+        if progress is not None:
+            progress.step(done, metrics)  # a clock check; reports every logger.progress_every_s
         if checkpoint_due:
             _check_finite_weights(sae, done, _divergence_fix(cfg))  # never checkpoint NaNs
             wall = wall_before + time.perf_counter() - t_start
