@@ -2,7 +2,8 @@
 
 Local: `metrics.jsonl` (one JSON object per logging step, flushed at once) and, at the end,
 `summary.json`. W&B: one run per job (a mirror for sharing, never the only copy), always
-finished in a `finally`, or a serial multirun would log every job into the first run.
+finished in a `finally`. A packed job holds several loggers open at once, so each W&B run
+is a run of its own (`reinit="create_new"`), never the process's single current run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import LoggerConfig, LoggerMode
+from . import layout
 from .atomic import atomic_write_json
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 class RunLogger:
@@ -36,10 +35,11 @@ class RunLogger:
         self.default_name = default_name
         self.wandb_run = None
         self._metrics_fh = None
+        self._failed = False
 
     def __enter__(self) -> RunLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics_fh = open(self.out_dir / METRICS_FILE, "a")
+        self._metrics_fh = open(self.out_dir / layout.METRICS, "a")
         if LoggerMode(self.cfg.mode) != LoggerMode.disabled:
             self.wandb_run = self._start_wandb()
         return self
@@ -59,7 +59,7 @@ class RunLogger:
             # A resumed job continues its own W&B run instead of starting a second one.
             id=_wandb_run_id(self.out_dir),
             resume="allow",
-            reinit="finish_previous",
+            reinit="create_new",
             settings=wandb.Settings(silent=True, console="off"),
         )
 
@@ -71,12 +71,16 @@ class RunLogger:
             self.wandb_run.log(metrics, step=step)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.out_dir / SUMMARY_FILE
+        path = self.out_dir / layout.SUMMARY
         atomic_write_json(path, {k: _json_number(v) for k, v in summary.items()})
         if self.wandb_run is not None:
             flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
             self.wandb_run.summary.update(flat)
         return path
+
+    def mark_failed(self) -> None:
+        """The job failed without raising through this logger (a packed job goes on)."""
+        self._failed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -84,13 +88,13 @@ class RunLogger:
                 self._metrics_fh.close()
         finally:
             if self.wandb_run is not None:
-                self.wandb_run.finish(exit_code=1 if exc_type else 0)
+                self.wandb_run.finish(exit_code=1 if exc_type or self._failed else 0)
                 self.wandb_run = None
 
 
 def _wandb_run_id(out_dir: Path) -> str:
     """A stable id per job folder, kept in the folder so a resumed job reuses it."""
-    path = out_dir / "wandb_run_id.txt"
+    path = out_dir / layout.WANDB_RUN_ID
     if path.exists():
         return path.read_text().strip()
     run_id = os.urandom(8).hex()

@@ -9,9 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..record.atomic import atomic_write_text, replace_atomically
-
-STATE_FILE = "state.safetensors"
-META_FILE = "meta.json"
+from ..record.layout import CHECKPOINT_META as META_FILE
+from ..record.layout import CHECKPOINT_STATE as STATE_FILE
 
 
 def save_checkpoint(
