@@ -11,6 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from sae_sweep.config import ConfigError, validate
+from sae_sweep.config.schema import Config, job_config
 from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
 from sae_sweep.sweep import available_sweeps, gpus, manifest, policy, table
 from sae_sweep.sweep.task import resolved_config
@@ -227,6 +228,16 @@ def test_end_table_counts_and_shows_failures(tmp_path):
     assert json.loads((tmp_path / "jobs.json").read_text())["counts"]["failed"] == 1
 
 
-def test_resolved_config_never_records_rerun_failed():
-    cfg = OmegaConf.to_object(_compose("variant=gated_original", "rerun_failed=true"))
-    assert resolved_config(cfg)["rerun_failed"] is False
+def test_launch_options_stay_out_of_the_job_config_and_record():
+    """rerun_failed, pack and threads change how a launch runs jobs, not what they train: two
+    launches that differ in them reach the same job folders without a conflict."""
+    cfg = OmegaConf.to_object(
+        _compose("variant=gated_original", "rerun_failed=true", "pack=4", "threads=3")
+    )
+    assert (cfg.rerun_failed, cfg.pack, cfg.threads) == (True, 4, 3)
+    job = job_config(cfg)
+    assert type(job) is Config and not hasattr(job, "rerun_failed")
+    recorded = resolved_config(cfg)
+    assert not {"rerun_failed", "pack", "threads"} & set(recorded)
+    plain = resolved_config(OmegaConf.to_object(_compose("variant=gated_original")))
+    assert recorded == plain
