@@ -44,23 +44,43 @@ def train(
     norm_scale: float,
     checkpoint_dir: Path | None,
 ) -> TrainResult:
-    tr, pen, rs = cfg.train, cfg.penalty, cfg.resample
-    device, dtype = sae.W_dec.device, sae.W_dec.dtype
-    optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
-    set_matmul_precision(tr.tf32)
-    last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=device)  # step index
-    start, wall_before = 0, 0.0
-    if checkpoint_dir is not None:
-        restored = load_checkpoint(checkpoint_dir, sae, optimizer)
-        if restored is not None:
-            start, extra, meta = restored
-            last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
-    resample_steps = set(rs.at_steps) if rs.enabled else set()
-    window = _WindowSums(device)
-    stepper = Stepper(cfg, sae, optimizer)
-    t_start = t_window = time.perf_counter()
+    run = TrainingRun(
+        cfg, sae, source, logger, norm_scale=norm_scale, checkpoint_dir=checkpoint_dir
+    )
+    for step in range(run.start, cfg.train.steps):
+        run.step(step, source.train_batch(step, cfg.train.batch_size))
+    return run.result()
 
-    for step in range(start, tr.steps):
+
+class TrainingRun:
+    """One SAE's training between steps: `train` steps one, a packed job several on one batch.
+
+    Restores the checkpoint when there is one; `start` is the first step still to train.
+    """
+
+    def __init__(self, cfg: Config, sae: SparseAutoencoder, source: ActivationSource,
+                 logger: RunLogger, *, norm_scale: float, checkpoint_dir: Path | None):  # fmt: skip
+        self.cfg, self.sae, self.source, self.logger = cfg, sae, source, logger
+        self.norm_scale, self.checkpoint_dir = norm_scale, checkpoint_dir
+        tr, rs = cfg.train, cfg.resample
+        self.device, self.dtype = sae.W_dec.device, sae.W_dec.dtype
+        self.optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
+        set_matmul_precision(tr.tf32)
+        self.last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=self.device)
+        self.start, self.wall_before = 0, 0.0
+        if checkpoint_dir is not None:
+            restored = load_checkpoint(checkpoint_dir, sae, self.optimizer)
+            if restored is not None:
+                self.start, extra, meta = restored
+                self.last_fired, self.wall_before = extra["last_fired"], meta["train_wall_s"]
+        self.resample_steps = set(rs.at_steps) if rs.enabled else set()
+        self.window = _WindowSums(self.device)
+        self.stepper = Stepper(cfg, sae, self.optimizer)
+        self.t_start = self.t_window = time.perf_counter()
+
+    def step(self, step: int, batch: torch.Tensor) -> None:
+        """Train on `batch`, the source's batch of `step`: lr, lambda, step, log, checkpoint."""
+        cfg, tr, pen = self.cfg, self.cfg.train, self.cfg.penalty
         lr = lr_at(
             step,
             base_lr=tr.lr,
@@ -70,49 +90,50 @@ def train(
         )
         lam = lambda_at(step, coefficient=pen.coefficient, warmup_steps=pen.warmup_steps)
 
-        batch = source.train_batch(step, tr.batch_size)
-        x = to_device(batch, device, dtype, tr.pin_memory) * norm_scale
-        out = stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
+        x = to_device(batch, self.device, self.dtype, tr.pin_memory) * self.norm_scale
+        out = self.stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
 
-        fired = window.add(x, out)
-        last_fired.masked_fill_(fired, step)
+        fired = self.window.add(x, out)
+        self.last_fired.masked_fill_(fired, step)
         done = step + 1
-        if done in resample_steps:
-            n = _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale)
-            logger.log({"train/resampled": n}, step=done)
+        if done in self.resample_steps:
+            n = _resample(cfg, self.sae, self.optimizer, self.source, self.last_fired, step,
+                          self.norm_scale)  # fmt: skip
+            self.logger.log({"train/resampled": n}, step=done)
 
-        checkpoint_due = checkpoint_dir is not None and (
+        checkpoint_due = self.checkpoint_dir is not None and (
             done == tr.steps or (tr.checkpoint_every and done % tr.checkpoint_every == 0)
         )
         if done % tr.log_every == 0 or checkpoint_due:
-            metrics, n_steps = window.read_and_reset(step)  # the one device sync of the window
+            metrics, n_steps = self.window.read_and_reset(step)  # the window's one device sync
             now = time.perf_counter()
-            dead = ((step - last_fired) * tr.batch_size >= tr.dead_window_tokens).float().mean()
+            dead = (step - self.last_fired) * tr.batch_size >= tr.dead_window_tokens
             metrics.update(
                 lr=lr,
                 coefficient=lam,
-                dead_fraction=dead.item(),
-                activations_per_s=n_steps * tr.batch_size / (now - t_window),
+                dead_fraction=dead.float().mean().item(),
+                activations_per_s=n_steps * tr.batch_size / (now - self.t_window),
             )
-            metrics["sparse_path"] = float(stepper.path == LossPath.sparse)
-            logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
-            stepper.update_path(metrics["l0"])  # train.sparse_path=auto
-            t_window = time.perf_counter()
+            metrics["sparse_path"] = float(self.stepper.path == LossPath.sparse)
+            self.logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
+            self.stepper.update_path(metrics["l0"])  # train.sparse_path=auto
+            self.t_window = time.perf_counter()
         if checkpoint_due:
-            wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(
-                checkpoint_dir,
+                self.checkpoint_dir,
                 step=done,
-                sae=sae,
-                optimizer=optimizer,
-                tensors={"last_fired": last_fired},
-                meta={"train_wall_s": wall},
+                sae=self.sae,
+                optimizer=self.optimizer,
+                tensors={"last_fired": self.last_fired},
+                meta={"train_wall_s": self.wall_before + time.perf_counter() - self.t_start},
             )
 
-    wall = wall_before + time.perf_counter() - t_start
-    trained = tr.steps - start
-    speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
-    return TrainResult(tr.steps, wall, speed, start)
+    def result(self) -> TrainResult:
+        steps = self.cfg.train.steps
+        wall = self.wall_before + time.perf_counter() - self.t_start
+        trained = steps - self.start
+        speed = trained * self.cfg.train.batch_size / max(wall - self.wall_before, 1e-9)
+        return TrainResult(steps, wall, speed if trained else 0.0, self.start)
 
 
 def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:
