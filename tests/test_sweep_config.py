@@ -241,3 +241,25 @@ def test_launch_options_stay_out_of_the_job_config_and_record():
     assert not {"rerun_failed", "pack", "threads"} & set(recorded)
     plain = resolved_config(OmegaConf.to_object(_compose("variant=gated_original")))
     assert recorded == plain
+
+
+LAUNCHERS = {
+    "basic": "BasicLauncher",
+    "joblib": "JoblibLauncher",
+    "submitit_local": "LocalLauncher",
+    "submitit_slurm": "SlurmLauncher",
+    "slurm": "SlurmLauncher",  # conf/hydra/launcher/slurm.yaml
+}
+
+
+@pytest.mark.parametrize("sweep", available_sweeps())
+def test_every_launcher_preset_composes_with_every_sweep(sweep):
+    """Every sweep file runs with every launcher, through the packing sweeper."""
+    for launcher, target in LAUNCHERS.items():
+        cfg = _compose(f"+sweep={sweep}", f"hydra/launcher={launcher}", "pack=4", hydra=True)
+        assert cfg.hydra.launcher._target_.endswith(target), (sweep, launcher)
+        assert cfg.hydra.sweeper._target_.endswith("PackingSweeper")
+        assert cfg.hydra.sweeper.params.variant, sweep
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every value resolves
+    slurm = _compose(f"+sweep={sweep}", "hydra/launcher=slurm", hydra=True).hydra.launcher
+    assert slurm.gpus_per_node == 1 and slurm.cpus_per_task == 8 and slurm.signal_delay_s > 0

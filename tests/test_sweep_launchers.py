@@ -4,7 +4,10 @@ the sweep manifest and end table, contained failures, re-runs, and one GPU per j
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from sae_sweep.sweep.threads import machine_cores
 from tests.sweep_fixtures import assert_complete_record, jobs, run_sweep, summary
 
 GRID = ["variant=gated_original,gated_dn_trainable_live", "lambda_multiplier=1,2"]
@@ -38,12 +41,33 @@ def test_basic_launcher_then_a_rerun_skips_every_finished_job(tmp_path):
     assert len(json.loads((d / "sweep.json").read_text())["launches"]) == 2
 
 
-def test_joblib_launcher(tmp_path):
-    d = tmp_path / "sweep"
-    r = run_sweep(d, *GRID, "hydra.launcher.n_jobs=2", launcher="joblib", cwd=tmp_path)
+def test_joblib_launcher_packed_and_not_with_each_job_its_share_of_the_cores(tmp_path):
+    """n_jobs=1: one job at a time, each on every core; n_jobs=2 with pack=2: two packs of two
+    SAEs at once, each on half the cores, ending with the same records."""
+    cores = machine_cores()
+    alone, packed = tmp_path / "alone", tmp_path / "packed"
+    r = run_sweep(alone, *GRID, "hydra.launcher.n_jobs=1", launcher="joblib", cwd=tmp_path)
     assert r.returncode == 0, r.stdout
-    _check_sweep(d, r.stdout, n_done=4)
-    assert len({j["pid"] for j in jobs(d).values()}) >= 2  # ran in worker processes
+    _check_sweep(alone, r.stdout, n_done=4)
+    assert {j["threads"] for j in jobs(alone).values()} == {cores}
+    assert {summary(alone / f)["threads"] for f in FOLDERS} == {cores}
+
+    r = run_sweep(packed, *GRID, "hydra.launcher.n_jobs=2", "pack=2", launcher="joblib",
+                  cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    _check_sweep(packed, r.stdout, n_done=4)
+    records = jobs(packed)
+    assert {j["threads"] for j in records.values()} == {max(cores // 2, 1)}
+    assert len({j["pid"] for j in records.values()}) == 2  # two packed jobs, in two workers
+    assert sorted(j["job"] for j in records.values()) == [0, 1, 2, 3]  # grid numbers
+    assert len(list((packed / "packs").rglob("*.json"))) == 2
+    for folder in FOLDERS:
+        a, b = summary(alone / folder), summary(packed / folder)
+        assert (a["l0"], a["fvu"], a["mse"]) == (b["l0"], b["fvu"], b["mse"]), folder
+        wa, wb = (load_file(str(d / folder / "sae.safetensors")) for d in (alone, packed))
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7)
+    assert not {"pack", "threads", "rerun_failed"} & set(summary(packed / folder)["knobs"])
 
 
 def test_submitit_local_launcher_spreads_jobs_over_gpus(tmp_path):
