@@ -24,9 +24,10 @@ TINY = [
 ]
 
 
-def sweep_cmd(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> list[str]:
-    """`sae-sweep +sweep=quick` into `sweep_dir` on tiny jobs, with `launcher`."""
-    return [sys.executable, "-m", "sae_sweep", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}",
+def sweep_cmd(sweep_dir: Path, *overrides: str, launcher: str = "basic", sweep: str = "quick"
+              ) -> list[str]:  # fmt: skip
+    """`sae-sweep +sweep=<sweep>` into `sweep_dir` on tiny jobs, with `launcher`."""
+    return [sys.executable, "-m", "sae_sweep", f"+sweep={sweep}", f"hydra.sweep.dir={sweep_dir}",
             f"hydra/launcher={launcher}", *TINY, *overrides]  # fmt: skip
 
 
@@ -37,10 +38,11 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, cwd: Path, launcher="basic", extra_env=None,
-              timeout=300):  # fmt: skip
+              timeout=300, sweep="quick"):  # fmt: skip
     """Run a sweep to its end; returns the CompletedProcess (stdout + stderr in .stdout)."""
     return subprocess.run(
-        sweep_cmd(sweep_dir, *overrides, launcher=launcher), cwd=cwd, env=env(**(extra_env or {})),
+        sweep_cmd(sweep_dir, *overrides, launcher=launcher, sweep=sweep), cwd=cwd,
+        env=env(**(extra_env or {})),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )  # fmt: skip
 

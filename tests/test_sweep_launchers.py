@@ -127,3 +127,29 @@ def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message):
     r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert message in r.stderr + r.stdout
+
+
+def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
+    """`+sweep=calibrate` (here 2 variants x 4 lambdas, packed into one job), then
+    `python -m sae_sweep.sweep.calibrate <dir>`: a scale and exponent per variant that put
+    the measured lambdas of the target L0 range at the ends of the multiplier grid."""
+    from sae_sweep.sweep import calibrate
+
+    d = tmp_path / "calibrate"
+    r = run_sweep(d, "variant=gated_original,standard_dn", "lambda_multiplier=0.1,0.4,1.6,6.4",
+                  "train.steps=60", "pack=8", sweep="calibrate", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    assert "8 jobs: 8 done" in r.stdout
+    points = calibrate.load_points(d)
+    assert sorted(points) == ["gated_original", "standard_dn"]
+    for pts in points.values():
+        assert len(pts) == 4
+        assert pts[0][1] > pts[-1][1]  # L0 falls as lambda grows
+        lo, hi = pts[-1][1] * 1.2, pts[0][1] / 1.2  # an L0 range inside the measured one
+        fit = calibrate.fit(pts, (lo, hi), (0.5, 4.0))
+        assert fit["covers_range"] and fit["lambda_exponent"] > 0
+        lam_hi_l0, _ = calibrate.lambda_at_l0(pts, hi)
+        assert fit["lambda_scale"] * 0.5 ** fit["lambda_exponent"] == pytest.approx(lam_hi_l0)
+    calibrate.main([str(d), "--l0", "2", "20"])
+    out = capsys.readouterr().out
+    assert out.count("lambda_scale:") == 2 and "measured (lambda, L0)" in out

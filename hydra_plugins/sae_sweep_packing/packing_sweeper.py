@@ -45,6 +45,10 @@ class PackingSweeper(BasicSweeper):
         self.launched += len(launched)
         return launched
 
+    def validate_batch_is_legal(self, batch) -> None:
+        """Already done: get_job_batch composed every job of the batch (composing each twice
+        cost the launching process about as much again)."""
+
     def _compose(self, overrides: list[str], job_num: int) -> dict[str, Any]:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg):
