@@ -66,3 +66,21 @@ def assert_complete_record(job_dir: Path) -> None:
         assert (Path(job_dir) / name).is_file(), f"{job_dir} lacks {name}"
     s = summary(job_dir)
     assert s["status"] == "done" and s["l0"] is not None and s["fvu"] is not None, s
+
+
+def run_cli_in_process(monkeypatch, capfd, *args: str) -> tuple[int, str]:
+    """`sae-sweep ARGS` in this process (no interpreter start, no imports of torch and Hydra
+    again); returns (exit code, stdout + stderr). For runs that need no process of their
+    own: one job, or a config that fails."""
+    from sae_sweep.main import main
+
+    monkeypatch.setattr(sys, "argv", ["sae-sweep", *args])
+    for key in [k for k in os.environ if k.startswith(("SAE_SWEEP_", "SLURM_"))]:
+        monkeypatch.delenv(key)
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capfd.readouterr()
+    return code, out.out + out.err

@@ -116,17 +116,14 @@ def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path)
         (["sae=standard", "sae.aux_decoder=frozen"], "has no effect"),
     ],
 )
-def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message):
-    import subprocess
-    import sys
+def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message, monkeypatch,
+                                                capfd):  # fmt: skip
+    from tests.sweep_fixtures import TINY, run_cli_in_process
 
-    from tests.sweep_fixtures import TINY, env
-
-    cmd = [sys.executable, "-m", "sae_sweep", *TINY[:-1], *overrides,
-           f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
-    r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
-    assert message in r.stderr + r.stdout
+    code, out = run_cli_in_process(monkeypatch, capfd, *TINY[:-1], *overrides,
+                                   f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    assert code != 0
+    assert message in out
 
 
 def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
