@@ -47,6 +47,10 @@ def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception
     stream of batches. Returns, per job, its summary or the exception it failed with (an
     invalid config fails before anything of it is written). An interruption (Ctrl-C,
     SIGTERM) marks every unfinished SAE `interrupted` and propagates."""
+    shared = {_stream(cfg) for cfg, _ in jobs}
+    if len(shared) > 1:
+        raise ValueError(f"jobs trained together must share data, seed, device, dtype and "
+                         f"train.batch_size; these differ: {sorted(map(str, shared))}")  # fmt: skip
     outcomes: list[dict[str, Any] | Exception | None] = [None] * len(jobs)
     members = []
     for i, (cfg, out_dir) in enumerate(jobs):
@@ -69,6 +73,11 @@ def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception
     for m in members:
         outcomes[m.index] = m.outcome
     return outcomes  # type: ignore[return-value]
+
+
+def _stream(cfg: Config) -> str:
+    """What fixes a job's stream of training batches."""
+    return repr((cfg.data, cfg.seed, cfg.device, cfg.dtype, cfg.train.batch_size))
 
 
 def _train_together(members: list[_Member]) -> None:

@@ -10,7 +10,8 @@ many jobs its launcher runs at once on one machine, and each job divides the cor
     submitit_local  the jobs launched (it starts them all)
     submitit_slurm  1 (SLURM places jobs)                  SLURM_CPUS_PER_TASK
 
-`threads=N` overrides the share; the count a job ran with is in its summary (`threads`).
+`threads=N` overrides the share (at most the cores); the count a job ran with is in its
+summary (`threads`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def thread_count(requested: int, env: dict[str, str] | None = None) -> int:
     if slurm and slurm.isdigit():
         cores = min(int(slurm), cores)  # the allocation, not the node
     if requested > 0:
-        return requested
+        return min(requested, cores)
     at_once = env.get(ENV_JOBS_AT_ONCE, "1")
     at_once = int(at_once) if at_once.isdigit() and int(at_once) > 0 else 1
     return max(cores // at_once, 1)
