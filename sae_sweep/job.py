@@ -182,6 +182,7 @@ class _Member:
 
     def fail(self, exc: BaseException) -> None:
         self.outcome = exc if isinstance(exc, Exception) else None
+        self.sae = self.run = None  # e.g. out of memory: give this SAE's memory to the others
         if self.log is None:  # failed before its record was opened
             return
         failed = {
