@@ -97,6 +97,9 @@ def bench_packing(args, tmp: Path) -> None:
     print(f"{'data':<12}{'K':>3}  {'separate SAE*act/s':>19}  {'packed SAE*act/s':>17}  "
           f"{'ratio':>6}  {'s/SAE sep':>9}  {'s/SAE pack':>10}  identical")  # fmt: skip
     for name, data in data_sets.items():
+        # warm-up (first use of each kernel, page cache of the shards): timed runs start warm
+        run_jobs([(cfg, tmp / f"warmup-{name}" / str(i))
+                  for i, cfg in enumerate(quick_configs(2, 20, data))])  # fmt: skip
         for k in args.ks:
             configs = quick_configs(k, args.steps, data)
             run = tmp / f"{name}-{k}"
@@ -138,12 +141,17 @@ def bench_sweep(args, tmp: Path) -> None:
         per_worker = sum(s.get("train_wall_s") or 0.0 for s in summaries) / pack / 2
         print(f"pack={pack}: {done} SAEs done, wall {wall:.1f} s, training per worker "
               f"{per_worker:.1f} s, ratio {wall / per_worker:.2f}x (target <= 1.15x)")  # fmt: skip
+    same = [
+        _same_weights(tmp / "quick-pack1" / job.relative_to(tmp / "quick-pack4"), job)
+        for job, _ in layout.summaries(tmp / "quick-pack4")
+    ]
+    print(f"pack=4 against pack=1: {sum(same)} of {len(same)} SAEs with identical weights")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 2, 4, 8], help="none: skip part 1")
     p.add_argument("--data", nargs="+", default=["synthetic", "activations"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sweep", action="store_true", help="also run the quick sweep end to end")
@@ -154,7 +162,8 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
     ):
-        bench_packing(args, Path(tmp))
+        if args.ks:
+            bench_packing(args, Path(tmp))
         if args.sweep:
             bench_sweep(args, Path(tmp))
 
