@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
+
+from sae_sweep.record import layout
 
 BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step"]
 
@@ -69,9 +70,6 @@ _WANDB_STATES = {
     "preempted": "unfinished",
 }
 
-# Folders inside a sweep that never hold a job.
-_SKIP_DIRS = {"wandb", ".hydra", "__pycache__", "plots", "checkpoints", ".git"}
-
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mapping -> {"a.b.c": value}. Lists become tuples (hashable, groupable)."""
@@ -104,14 +102,14 @@ def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     jobs: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        is_job = "config.yaml" in filenames or "summary.json" in filenames
-        if not is_job and (here / ".hydra" / "config.yaml").is_file() and here != root:
-            is_job = True
-        if is_job:
+        own_record = layout.CONFIG in filenames or layout.SUMMARY in filenames
+        if own_record or (here != root and layout.is_job_dir(here, filenames)):
             jobs.append(here)
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in layout.NOT_JOB_DIRS and not d.startswith(".")
+        )
     return sorted(jobs, key=lambda p: _natural_key(str(p.relative_to(root))))
 
 
@@ -122,13 +120,7 @@ def _natural_key(s: str) -> list:
 
 def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     """The optional `sweep.json` manifest, or {}."""
-    p = Path(sweep_dir) / "sweep.json"
-    if not p.is_file():
-        return {}
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return layout.read_json(Path(sweep_dir) / layout.MANIFEST) or {}
 
 
 def _sweep_name(path: Path, root: Path | None = None) -> str:
@@ -137,9 +129,9 @@ def _sweep_name(path: Path, root: Path | None = None) -> str:
     name. So a folder of several sweeps can be loaded at once."""
     root = root or path
     for p in [path, *path.parents]:
-        if (p / "sweep.json").is_file():
+        if (p / layout.MANIFEST).is_file():
             return read_sweep_manifest(p).get("name") or p.resolve().name
-        if (p / "multirun.yaml").is_file():
+        if (p / layout.HYDRA_MULTIRUN).is_file():
             return p.resolve().name
         if p == root:
             break
@@ -151,7 +143,7 @@ def load_history(job_dir: str | os.PathLike) -> pd.DataFrame:
 
     A killed job may leave a half-written last line; unparsable lines are skipped.
     """
-    p = Path(job_dir) / "metrics.jsonl"
+    p = Path(job_dir) / layout.METRICS
     rows = []
     if p.is_file():
         for line in p.read_text().splitlines():
@@ -174,19 +166,11 @@ def _last_step(job_dir: Path) -> int | None:
 
 
 def _read_config(job_dir: Path) -> dict[str, Any]:
-    for p in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
-        if p.is_file():
-            try:
-                cfg = yaml.safe_load(p.read_text())
-            except yaml.YAMLError:
-                continue
-            if isinstance(cfg, dict):
-                return cfg
-    return {}
+    return layout.read_config(job_dir) or {}
 
 
 def _read_summary(job_dir: Path) -> dict[str, Any] | None:
-    p = job_dir / "summary.json"
+    p = job_dir / layout.SUMMARY
     if not p.is_file():
         return None
     try:

@@ -1,22 +1,19 @@
-"""One job: train one SAE from a validated config and leave its complete record
+"""One job: train SAEs from validated configs and leave each its complete record
 (docs/design.md, "The record").
 
-The record, in the job's output directory:
-    config.yaml          the resolved config
-    metrics.jsonl        train/... every log_every steps, eval/... at the end
-    summary.json         status, held-out metrics, steps, wall time, every knob, versions
-    sae.safetensors      the weights, with sae_config.json beside them
-    ground_truth.safetensors   the true feature directions (synthetic data)
-    checkpoint/          resumable training state
-    progress.json        live progress (step, tokens, L0, FVU, ETA), rewritten while it runs
-Every file is written atomically. A failed job writes a summary with status `failed`
-and its traceback, then re-raises (an interrupted one: status `interrupted`, resumable).
+`run_job` trains one SAE; `run_jobs` trains several that share their data (a packed job,
+sweep/packing.py) in lockstep: each step's batch is drawn or read once and every SAE steps on
+it, each with its own optimizer, schedule, record, checkpoint and W&B run. Every SAE's
+record is the same as when it trains alone (record/layout.py lists the files); every file is
+written atomically. A failing SAE writes a summary with status `failed` and its traceback
+(an interrupted one: status `interrupted`, resumable); in a pack the others go on.
 Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
-`done` means finite results.
+`done` means finite results. `progress.json` tells other processes how far each SAE is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 import traceback
@@ -33,104 +30,184 @@ from .config.validation import validate
 from .data import build_source, estimate_norm_scale
 from .evaluation import check_finite_metrics, evaluate
 from .models import architecture, build_sae
-from .record import RunLogger, atomic_write_text, replace_atomically
+from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.versions import versions
 from .record.weights import save_sae
-from .training.loop import train
+from .training.loop import TrainingRun
 from .training.progress import JobProgress
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoint"
 
 
 def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
-    """Train, evaluate and record one SAE; returns the summary written to summary.json."""
-    validate(cfg)  # before anything is written: a bad config leaves no record behind
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    atomic_write_text(out_dir / CONFIG_FILE, OmegaConf.to_yaml(resolved))
-    started, t0 = _now(), time.perf_counter()
-    base = {
-        "variant": cfg.variant,
-        "sweep": cfg.sweep,
-        "knobs": _flatten(resolved),
-        "versions": versions(),
-        "started": started,
-    }
+    """Train, evaluate and record one SAE; returns the summary written to summary.json.
+    Raises what made it fail (after recording it)."""
+    (outcome,) = run_jobs([(cfg, out_dir)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
-    progress = JobProgress(
-        cfg, out_dir, label=f"{cfg.variant}/{out_dir.name}" if cfg.variant else out_dir.name
-    )
-    log = RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name)
-    try:
-        log.open()  # W&B starts here: a run that cannot start fails the job like any fault
-        summary = _train_and_evaluate(cfg, out_dir, log, base["knobs"], progress)
-        summary.update(status="done", error=None, traceback=None)
-        summary = {**summary, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
-        log.write_summary(summary)
-    except BaseException as exc:
+
+def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception]:
+    """Train SAEs that share `data`, `seed`, `device`, `dtype` and `train.batch_size` on one
+    stream of batches. Returns, per job, its summary or the exception it failed with (an
+    invalid config fails before anything of it is written). An interruption (Ctrl-C,
+    SIGTERM) marks every unfinished SAE `interrupted` and propagates."""
+    shared = {_stream(cfg) for cfg, _ in jobs}
+    if len(shared) > 1:
+        raise ValueError(f"jobs trained together must share data, seed, device, dtype and "
+                         f"train.batch_size; these differ: {sorted(map(str, shared))}")  # fmt: skip
+    outcomes: list[dict[str, Any] | Exception | None] = [None] * len(jobs)
+    members = []
+    for i, (cfg, out_dir) in enumerate(jobs):
+        try:
+            validate(cfg)  # before anything is written: a bad config leaves no record behind
+            members.append(_Member(i, cfg, Path(out_dir)))
+        except Exception as exc:  # noqa: BLE001 -- this job's outcome
+            outcomes[i] = exc
+    with contextlib.ExitStack() as stack:
+        live = [m for m in members if m.guard(m.open, stack)]
+        try:
+            if live:
+                _train_together(live)
+        except BaseException as exc:
+            for m in live:
+                if m.outcome is None:
+                    m.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+    for m in members:
+        outcomes[m.index] = m.outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _stream(cfg: Config) -> str:
+    """What fixes a job's stream of training batches."""
+    return repr((cfg.data, cfg.seed, cfg.device, cfg.dtype, cfg.train.batch_size))
+
+
+def _train_together(members: list[_Member]) -> None:
+    first = members[0].cfg
+    device = resolve_device(first.device)
+    torch.manual_seed(first.seed)
+    source = build_source(first.data, run_seed=first.seed, device=device)
+    if source.ground_truth is not None:
+        truth = {"directions": source.ground_truth.float().cpu().contiguous()}
+        for m in members:
+            with replace_atomically(m.out_dir / layout.GROUND_TRUTH) as tmp:
+                save_file(truth, str(tmp))
+    live = [m for m in members if m.guard(m.build, source, device)]
+    steps = max((m.cfg.train.steps for m in live), default=0)
+    for step in range(min((m.run.start for m in live), default=steps), steps):
+        batch = None
+        for m in live:
+            if m.run.start <= step < m.cfg.train.steps:
+                if batch is None:  # drawn or read once for every SAE of the pack
+                    batch = source.train_batch(step, first.train.batch_size)
+                m.guard(m.run.step, step, batch)
+        live = [m for m in live if m.outcome is None]
+    for m in live:
+        m.guard(m.finish, source, device)
+
+
+class _Member:
+    """One SAE of a job: its config, record folder, logger, model and training state."""
+
+    def __init__(self, index: int, cfg: Config, out_dir: Path):
+        self.index, self.cfg, self.out_dir = index, cfg, out_dir
+        self.outcome: dict[str, Any] | Exception | None = None
+        self.log: RunLogger | None = None
+        self.progress: JobProgress | None = None
+
+    def guard(self, fn, *args) -> bool:
+        """Run one phase of this SAE; a failure is recorded as its outcome, not raised."""
+        try:
+            fn(*args)
+            return True
+        except Exception as exc:  # noqa: BLE001 -- one SAE failing leaves the others training
+            self.fail(exc)
+            return False
+
+    def open(self, stack: contextlib.ExitStack) -> None:
+        cfg, out_dir = self.cfg, self.out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+        atomic_write_text(out_dir / layout.CONFIG, OmegaConf.to_yaml(resolved))
+        self.t0 = time.perf_counter()
+        self.base = {
+            "variant": cfg.variant,
+            "sweep": cfg.sweep,
+            "knobs": _flatten(resolved),
+            "versions": versions(),
+            "started": _now(),
+        }
+        label = f"{cfg.variant}/{out_dir.name}" if cfg.variant else out_dir.name
+        self.progress = JobProgress(cfg, out_dir, label=label)
+        self.log = RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name)
+        stack.push(self.log)  # closed (W&B run finished) when the job ends, however it ends
+        self.log.open()  # W&B starts here: a run that cannot start fails the job like any fault
+
+    def build(self, source, device: torch.device) -> None:
+        cfg, tr = self.cfg, self.cfg.train
+        dtype = getattr(torch, cfg.dtype.value if hasattr(cfg.dtype, "value") else cfg.dtype)
+        self.norm_scale = (
+            # a cache records its dataset-wide scalar; other sources estimate it on a few batches
+            getattr(source, "norm_scale", None)
+            or estimate_norm_scale(source, tr.norm_estimate_batches, tr.batch_size)
+            if tr.normalize_input
+            else 1.0
+        )
+        self.sae = build_sae(cfg.sae, d_in=source.d, seed=cfg.seed).to(device, dtype)
+        self.run = TrainingRun(cfg, self.sae, source, self.log, norm_scale=self.norm_scale,
+                               checkpoint_dir=layout.checkpoint_dir(self.out_dir),
+                               progress=self.progress)  # fmt: skip
+
+    def finish(self, source, device: torch.device) -> None:
+        cfg, sae, result = self.cfg, self.sae, self.run.result()
+        self.progress.evaluating()
+        metrics = evaluate(sae, source, self.norm_scale, cfg.train.eval_batch_size)
+        check_finite_metrics(metrics)  # a NaN result must never be recorded as done
+        self.log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, result.steps)
+        save_sae(self.out_dir, sae, cfg.sae.kind,
+                 {"norm_scale": self.norm_scale, "config": self.base["knobs"]})  # fmt: skip
+        summary = {
+            **metrics,
+            "steps": result.steps,
+            "resumed_from_step": result.resumed_from_step,
+            "loss_paths": result.loss_paths,
+            "train_wall_s": result.train_wall_s,
+            "activations_per_s": result.activations_per_s,
+            "norm_scale": self.norm_scale,
+            "d_in": sae.d_in,
+            "d_sae": sae.d_sae,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "peak_memory_mb": _peak_memory_mb(device),
+            "status": "done",
+            "error": None,
+            "traceback": None,
+            **self.base,
+            "wall_s": time.perf_counter() - self.t0,
+            "ended": _now(),
+        }
+        self.log.write_summary(summary)
+        self.progress.finish(summary)
+        self.outcome = summary
+
+    def fail(self, exc: BaseException) -> None:
+        self.outcome = exc if isinstance(exc, Exception) else None
+        self.sae = self.run = None  # e.g. out of memory: give this SAE's memory to the others
+        if self.log is None:  # failed before its record was opened
+            return
         failed = {
             # Ctrl-C, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
             "status": "failed" if isinstance(exc, Exception) else "interrupted",
             "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
+            "traceback": "".join(traceback.format_exception(exc)),
         }
-        try:
-            log.write_summary(
-                {**failed, **base, "wall_s": time.perf_counter() - t0, "ended": _now()}
-            )
-            progress.finish(failed)
-        finally:
-            log.close(failed=True)
-        raise
-    log.close()
-    progress.finish(summary)
-    return summary
-
-
-def _train_and_evaluate(
-    cfg: Config, out_dir: Path, log: RunLogger, knobs: dict[str, Any], progress: JobProgress
-) -> dict[str, Any]:
-    device = resolve_device(cfg.device)
-    dtype = getattr(torch, cfg.dtype.value if hasattr(cfg.dtype, "value") else cfg.dtype)
-    torch.manual_seed(cfg.seed)
-    source = build_source(cfg.data, run_seed=cfg.seed, device=device)
-    tr = cfg.train
-    norm_scale = (
-        # a cache records its dataset-wide scalar; other sources estimate it on a few batches
-        getattr(source, "norm_scale", None)
-        or estimate_norm_scale(source, tr.norm_estimate_batches, tr.batch_size)
-        if tr.normalize_input
-        else 1.0
-    )
-    if source.ground_truth is not None:
-        with replace_atomically(out_dir / "ground_truth.safetensors") as tmp:
-            save_file({"directions": source.ground_truth.float().cpu().contiguous()}, str(tmp))
-    sae = build_sae(cfg.sae, d_in=source.d, seed=cfg.seed).to(device, dtype)
-
-    result = train(
-        cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=out_dir / CHECKPOINT_DIR,
-        progress=progress,
-    )  # fmt: skip
-    progress.evaluating()
-    metrics = evaluate(sae, source, norm_scale, tr.eval_batch_size)
-    check_finite_metrics(metrics)  # a NaN result must never be recorded as done
-    log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, step=result.steps)
-    save_sae(out_dir, sae, cfg.sae.kind, {"norm_scale": norm_scale, "config": knobs})
-    return {
-        **metrics,
-        "steps": result.steps,
-        "resumed_from_step": result.resumed_from_step,
-        "loss_paths": result.loss_paths,
-        "train_wall_s": result.train_wall_s,
-        "activations_per_s": result.activations_per_s,
-        "norm_scale": norm_scale,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "device": str(device),
-        "peak_memory_mb": _peak_memory_mb(device),
-    }
+        summary = {**failed, **self.base, "wall_s": time.perf_counter() - self.t0, "ended": _now()}
+        self.log.write_summary(summary)
+        self.log.mark_failed()
+        if self.progress is not None:
+            self.progress.finish(failed)
 
 
 def resolve_device(name: str) -> torch.device:

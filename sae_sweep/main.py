@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config.schema import Config, register_configs
+from .config.schema import LaunchConfig, job_config, register_configs
 from .config.validation import ConfigError
 from .job import run_job
 from .sweep import (
@@ -26,6 +26,7 @@ from .sweep import (
     run_sweep_job,
     sweep_exit_code,
 )
+from .sweep.threads import apply_thread_budget
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("sae_sweep")
@@ -37,13 +38,16 @@ register_sweeps()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_main(dcfg: DictConfig) -> float | dict | None:
-    cfg: Config = OmegaConf.to_object(dcfg)
+    cfg: LaunchConfig = OmegaConf.to_object(dcfg)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        return run_sweep_job(cfg, out_dir, job_num=hc.job.num, subdir=hc.sweep.subdir)
+        return run_sweep_job(
+            cfg, out_dir, job_num=hc.job.num, subdir=hc.sweep.subdir, sweep_dir=Path(hc.sweep.dir)
+        )
+    apply_thread_budget(cfg.threads)
     try:
-        summary = run_job(cfg, out_dir)
+        summary = run_job(job_config(cfg), out_dir)
     except ConfigError as exc:
         log.error("%s", exc)
         raise

@@ -24,9 +24,10 @@ TINY = [
 ]
 
 
-def sweep_cmd(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> list[str]:
-    """`sae-sweep +sweep=quick` into `sweep_dir` on tiny jobs, with `launcher`."""
-    return [sys.executable, "-m", "sae_sweep", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}",
+def sweep_cmd(sweep_dir: Path, *overrides: str, launcher: str = "basic", sweep: str = "quick"
+              ) -> list[str]:  # fmt: skip
+    """`sae-sweep +sweep=<sweep>` into `sweep_dir` on tiny jobs, with `launcher`."""
+    return [sys.executable, "-m", "sae_sweep", f"+sweep={sweep}", f"hydra.sweep.dir={sweep_dir}",
             f"hydra/launcher={launcher}", *TINY, *overrides]  # fmt: skip
 
 
@@ -37,10 +38,11 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, cwd: Path, launcher="basic", extra_env=None,
-              timeout=300):  # fmt: skip
+              timeout=300, sweep="quick"):  # fmt: skip
     """Run a sweep to its end; returns the CompletedProcess (stdout + stderr in .stdout)."""
     return subprocess.run(
-        sweep_cmd(sweep_dir, *overrides, launcher=launcher), cwd=cwd, env=env(**(extra_env or {})),
+        sweep_cmd(sweep_dir, *overrides, launcher=launcher, sweep=sweep), cwd=cwd,
+        env=env(**(extra_env or {})),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -64,3 +66,21 @@ def assert_complete_record(job_dir: Path) -> None:
         assert (Path(job_dir) / name).is_file(), f"{job_dir} lacks {name}"
     s = summary(job_dir)
     assert s["status"] == "done" and s["l0"] is not None and s["fvu"] is not None, s
+
+
+def run_cli_in_process(monkeypatch, capfd, *args: str) -> tuple[int, str]:
+    """`sae-sweep ARGS` in this process (no interpreter start, no imports of torch and Hydra
+    again); returns (exit code, stdout + stderr). For runs that need no process of their
+    own: one job, or a config that fails."""
+    from sae_sweep.main import main
+
+    monkeypatch.setattr(sys, "argv", ["sae-sweep", *args])
+    for key in [k for k in os.environ if k.startswith(("SAE_SWEEP_", "SLURM_"))]:
+        monkeypatch.delenv(key)
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capfd.readouterr()
+    return code, out.out + out.err

@@ -18,6 +18,7 @@ from sae_sweep.evaluation.metrics import fvu, l0
 from sae_sweep.job import run_job
 from sae_sweep.record.weights import load_sae
 from sae_sweep.training.loop import TrainingDivergedError
+from tests.sweep_fixtures import run_cli_in_process
 
 TINY = [
     "data.d=16", "data.n_features=32", "data.mean_active=3", "data.n_eval=2048",
@@ -144,18 +145,22 @@ def test_diverging_run_fails_clearly(tmp_path):
     assert not (tmp_path / "checkpoint" / "meta.json").exists()  # no NaN checkpoint either
 
 
-def test_unknown_key_exits_nonzero_naming_it(tmp_path):
-    proc = _cli(tmp_path, "train.stepz=5", "logger=disabled")
-    assert proc.returncode != 0
-    assert "stepz" in proc.stderr
+def test_unknown_key_exits_nonzero_naming_it(tmp_path, monkeypatch, capfd):
+    code, out = run_cli_in_process(monkeypatch, capfd, f"hydra.run.dir={tmp_path / 'run'}",
+                                   "train.stepz=5", "logger=disabled")  # fmt: skip
+    assert code != 0
+    assert "stepz" in out
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_bad_combination_exits_nonzero_with_the_fix_and_writes_nothing(tmp_path):
-    proc = _cli(tmp_path, *TINY, "penalty=l1", "penalty.decoder_norm_grad=live",
-                "logger=disabled")  # fmt: skip
-    assert proc.returncode != 0
-    assert "penalty.decoder_norm_grad" in proc.stderr and "Fix:" in proc.stderr
+def test_bad_combination_exits_nonzero_with_the_fix_and_writes_nothing(
+    tmp_path, monkeypatch, capfd
+):
+    code, out = run_cli_in_process(monkeypatch, capfd, f"hydra.run.dir={tmp_path / 'run'}",
+                                   *TINY, "penalty=l1", "penalty.decoder_norm_grad=live",
+                                   "logger=disabled")  # fmt: skip
+    assert code != 0
+    assert "penalty.decoder_norm_grad" in out and "Fix:" in out
     run = tmp_path / "run"
     assert not any((run / f).exists() for f in ("summary.json", "metrics.jsonl", "config.yaml"))
 

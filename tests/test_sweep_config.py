@@ -12,8 +12,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
 from sae_sweep.config import ConfigError, validate
-from sae_sweep.main import CONF_DIR
-from sae_sweep.models import architecture  # also registers schemas, resolvers and sweeps
+from sae_sweep.config.schema import Config, job_config
+from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
+from sae_sweep.models import architecture
 from sae_sweep.sweep import available_sweeps, gpus, manifest, policy, table
 from sae_sweep.sweep.task import resolved_config
 
@@ -233,6 +234,38 @@ def test_end_table_counts_and_shows_failures(tmp_path):
     assert json.loads((tmp_path / "jobs.json").read_text())["counts"]["failed"] == 1
 
 
-def test_resolved_config_never_records_rerun_failed():
-    cfg = OmegaConf.to_object(_compose("variant=gated_original", "rerun_failed=true"))
-    assert resolved_config(cfg)["rerun_failed"] is False
+def test_launch_options_stay_out_of_the_job_config_and_record():
+    """rerun_failed, pack and threads change how a launch runs jobs, not what they train: two
+    launches that differ in them reach the same job folders without a conflict."""
+    cfg = OmegaConf.to_object(
+        _compose("variant=gated_original", "rerun_failed=true", "pack=4", "threads=3")
+    )
+    assert (cfg.rerun_failed, cfg.pack, cfg.threads) == (True, 4, 3)
+    job = job_config(cfg)
+    assert type(job) is Config and not hasattr(job, "rerun_failed")
+    recorded = resolved_config(cfg)
+    assert not {"rerun_failed", "pack", "threads"} & set(recorded)
+    plain = resolved_config(OmegaConf.to_object(_compose("variant=gated_original")))
+    assert recorded == plain
+
+
+LAUNCHERS = {
+    "basic": "BasicLauncher",
+    "joblib": "JoblibLauncher",
+    "submitit_local": "LocalLauncher",
+    "submitit_slurm": "SlurmLauncher",
+    "slurm": "SlurmLauncher",  # conf/hydra/launcher/slurm.yaml
+}
+
+
+@pytest.mark.parametrize("sweep", available_sweeps())
+def test_every_launcher_preset_composes_with_every_sweep(sweep):
+    """Every sweep file runs with every launcher, through the packing sweeper."""
+    for launcher, target in LAUNCHERS.items():
+        cfg = _compose(f"+sweep={sweep}", f"hydra/launcher={launcher}", "pack=4", hydra=True)
+        assert cfg.hydra.launcher._target_.endswith(target), (sweep, launcher)
+        assert cfg.hydra.sweeper._target_.endswith("PackingSweeper")
+        assert cfg.hydra.sweeper.params.variant, sweep
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every value resolves
+    slurm = _compose(f"+sweep={sweep}", "hydra/launcher=slurm", hydra=True).hydra.launcher
+    assert slurm.gpus_per_node == 1 and slurm.cpus_per_task == 8 and slurm.signal_delay_s > 0

@@ -4,8 +4,11 @@ the sweep manifest and end table, contained failures, re-runs, and one GPU per j
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from sae_sweep.sweep.status import sweep_status
+from sae_sweep.sweep.threads import machine_cores
 from tests.sweep_fixtures import assert_complete_record, jobs, run_sweep, summary
 
 GRID = ["variant=gated_original,gated_dn_trainable_live", "lambda_multiplier=1,2"]
@@ -39,12 +42,33 @@ def test_basic_launcher_then_a_rerun_skips_every_finished_job(tmp_path):
     assert len(json.loads((d / "sweep.json").read_text())["launches"]) == 2
 
 
-def test_joblib_launcher(tmp_path):
-    d = tmp_path / "sweep"
-    r = run_sweep(d, *GRID, "hydra.launcher.n_jobs=2", launcher="joblib", cwd=tmp_path)
+def test_joblib_launcher_packed_and_not_with_each_job_its_share_of_the_cores(tmp_path):
+    """n_jobs=1: one job at a time, each on every core; n_jobs=2 with pack=2: two packs of two
+    SAEs at once, each on half the cores, ending with the same records."""
+    cores = machine_cores()
+    alone, packed = tmp_path / "alone", tmp_path / "packed"
+    r = run_sweep(alone, *GRID, "hydra.launcher.n_jobs=1", launcher="joblib", cwd=tmp_path)
     assert r.returncode == 0, r.stdout
-    _check_sweep(d, r.stdout, n_done=4)
-    assert len({j["pid"] for j in jobs(d).values()}) >= 2  # ran in worker processes
+    _check_sweep(alone, r.stdout, n_done=4)
+    assert {j["threads"] for j in jobs(alone).values()} == {cores}
+    assert {summary(alone / f)["threads"] for f in FOLDERS} == {cores}
+
+    r = run_sweep(packed, *GRID, "hydra.launcher.n_jobs=2", "pack=2", launcher="joblib",
+                  cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    _check_sweep(packed, r.stdout, n_done=4)
+    records = jobs(packed)
+    assert {j["threads"] for j in records.values()} == {max(cores // 2, 1)}
+    assert len({j["pid"] for j in records.values()}) == 2  # two packed jobs, in two workers
+    assert sorted(j["job"] for j in records.values()) == [0, 1, 2, 3]  # grid numbers
+    assert len(list((packed / "packs").rglob("*.json"))) == 2
+    for folder in FOLDERS:
+        a, b = summary(alone / folder), summary(packed / folder)
+        assert (a["l0"], a["fvu"], a["mse"]) == (b["l0"], b["fvu"], b["mse"]), folder
+        wa, wb = (load_file(str(d / folder / "sae.safetensors")) for d in (alone, packed))
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7)
+    assert not {"pack", "threads", "rerun_failed"} & set(summary(packed / folder)["knobs"])
 
 
 def test_submitit_local_launcher_spreads_jobs_over_gpus(tmp_path):
@@ -98,14 +122,37 @@ def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path)
         (["sae=standard", "sae.aux_decoder=frozen"], "has no effect"),
     ],
 )
-def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message):
-    import subprocess
-    import sys
+def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message, monkeypatch,
+                                                capfd):  # fmt: skip
+    from tests.sweep_fixtures import TINY, run_cli_in_process
 
-    from tests.sweep_fixtures import TINY, env
+    code, out = run_cli_in_process(monkeypatch, capfd, *TINY[:-1], *overrides,
+                                   f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    assert code != 0
+    assert message in out
 
-    cmd = [sys.executable, "-m", "sae_sweep", *TINY[:-1], *overrides,
-           f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
-    r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
-    assert message in r.stderr + r.stdout
+
+def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
+    """`+sweep=calibrate` (here 2 variants x 4 lambdas, packed into one job), then
+    `python -m sae_sweep.sweep.calibrate <dir>`: a scale and exponent per variant that put
+    the measured lambdas of the target L0 range at the ends of the multiplier grid."""
+    from sae_sweep.sweep import calibrate
+
+    d = tmp_path / "calibrate"
+    r = run_sweep(d, "variant=gated_original,standard_dn", "lambda_multiplier=0.1,0.4,1.6,6.4",
+                  "train.steps=60", "pack=8", sweep="calibrate", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    assert "8 jobs: 8 done" in r.stdout
+    points = calibrate.load_points(d)
+    assert sorted(points) == ["gated_original", "standard_dn"]
+    for pts in points.values():
+        assert len(pts) == 4
+        assert pts[0][1] > pts[-1][1]  # L0 falls as lambda grows
+        lo, hi = pts[-1][1] * 1.2, pts[0][1] / 1.2  # an L0 range inside the measured one
+        fit = calibrate.fit(pts, (lo, hi), (0.5, 4.0))
+        assert fit["covers_range"] and fit["lambda_exponent"] > 0
+        lam_hi_l0, _ = calibrate.lambda_at_l0(pts, hi)
+        assert fit["lambda_scale"] * 0.5 ** fit["lambda_exponent"] == pytest.approx(lam_hi_l0)
+    calibrate.main([str(d), "--l0", "2", "20"])
+    out = capsys.readouterr().out
+    assert out.count("lambda_scale:") == 2 and "measured (lambda, L0)" in out

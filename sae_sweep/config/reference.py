@@ -21,6 +21,7 @@ SECTIONS = {
     "TrainConfig": "train.",
     "ResampleConfig": "resample.",
     "LoggerConfig": "logger.",
+    "LaunchConfig": "",
 }
 # The data sources share the `data.` prefix: one table each.
 DATA_SECTIONS = {

@@ -8,6 +8,7 @@ Choices are Enums because OmegaConf 2.3 does not accept `Literal`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -321,17 +322,40 @@ class Config:
     lambda_exponent: float | None = None
     """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
     so that every variant's frontier spans the same L0 range)."""
-    rerun_failed: bool = False
-    """Sweep re-runs: also re-run jobs whose summary says failed (others are skipped). A launch
-    policy, not a knob: job records always hold false."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata recorded with the run (not used by training)."""
+
+
+@dataclass
+class LaunchConfig(Config):
+    """The composed root config: one job's `Config` plus how this launch runs it. The launch
+    options never reach a job's record (`job_config` drops them): they change how fast, not
+    what, a job trains."""
+
+    rerun_failed: bool = False
+    """Sweep re-runs: also re-run jobs whose summary says failed (others are skipped)."""
+    pack: int = 1
+    """Sweeps: train up to this many grid points that share their data (same `data`, `seed`,
+    `train.batch_size`) in one job, on one stream of batches; 1 = one job per SAE."""
+    threads: int = 0
+    """CPU threads of each job's torch; 0 = the job's share of the cores (cores / jobs run at
+    once: joblib's n_jobs, SLURM's cpus_per_task)."""
+
+
+LAUNCH_KEYS = ("rerun_failed", "pack", "threads")
+
+
+def job_config(cfg: Config) -> Config:
+    """The job's `Config` of a composed root config (the launch options dropped)."""
+    if type(cfg) is Config:
+        return cfg
+    return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
 
 
 def register_configs() -> None:
     """Store the schemas so that each YAML can name its group's schema in its defaults list."""
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
+    cs.store(name="config_schema", node=LaunchConfig)
     from .. import models  # noqa: F401  (registering the architectures stores their schemas)
 
     cs.store(group="penalty", name="schema", node=PenaltyConfig)

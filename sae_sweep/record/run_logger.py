@@ -2,7 +2,8 @@
 
 Local: `metrics.jsonl` (one JSON object per logging step, flushed at once) and, at the end,
 `summary.json`. W&B: one run per job (a mirror for sharing, never the only copy), always
-finished in a `finally`, or a serial multirun would log every job into the first run.
+finished in a `finally`. A packed job holds several loggers open at once, so each W&B run
+is a run of its own (`reinit="create_new"`), never the process's single current run.
 
 A W&B run that cannot start (no key, no network) is a job failure like any other: `open`
 raises `WandbStartError` with the reason and the fix, within `logger.init_timeout_s`; or,
@@ -19,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import LoggerConfig, LoggerFallback, LoggerMode
+from . import layout
 from .atomic import atomic_write_json
 
 log = logging.getLogger("sae_sweep")
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 class WandbStartError(RuntimeError):
@@ -47,6 +46,7 @@ class RunLogger:
         self.default_name = default_name
         self.wandb_run = None
         self._metrics_fh = None
+        self._failed = False
 
     def __enter__(self) -> RunLogger:
         self.open()
@@ -55,7 +55,7 @@ class RunLogger:
     def open(self) -> None:
         """Open the local record, then start the W&B run (may raise WandbStartError)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics_fh = open(self.out_dir / METRICS_FILE, "a")  # noqa: SIM115 -- closed in close()
+        self._metrics_fh = open(self.out_dir / layout.METRICS, "a")  # noqa: SIM115 -- closed in close()
         mode = LoggerMode(self.cfg.mode)
         if mode == LoggerMode.disabled:
             return
@@ -97,7 +97,7 @@ class RunLogger:
             # A resumed job continues its own W&B run instead of starting a second one.
             id=_wandb_run_id(self.out_dir),
             resume="allow",
-            reinit="finish_previous",
+            reinit="create_new",
             # W&B's own default waits 90 s for an unreachable server before failing
             settings=wandb.Settings(
                 silent=True, console="off", init_timeout=self.cfg.init_timeout_s
@@ -112,12 +112,16 @@ class RunLogger:
             self.wandb_run.log(metrics, step=step)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.out_dir / SUMMARY_FILE
+        path = self.out_dir / layout.SUMMARY
         atomic_write_json(path, {k: _json_number(v) for k, v in summary.items()})
         if self.wandb_run is not None:
             flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
             self.wandb_run.summary.update(flat)
         return path
+
+    def mark_failed(self) -> None:
+        """The job failed without raising through this logger (a packed job goes on)."""
+        self._failed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
@@ -131,7 +135,7 @@ class RunLogger:
             run, self.wandb_run = self.wandb_run, None
             if run is not None:
                 try:
-                    run.finish(exit_code=1 if failed else 0)
+                    run.finish(exit_code=1 if failed or self._failed else 0)
                 except Exception as exc:  # noqa: BLE001 -- the local record is already complete
                     log.warning(
                         "W&B could not finish its run (%s: %s); the local record in %s is "
@@ -144,7 +148,7 @@ class RunLogger:
 
 def _wandb_run_id(out_dir: Path) -> str:
     """A stable id per job folder, kept in the folder so a resumed job reuses it."""
-    path = out_dir / "wandb_run_id.txt"
+    path = out_dir / layout.WANDB_RUN_ID
     if path.exists():
         return path.read_text().strip()
     run_id = os.urandom(8).hex()

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..models import SparseAutoencoder, architecture
+from . import layout
 from .atomic import atomic_write_json, replace_atomically
 
-WEIGHTS_FILE = "sae.safetensors"
-WEIGHTS_CONFIG_FILE = "sae_config.json"
+WEIGHTS_FILE = layout.WEIGHTS
+WEIGHTS_CONFIG_FILE = layout.WEIGHTS_CONFIG
 
 
 def save_sae(out_dir: Path, sae: SparseAutoencoder, kind: str, meta: dict[str, Any]) -> Path:

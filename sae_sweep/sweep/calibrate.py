@@ -18,10 +18,11 @@ prints the `lambda_scale` / `lambda_exponent` lines to paste into each conf/vari
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
+
+from ..record import layout
 
 EXTRAPOLATE = 3.0
 
@@ -29,8 +30,7 @@ EXTRAPOLATE = 3.0
 def load_points(sweep_dir: Path) -> dict[str, list[tuple[float, float]]]:
     """{variant: [(coefficient, l0), ...]} from the finished jobs under `sweep_dir`."""
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for path in Path(sweep_dir).rglob("summary.json"):
-        s = json.loads(path.read_text())
+    for _, s in layout.summaries(Path(sweep_dir)):
         knobs = s.get("knobs") or {}
         if s.get("status") != "done" or s.get("l0") is None:
             continue

@@ -21,9 +21,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ..record.atomic import atomic_write_json
+from ..record.layout import MANIFEST as MANIFEST_FILE
 from ..record.versions import versions
-
-MANIFEST_FILE = "sweep.json"
 
 
 def expand_grid(params: dict[str, str], task_overrides: list[str]) -> dict[str, list[str]]:

@@ -24,17 +24,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config.schema import LAUNCH_KEYS
+from ..record import layout
 from ..record.atomic import atomic_write_text
+from ..record.layout import checkpoint_step
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_META = Path("checkpoint") / "meta.json"
-
-# Top-level keys that do not change what is trained: a re-run may differ in them.
-IGNORED_KEYS = ("logger", "device", "rerun_failed")
+# Top-level keys that do not change what is trained: a re-run may differ in them. (Launch
+# options are no longer recorded, but records of earlier versions hold `rerun_failed`.)
+IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS)
 
 
 class Action(str, Enum):
@@ -60,7 +57,7 @@ class Decision:
 def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decision:
     """What to do with `job_dir` for a job whose resolved config is `config`."""
     job_dir = Path(job_dir)
-    recorded = _read_yaml(job_dir / CONFIG_FILE)
+    recorded = layout.read_yaml(job_dir / layout.CONFIG)
     if recorded is not None and _comparable(recorded) != _comparable(config):
         keys = ", ".join(differing_keys(recorded, config)[:5])
         return Decision(
@@ -68,7 +65,7 @@ def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decisio
             f"the folder holds a job with a different config ({keys}); "
             "use a new hydra.sweep.dir, or delete the folder",
         )
-    status = _read_status(job_dir / SUMMARY_FILE)
+    status = (layout.read_summary(job_dir) or {}).get("status")
     step = checkpoint_step(job_dir)
     if status == "done":
         return Decision(Action.SKIP_DONE, "finished in an earlier launch")
@@ -86,8 +83,8 @@ def prepare(job_dir: Path, decision: Decision) -> None:
     after the checkpoint the job resumes from (they will be logged again). The eval/ line is
     logged after the last checkpoint, at its step: a job killed after it logs it again, so
     it goes too (else metrics.jsonl would hold it twice)."""
-    (Path(job_dir) / SUMMARY_FILE).unlink(missing_ok=True)
-    metrics = Path(job_dir) / METRICS_FILE
+    (Path(job_dir) / layout.SUMMARY).unlink(missing_ok=True)
+    metrics = Path(job_dir) / layout.METRICS
     if not metrics.exists():
         return
     keep = []
@@ -103,15 +100,6 @@ def prepare(job_dir: Path, decision: Decision) -> None:
         if ckpt is not None and step is not None and step <= ckpt:
             keep.append(line)
     atomic_write_text(metrics, "".join(f"{line}\n" for line in keep))
-
-
-def checkpoint_step(job_dir: Path) -> int | None:
-    """Number of completed steps in the folder's checkpoint, or None without one."""
-    meta = Path(job_dir) / CHECKPOINT_META
-    try:
-        return int(json.loads(meta.read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -132,18 +120,3 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
-def _read_status(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..record.atomic import atomic_write_json, atomic_write_text
-from .task import JOB_FILE
+from ..record.layout import JOB as JOB_FILE
+from ..record.layout import TABLE_JSON, TABLE_MD
 
-TABLE_MD = "jobs.md"
-TABLE_JSON = "jobs.json"
 OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
 COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0", "fvu",
            "wall_s", "error")  # fmt: skip

@@ -6,8 +6,11 @@ traceback in its summary and returns normally, so the launcher goes on with the 
 and Hydra's end-of-multirun callback still runs. Only an interruption (Ctrl-C, SIGTERM,
 a SLURM preemption) propagates: the job is then resumed by the next launch.
 
+A packed job (sweep/packing.py) applies the policy to each member on its own: finished
+members are skipped, interrupted ones resumed, and those left train together.
+
 Each job also leaves `job.json` in its folder: what this launch did with it (action,
-outcome, GPU, host, times); the end-of-sweep table is built from these files.
+outcome, GPU, host, threads, times); the end-of-sweep table is built from these files.
 """
 
 from __future__ import annotations
@@ -24,27 +27,61 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config.schema import Config
+from ..config.schema import Config, job_config
+from ..record import layout
 from ..record.atomic import atomic_write_json, atomic_write_text
 from .gpus import assign_gpu
-from .policy import CONFIG_FILE, SUMMARY_FILE, Action, decide, prepare
+from .policy import Action, Decision, decide, prepare
+from .threads import apply_thread_budget
 
-JOB_FILE = "job.json"
 ENV_LAUNCH_ID = "SAE_SWEEP_LAUNCH_ID"
 log = logging.getLogger("sae_sweep")
 
 
-def run_sweep_job(cfg: Config, out_dir: Path, job_num: int, subdir: str) -> dict[str, Any]:
-    """Run (or skip, or resume) one job of a sweep; returns its outcome (also in job.json).
+def run_sweep_job(
+    cfg: Config, out_dir: Path, job_num: int, subdir: str, sweep_dir: Path | None = None
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Run (or skip, or resume) one job of a sweep, or every member of a packed one; returns
+    the outcome (also in each job.json).
 
-    out_dir: the job's folder, `subdir` inside the sweep folder.
+    cfg: the composed config (launch options included); out_dir: the job's folder, `subdir`
+    inside `sweep_dir`.
     """
-    from ..job import run_job  # imported late: keeps `import sae_sweep.sweep` light
+    from .packing import member_config, pack_file, read_pack
 
-    out_dir = Path(out_dir)
+    threads = apply_thread_budget(getattr(cfg, "threads", 0))
+    members = None
+    if sweep_dir is not None:
+        launch_id = os.environ.get(ENV_LAUNCH_ID, "launch")
+        members = read_pack(pack_file(sweep_dir, launch_id, job_num))
+    if members is None:
+        jobs = [(cfg, Path(out_dir), job_num, subdir)]
+    else:
+        jobs = [(member_config(m["config"]), Path(m["dir"]), m["job"], m["subdir"])
+                for m in members]  # fmt: skip
+    rerun_failed = getattr(cfg, "rerun_failed", False)
+    records, to_train = [], []
+    for member_cfg, member_dir, num, member_subdir in jobs:
+        record, decision = _start(job_config(member_cfg), member_dir, num, member_subdir,
+                                  rerun_failed, threads)  # fmt: skip
+        records.append(record)
+        if decision.action.trains:
+            to_train.append(record)
+        else:
+            outcome = "conflict" if decision.action == Action.CONFLICT else "skipped"
+            log.info("job %d %s: %s (%s)", num, outcome, member_dir, decision.reason)
+            summary = layout.read_summary(member_dir)
+            _finish(member_dir, record, outcome=outcome, summary=summary)
+    if to_train:
+        _train(to_train, job_num)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+    return public[0] if members is None else public
+
+
+def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: bool,
+           threads: int) -> tuple[dict[str, Any], Decision]:  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = resolved_config(cfg)
-    decision = decide(out_dir, config, cfg.rerun_failed)
+    decision = decide(out_dir, resolved_config(cfg), rerun_failed)
     record: dict[str, Any] = {
         "job": job_num,
         "dir": subdir,
@@ -57,46 +94,57 @@ def run_sweep_job(cfg: Config, out_dir: Path, job_num: int, subdir: str) -> dict
         "reason": decision.reason,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "threads": threads,
         "started": time.time(),
+        "_cfg": cfg,
+        "_out_dir": out_dir,
     }
-    if not decision.action.trains:
-        outcome = "conflict" if decision.action == Action.CONFLICT else "skipped"
-        log.info("job %d %s: %s (%s)", job_num, outcome, out_dir, decision.reason)
-        return _finish(out_dir, record, outcome=outcome, summary=_read_json(out_dir / SUMMARY_FILE))
+    if decision.action.trains:
+        prepare(out_dir, decision)
+    return record, decision
 
-    prepare(out_dir, decision)
-    gpu = assign_gpu(job_num, cfg.device)
-    if gpu is not None:
-        record["gpu"] = gpu
-        import torch
 
-        if torch.cuda.is_available():
-            cfg = dataclasses.replace(cfg, device=str(gpu["device"]))
-    log.info("job %d: %s -> %s", job_num, decision.reason, out_dir)
-    _write(out_dir, {**record, "outcome": "running"})
-    try:
-        summary = run_job(dataclasses.replace(cfg, rerun_failed=False), out_dir)
-        return _finish(out_dir, record, outcome="done", summary=summary)
-    except Exception as exc:  # noqa: BLE001 -- contain every failure; interruptions propagate
-        tb = traceback.format_exc()
-        summary = _read_json(out_dir / SUMMARY_FILE)
+def _train(records: list[dict[str, Any]], job_num: int) -> None:
+    """Train the jobs (one, or a pack's members) on one GPU; contain every failure."""
+    from ..job import run_jobs  # imported late: keeps `import sae_sweep.sweep` light
+
+    jobs = []
+    gpu = assign_gpu(job_num, records[0]["_cfg"].device)
+    for record in records:
+        cfg, out_dir = record["_cfg"], record["_out_dir"]
+        if gpu is not None:
+            record["gpu"] = gpu
+            import torch
+
+            if torch.cuda.is_available():
+                cfg = dataclasses.replace(cfg, device=str(gpu["device"]))
+        log.info("job %d: %s -> %s", record["job"], record["reason"], out_dir)
+        _write(out_dir, {**record, "outcome": "running"})
+        jobs.append((cfg, out_dir))
+    for record, outcome in zip(records, run_jobs(jobs), strict=True):
+        cfg, out_dir = record["_cfg"], record["_out_dir"]
+        if isinstance(outcome, dict):
+            _finish(out_dir, record, outcome="done", summary=outcome)
+            continue
+        summary = layout.read_summary(out_dir)
         if summary is None or summary.get("status") != "failed":
-            # failed before run_job could write its record (e.g. an invalid config)
-            summary = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": tb, "variant": cfg.variant, "sweep": cfg.sweep}  # fmt: skip
-            atomic_write_text(out_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
-            atomic_write_json(out_dir / SUMMARY_FILE, summary)
-        log.error("job %d failed: %s\n%s", job_num, summary.get("error"), tb)
+            # failed before run_jobs could write its record (e.g. an invalid config)
+            summary = {"status": "failed", "error": f"{type(outcome).__name__}: {outcome}",
+                       "traceback": "".join(traceback.format_exception(outcome)),
+                       "variant": cfg.variant, "sweep": cfg.sweep}  # fmt: skip
+            atomic_write_text(out_dir / layout.CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
+            atomic_write_json(out_dir / layout.SUMMARY, summary)
+        log.error("job %d failed: %s\n%s", record["job"], summary.get("error"),
+                  summary.get("traceback") or "")  # fmt: skip
+        _finish(out_dir, record, outcome="failed", summary=summary)
+    if any(r["outcome"] == "failed" for r in records):
         _release_memory()
-        return _finish(out_dir, record, outcome="failed", summary=summary)
 
 
 def resolved_config(cfg: Config) -> dict[str, Any]:
-    """The resolved config as a job records it in config.yaml."""
+    """The resolved config as a job records it in config.yaml (launch options left out)."""
     return OmegaConf.to_container(
-        OmegaConf.structured(dataclasses.replace(cfg, rerun_failed=False)),
-        resolve=True,
-        enum_to_str=True,
+        OmegaConf.structured(job_config(cfg)), resolve=True, enum_to_str=True
     )
 
 
@@ -116,17 +164,7 @@ def _finish(out_dir: Path, record: dict, *, outcome: str, summary: dict | None) 
 
 
 def _write(out_dir: Path, record: dict) -> None:
-    atomic_write_json(out_dir / JOB_FILE, record)
-
-
-def _read_json(path: Path) -> dict | None:
-    import json
-
-    try:
-        loaded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
+    atomic_write_json(out_dir / layout.JOB, {k: v for k, v in record.items() if k[0] != "_"})
 
 
 def _release_memory() -> None:

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..record.atomic import atomic_write_text, replace_atomically
+from ..record.layout import CHECKPOINT_META as META_FILE
+from ..record.layout import CHECKPOINT_STATE as STATE_FILE
 
-STATE_FILE = "state.safetensors"
-META_FILE = "meta.json"
 DAMAGED_SUFFIX = ".damaged-"
 """A damaged checkpoint folder is renamed to `<folder>.damaged-<YYYYmmdd-HHMMSS>`."""
 

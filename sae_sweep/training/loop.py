@@ -48,27 +48,48 @@ def train(
     checkpoint_dir: Path | None,
     progress: JobProgress | None = None,
 ) -> TrainResult:
-    tr, pen, rs = cfg.train, cfg.penalty, cfg.resample
-    device, dtype = sae.W_dec.device, sae.W_dec.dtype
-    optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
-    set_matmul_precision(tr.tf32)
-    last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=device)  # step index
-    start, wall_before = 0, 0.0
-    if checkpoint_dir is not None:
-        restored = load_checkpoint(
-            checkpoint_dir, sae, optimizer, ("last_fired",), ("train_wall_s",)
-        )
-        if restored is not None:
-            start, extra, meta = restored
-            last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
-    resample_steps = set(rs.at_steps) if rs.enabled else set()
-    window = _WindowSums(device, _divergence_fix(cfg))
-    stepper = Stepper(cfg, sae, optimizer)
-    t_start = t_window = time.perf_counter()
-    if progress is not None:
-        progress.start(start)
+    run = TrainingRun(cfg, sae, source, logger, norm_scale=norm_scale,
+                      checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
+    for step in range(run.start, cfg.train.steps):
+        run.step(step, source.train_batch(step, cfg.train.batch_size))
+    return run.result()
 
-    for step in range(start, tr.steps):
+
+class TrainingRun:
+    """One SAE's training between steps: `train` steps one, a packed job several on one batch.
+
+    Restores the checkpoint when there is one; `start` is the first step still to train.
+    """
+
+    def __init__(self, cfg: Config, sae: SparseAutoencoder, source: ActivationSource,
+                 logger: RunLogger, *, norm_scale: float, checkpoint_dir: Path | None,
+                 progress: JobProgress | None = None):  # fmt: skip
+        self.cfg, self.sae, self.source, self.logger = cfg, sae, source, logger
+        self.norm_scale, self.checkpoint_dir, self.progress = norm_scale, checkpoint_dir, progress
+        self.divergence_fix = _divergence_fix(cfg)
+        tr, rs = cfg.train, cfg.resample
+        self.device, self.dtype = sae.W_dec.device, sae.W_dec.dtype
+        self.optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
+        set_matmul_precision(tr.tf32)
+        self.last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=self.device)
+        self.start, self.wall_before = 0, 0.0
+        if checkpoint_dir is not None:
+            restored = load_checkpoint(
+                checkpoint_dir, sae, self.optimizer, ("last_fired",), ("train_wall_s",)
+            )
+            if restored is not None:
+                self.start, extra, meta = restored
+                self.last_fired, self.wall_before = extra["last_fired"], meta["train_wall_s"]
+        self.resample_steps = set(rs.at_steps) if rs.enabled else set()
+        self.window = _WindowSums(self.device, self.divergence_fix)
+        self.stepper = Stepper(cfg, sae, self.optimizer)
+        self.t_start = self.t_window = time.perf_counter()
+        if progress is not None:
+            progress.start(self.start)
+
+    def step(self, step: int, batch: torch.Tensor) -> None:
+        """Train on `batch`, the source's batch of `step`: lr, lambda, step, log, checkpoint."""
+        cfg, tr, pen = self.cfg, self.cfg.train, self.cfg.penalty
         lr = lr_at(
             step,
             base_lr=tr.lr,
@@ -78,55 +99,57 @@ def train(
         )
         lam = lambda_at(step, coefficient=pen.coefficient, warmup_steps=pen.warmup_steps)
 
-        batch = source.train_batch(step, tr.batch_size)
-        x = to_device(batch, device, dtype, tr.pin_memory) * norm_scale
-        out = stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
+        x = to_device(batch, self.device, self.dtype, tr.pin_memory) * self.norm_scale
+        out = self.stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
 
-        fired = window.add(x, out)
-        last_fired.masked_fill_(fired, step)
+        fired = self.window.add(x, out)
+        self.last_fired.masked_fill_(fired, step)
         done = step + 1
-        if done in resample_steps:
-            n = _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale)
-            logger.log({"train/resampled": n}, step=done)
+        if done in self.resample_steps:
+            n = _resample(cfg, self.sae, self.optimizer, self.source, self.last_fired, step,
+                          self.norm_scale)  # fmt: skip
+            self.logger.log({"train/resampled": n}, step=done)
 
-        checkpoint_due = checkpoint_dir is not None and (
+        checkpoint_due = self.checkpoint_dir is not None and (
             done == tr.steps or (tr.checkpoint_every and done % tr.checkpoint_every == 0)
         )
         metrics = None
         if done % tr.log_every == 0 or checkpoint_due:
-            metrics, n_steps = window.read_and_reset(step)  # the one device sync of the window
+            metrics, n_steps = self.window.read_and_reset(step)  # the window's one device sync
             now = time.perf_counter()
-            dead = ((step - last_fired) * tr.batch_size >= tr.dead_window_tokens).float().mean()
+            dead = (step - self.last_fired) * tr.batch_size >= tr.dead_window_tokens
             metrics.update(
                 lr=lr,
                 coefficient=lam,
-                dead_fraction=dead.item(),
-                activations_per_s=n_steps * tr.batch_size / (now - t_window),
+                dead_fraction=dead.float().mean().item(),
+                activations_per_s=n_steps * tr.batch_size / (now - self.t_window),
             )
-            metrics["sparse_path"] = float(stepper.path == LossPath.sparse)
-            logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
-            stepper.update_path(metrics["l0"])  # train.sparse_path=auto
-            t_window = time.perf_counter()
-        if progress is not None:
-            progress.step(done, metrics)  # a clock check; reports every logger.progress_every_s
+            metrics["sparse_path"] = float(self.stepper.path == LossPath.sparse)
+            self.logger.log({f"train/{k}": v for k, v in metrics.items()}, step=done)
+            self.stepper.update_path(metrics["l0"])  # train.sparse_path=auto
+            self.t_window = time.perf_counter()
+        if self.progress is not None:
+            self.progress.step(done, metrics)  # a clock check; reports every progress_every_s
         if checkpoint_due:
-            _check_finite_weights(sae, done, _divergence_fix(cfg))  # never checkpoint NaNs
-            wall = wall_before + time.perf_counter() - t_start
+            _check_finite_weights(self.sae, done, self.divergence_fix)  # never checkpoint NaNs
             save_checkpoint(
-                checkpoint_dir,
+                self.checkpoint_dir,
                 step=done,
-                sae=sae,
-                optimizer=optimizer,
-                tensors={"last_fired": last_fired},
-                meta={"train_wall_s": wall},
+                sae=self.sae,
+                optimizer=self.optimizer,
+                tensors={"last_fired": self.last_fired},
+                meta={"train_wall_s": self.wall_before + time.perf_counter() - self.t_start},
             )
 
-    _check_finite_weights(sae, tr.steps, _divergence_fix(cfg))
-    wall = wall_before + time.perf_counter() - t_start
-    trained = tr.steps - start
-    speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
-    paths = [p.value for p in stepper.paths_used]
-    return TrainResult(tr.steps, wall, speed, start, paths)
+    def result(self) -> TrainResult:
+        """After the last step: the run's figures; raises if the final weights are not finite."""
+        steps = self.cfg.train.steps
+        _check_finite_weights(self.sae, steps, self.divergence_fix)
+        wall = self.wall_before + time.perf_counter() - self.t_start
+        trained = steps - self.start
+        speed = trained * self.cfg.train.batch_size / max(wall - self.wall_before, 1e-9)
+        paths = [p.value for p in self.stepper.paths_used]
+        return TrainResult(steps, wall, speed if trained else 0.0, self.start, paths)
 
 
 def _divergence_fix(cfg: Config) -> str:

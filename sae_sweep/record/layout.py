@@ -1,0 +1,115 @@
+"""The record layout: every file a job or a sweep leaves, named here and nowhere else.
+
+A sweep folder (`hydra.sweep.dir`):
+    sweep.json            the manifest: grid, git commit, every launch (sweep/manifest.py)
+    jobs.md, jobs.json    the end-of-sweep table (sweep/table.py)
+    multirun.yaml         Hydra's record of the multirun
+    packs/                what each packed job trains (sweep/packing.py)
+    <job folder>/         one per SAE, named by `hydra.sweep.subdir`
+
+A job folder:
+    config.yaml           the resolved config
+    metrics.jsonl         train/... every log_every steps, eval/... at the end
+    summary.json          status, held-out metrics, steps, wall time, every knob, versions
+    sae.safetensors       the weights, with sae_config.json beside them
+    ground_truth.safetensors   the true feature directions (synthetic data)
+    checkpoint/           resumable training state: state.safetensors, then meta.json
+    job.json              what the latest launch did with the job (sweep/task.py)
+    wandb_run_id.txt      the job's W&B run id, reused on resume
+    .hydra/               Hydra's own copy of the job's config and overrides
+
+To add a record file: name it here, read and write it through this module's paths, and
+list it in `JOB_FILES` or `SWEEP_FILES`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# -- a job folder --
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+WEIGHTS = "sae.safetensors"
+WEIGHTS_CONFIG = "sae_config.json"
+GROUND_TRUTH = "ground_truth.safetensors"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "state.safetensors"  # inside CHECKPOINT_DIR
+CHECKPOINT_META = "meta.json"  # inside CHECKPOINT_DIR, written last: marks a whole checkpoint
+JOB = "job.json"
+WANDB_RUN_ID = "wandb_run_id.txt"
+HYDRA_DIR = ".hydra"  # Hydra writes it; a launched job that died early has only this
+
+# -- a sweep folder --
+MANIFEST = "sweep.json"
+TABLE_MD = "jobs.md"
+TABLE_JSON = "jobs.json"
+HYDRA_MULTIRUN = "multirun.yaml"
+PACKS_DIR = "packs"
+
+JOB_FILES = (CONFIG, METRICS, SUMMARY, WEIGHTS, WEIGHTS_CONFIG, GROUND_TRUTH, CHECKPOINT_DIR,
+             JOB, WANDB_RUN_ID)  # fmt: skip
+SWEEP_FILES = (MANIFEST, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR)
+# Folders inside a sweep (or a job) that never hold a job of their own.
+NOT_JOB_DIRS = frozenset({CHECKPOINT_DIR, PACKS_DIR, HYDRA_DIR, "wandb", "__pycache__", "plots"})
+
+
+def checkpoint_dir(job_dir: Path) -> Path:
+    return Path(job_dir) / CHECKPOINT_DIR
+
+
+def is_job_dir(path: Path, filenames: list[str] | None = None) -> bool:
+    """Whether `path` holds a job's record (its own, or only Hydra's: launched, died early)."""
+    names = set(filenames) if filenames is not None else {p.name for p in Path(path).iterdir()}
+    return CONFIG in names or SUMMARY in names or (Path(path) / HYDRA_DIR / CONFIG).is_file()
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when the file is missing, unreadable or not an object."""
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def read_yaml(path: Path) -> dict[str, Any] | None:
+    """A YAML mapping from `path`, or None when missing, unreadable or not a mapping."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def read_summary(job_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(job_dir) / SUMMARY)
+
+
+def read_config(job_dir: Path) -> dict[str, Any] | None:
+    """The job's resolved config; Hydra's copy for a job that died before writing its own."""
+    job_dir = Path(job_dir)
+    return read_yaml(job_dir / CONFIG) or read_yaml(job_dir / HYDRA_DIR / CONFIG)
+
+
+def checkpoint_step(job_dir: Path) -> int | None:
+    """Number of completed steps in the job's checkpoint, or None without a whole one."""
+    meta = read_json(checkpoint_dir(job_dir) / CHECKPOINT_META)
+    try:
+        return int(meta["step"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def summaries(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(job folder, summary) of every job under `sweep_dir` that wrote a readable summary."""
+    found = []
+    for path in sorted(Path(sweep_dir).rglob(SUMMARY)):
+        summary = read_json(path)
+        if summary is not None:
+            found.append((path.parent, summary))
+    return found
