@@ -34,7 +34,9 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_META = Path("checkpoint") / "meta.json"
 
 # Top-level keys that do not change what is trained: a re-run may differ in them.
-IGNORED_KEYS = ("logger", "device", "rerun_failed")
+# The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the grid.
+IGNORED_KEYS = ("logger", "device", "rerun_failed", "l0_targets", "l0_tolerance", "l0_max_rounds",
+                "l0_target")  # fmt: skip
 
 
 class Action(str, Enum):
