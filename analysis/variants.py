@@ -37,7 +37,8 @@ DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 """{knob: the knob it is computed from}."""
 
 _BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
-_BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed"}
+_BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed",
+                     "l0_targets", "l0_tolerance", "l0_max_rounds", "l0_target", "recipe"}  # fmt: skip
 # Last dotted component: names, paths, folders, logging/checkpoint intervals.
 _BOOKKEEPING_LEAF = re.compile(
     r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"
