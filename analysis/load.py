@@ -39,6 +39,7 @@ METRIC_COLUMNS = [
     "fvu",
     "explained_variance",
     "dead_fraction",
+    "dense_fraction",
     "shrinkage",
     "mmcs",
     "frac_recovered",

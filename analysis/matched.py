@@ -161,8 +161,15 @@ def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
     ca, cb = _seed_curves(runs, a, metric), _seed_curves(runs, b, metric)
     if not ca or not cb:
         return []
-    lo = max(max(c["l0"].min() for c in ca.values()), max(c["l0"].min() for c in cb.values()))
-    hi = min(min(c["l0"].max() for c in ca.values()), min(c["l0"].max() for c in cb.values()))
+    # The L0 range every seed of both variants covers; when there is none (seeds end at
+    # different L0s), the range both cover with some seed, each seed paired only inside
+    # its own range (the number of paired seeds is reported).
+    curves = [*ca.values(), *cb.values()]
+    lo = max(c["l0"].min() for c in curves)
+    hi = min(c["l0"].max() for c in curves)
+    if lo > hi:
+        lo = max(min(c["l0"].min() for c in ca.values()), min(c["l0"].min() for c in cb.values()))
+        hi = min(max(c["l0"].max() for c in ca.values()), max(c["l0"].max() for c in cb.values()))
     if not lo <= hi:
         return []
     grid = [lo] if lo == hi else np.geomspace(lo, hi, n_points)
@@ -232,11 +239,19 @@ def compare_matched(
         a_mean = float(np.mean(list(m.a.values()))) if m.a else math.nan
         b_mean = float(np.mean(list(m.b.values()))) if m.b else math.nan
         rows.append(
-            {"l0": m.l0, "seeds": d.n, "a": a_mean, "b": b_mean, "diff": d.mean,
-             "ci_lo": d.lo, "ci_hi": d.hi,
-             "rel_diff_pct": 100 * d.mean / abs(a_mean) if a_mean else math.nan,
-             "verdict": verdict(d, a, b, metric, h), "note": m.note}
-        )  # fmt: skip
+            {
+                "l0": m.l0,
+                "seeds": d.n,
+                "a": a_mean,
+                "b": b_mean,
+                "diff": d.mean,
+                "ci_lo": d.lo,
+                "ci_hi": d.hi,
+                "rel_diff_pct": 100 * d.mean / abs(a_mean) if a_mean else math.nan,
+                "verdict": verdict(d, a, b, metric, h),
+                "note": m.note,
+            }
+        )
     cols = ["l0", "seeds", "a", "b", "diff", "ci_lo", "ci_hi", "rel_diff_pct", "verdict", "note"]
     table = pd.DataFrame(rows, columns=cols)
     pooled = _pooled(matched)
@@ -279,9 +294,12 @@ def compare_pairs(
 
 
 def relative_to(
-    runs: pd.DataFrame, metric: str, reference: str, order: list[str],
+    runs: pd.DataFrame,
+    metric: str,
+    reference: str,
+    order: list[str],
     max_l0_fraction: float = MAX_L0_FRACTION,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Each variant's metric / the reference's, at matched L0, seed-paired: columns variant,
     l0, ratio (mean of per-seed ratios), ci_lo, ci_hi, seeds."""
     targets, tol = sweep_targets(runs)
@@ -298,6 +316,14 @@ def relative_to(
             seeds = sorted(set(m.a) & set(m.b))
             ratios = np.array([m.b[s] / m.a[s] for s in seeds if m.a[s] != 0])
             d = paired_diff(np.ones_like(ratios), ratios)
-            rows.append({"variant": v, "l0": m.l0, "ratio": 1 + d.mean, "ci_lo": 1 + d.lo,
-                         "ci_hi": 1 + d.hi, "seeds": d.n})  # fmt: skip
+            rows.append(
+                {
+                    "variant": v,
+                    "l0": m.l0,
+                    "ratio": 1 + d.mean,
+                    "ci_lo": 1 + d.lo,
+                    "ci_hi": 1 + d.hi,
+                    "seeds": d.n,
+                }
+            )
     return pd.DataFrame(rows, columns=["variant", "l0", "ratio", "ci_lo", "ci_hi", "seeds"])

@@ -26,7 +26,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.compare import pairs_table
-from analysis.report import Analysis, ReportPaths, _md_table, primary_metric
+from analysis.model import Analysis, primary_metric
+from analysis.render import md_table as _md_table
+from analysis.report import ReportPaths
 
 
 @dataclass

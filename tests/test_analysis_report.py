@@ -55,12 +55,18 @@ def test_report_lists_failed_and_unfinished_runs(tmp_path):
         assert "Failed and unfinished runs (2)" in text
         assert "ablation/16" in text and "CUDA out of memory" in text
         assert "ablation/17" in text and "unfinished" in text
-        assert "Verdict per L0 band" in text
-    assert "decoder_norm" in md.split("## Verdict per L0 band (fvu)")[1].split("##")[0]
+        assert "Verdicts (paired seeds, 95% CI)" in text
+    # The report opens with the verdicts; decoder_norm has 20% lower FVU at every seed.
+    first = md.split("## Verdicts (paired seeds, 95% CI)")[1].split("##")[0]
+    line = next(ln for ln in first.splitlines() if ln.startswith("- **fvu**"))
+    assert "2 seeds" in line and "-20.00%" in line
+    assert line.endswith("`penalty.kind=decoder_norm` lower fvu (CI excludes 0)")
+    assert md.index("## Verdicts") < md.index("## Variants")
     assert "plots/frontier_fvu.png" in md
     assert "data:image/png;base64," in html  # the HTML is one self-contained file
     assert {p.name for p in paths.plots} >= {"frontier_fvu.png", "frontier_fvu.svg",
-                                              "frontier_mse.png", "frontier_mmcs.svg"}  # fmt: skip
+                                              "frontier_mse.png", "frontier_mmcs.svg",
+                                              "relative_fvu.png"}  # fmt: skip
     assert not any("loss_recovered" in p.name for p in paths.plots)  # not LM data
     assert all(p.exists() for p in paths)
     runs_csv = pd.read_csv(root / "tables" / "runs.csv")

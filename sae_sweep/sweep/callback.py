@@ -7,6 +7,8 @@ entry point's `finally` and finishes a sweep that was started but not finished.
 
 Options (`hydra.callbacks.sweep.<name>=...`):
     analysis: run the analysis (report + plots in the sweep folder) at the end (default true)
+    max_l0_fraction: the analysis's verdicts cover L0 <= this x d (default 0.5)
+    reference: the variant the relative plots divide by (default: the sweep's first)
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ class _Launch:
     launch_id: str
     n_jobs: int
     analysis: bool
+    analysis_options: dict[str, Any]
 
 
 _pending: _Launch | None = None
 
 
 class SweepCallback(Callback):
-    def __init__(self, analysis: bool = True) -> None:
+    def __init__(
+        self, analysis: bool = True, max_l0_fraction: float = 0.5, reference: str | None = None
+    ) -> None:
         self.analysis = analysis
+        self.analysis_options = {"max_l0_fraction": max_l0_fraction, "reference": reference}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _pending
@@ -56,7 +62,7 @@ class SweepCallback(Callback):
             sweep_dir, config.get("sweep"), grid, list(hc.overrides.task), launch_id
         )
         publish_machine_gpus(on_slurm="Slurm" in str(hc.launcher.get("_target_", "")))
-        _pending = _Launch(sweep_dir, launch_id, m["n_jobs"], self.analysis)
+        _pending = _Launch(sweep_dir, launch_id, m["n_jobs"], self.analysis, self.analysis_options)
         log.info("sweep %s: %d jobs -> %s", m["name"], m["n_jobs"], sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -68,10 +74,14 @@ def finish_pending_sweep() -> None:
     global _pending
     launch, _pending = _pending, None
     if launch is not None:
-        finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis)
+        finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis,
+                     launch.analysis_options)  # fmt: skip
 
 
-def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True) -> None:
+def finish_sweep(
+    sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True,
+    analysis_options: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     rows = table.collect(sweep_dir, launch_id)
     text = table.write_table(sweep_dir, rows, expected=n_jobs)
     manifest.end_launch(sweep_dir, launch_id, table.counts(rows))
@@ -86,15 +96,15 @@ def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = 
             flush=True,
         )
     if analysis:
-        run_analysis_safely(sweep_dir)
+        run_analysis_safely(sweep_dir, **(analysis_options or {}))
 
 
-def run_analysis_safely(sweep_dir: Path) -> None:
+def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
     """The analysis report of the sweep; a failure here is logged, never raised."""
     try:
         from analysis import run_analysis
 
-        paths = run_analysis([sweep_dir])
+        paths = run_analysis([sweep_dir], **options)
         log.info("analysis report: %s (also %s)", paths.report_md, paths.report_html.name)
         for plot in paths.plots:
             if plot.suffix == ".png":
