@@ -123,13 +123,15 @@ def frontier_plot(
     y = pd.to_numeric(done[metric], errors="coerce") if metric in done else pd.Series(dtype=float)
     if metric in LOG_Y and len(y) and (y > 0).all():
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     _mark_regimes(ax, runs, metric, max_l0_fraction)
     m = METRICS.get(metric)
     ax.set_ylabel(m.title if m else metric, fontsize=8)
     better = "upper-left" if (m and m.higher_is_better) else "lower-left"
     ax.set_title(title or f"{metric} vs L0 frontier ({better} is better)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.tick_params(labelsize=8)
+    ax.tick_params(which="both", labelsize=7)
     if labels:
         ax.legend(fontsize=7, loc="best", title="variant", title_fontsize=7)
     else:
@@ -178,18 +180,20 @@ def relative_plot(
                 r["l0"], lo, hi, color=st["color"], alpha=0.18, linewidth=0, label=f"_ci: {v}"
             )
     _log_l0_axis(ax)
+    if len(relative):  # label the matched L0s themselves: often less than a decade apart
+        ticks = sorted(set(relative["l0"].round(6)))
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     m = METRICS.get(metric)
     better = "above 1" if (m and m.higher_is_better) else "below 1"
-    ax.set_ylabel(f"{metric} / {metric} of {reference}", fontsize=8)
+    ax.set_ylabel(f"{metric} / {metric} of {reference}\n(band: 95% paired CI)", fontsize=8)
     ax.set_title(
-        title
-        or f"{metric} relative to {reference} at matched L0 ({better} is "
-        "better; band: 95% paired CI)",
+        title or f"{metric} relative to {reference} at matched L0 ({better} is better)",
         fontsize=8,
     )
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.grid(True, which="both", alpha=0.3)
-    ax.tick_params(labelsize=8)
+    ax.tick_params(which="both", labelsize=7)
     if labels:
         ax.legend(fontsize=7, loc="best")
     else:
