@@ -81,8 +81,22 @@ def test_not_like_with_like_warning_in_report(tmp_path):
         if "kind: decoder_norm" in text:
             cfg_path.write_text(text.replace("unit_norm_decoder: true", "unit_norm_decoder: false"))
     md = analysis.run_analysis(root, tmp_path / "out").report_md.read_text()
-    assert "not like with like" in md
+    assert md.count("not like with like") == 1  # once per pair, not once per metric
     assert "`train.unit_norm_decoder`" in md
+
+
+def test_two_recipes_are_compared_as_bundles(tmp_path):
+    root = make_sweep(tmp_path / "s")
+    for cfg_path in root.rglob("config.yaml"):
+        text = cfg_path.read_text()
+        recipe = "paper" if "kind: l1" in text else "april_update"
+        text = text.replace("unit_norm_decoder: true", f"unit_norm_decoder: {recipe == 'paper'}")
+        cfg_path.write_text(text + f"recipe: {recipe}\n")
+    md = analysis.run_analysis(root, tmp_path / "out").report_md.read_text()
+    assert "not like with like" not in md
+    assert md.count("recipe vs recipe") == 1
+    note = next(ln for ln in md.splitlines() if "recipe vs recipe" in ln)
+    assert "`penalty.kind`" in note and "`train.unit_norm_decoder`" in note
 
 
 def test_report_when_every_run_failed(tmp_path):

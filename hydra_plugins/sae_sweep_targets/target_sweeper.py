@@ -113,10 +113,11 @@ class TargetSweeper(BasicSweeper):
                 "targets": [s.as_dict() for s in states],
             },
         )
+        print(f"\ntarget L0s after {rounds} refinement rounds ({TARGETS_FILE}):", flush=True)
         for s in states:
-            l0 = "" if s.l0 is None else f"L0 {s.l0:.3g} at lambda {s.lam:.4g}"
-            log.info("target L0 %g, %s: %s %s %s", s.target, s.variant, s.status.value, l0,
-                     s.reason)  # fmt: skip
+            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at lambda {s.lam:.4g}"
+            print(f"  {s.variant:<32} L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}",
+                  flush=True)  # fmt: skip
 
 
 class _Plan:

@@ -34,9 +34,10 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_META = Path("checkpoint") / "meta.json"
 
 # Top-level keys that do not change what is trained: a re-run may differ in them.
-# The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the grid.
+# The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the
+# grid. A recipe name only labels a preset.
 IGNORED_KEYS = ("logger", "device", "rerun_failed", "l0_targets", "l0_tolerance", "l0_max_rounds",
-                "l0_target")  # fmt: skip
+                "l0_target", "recipe")  # fmt: skip
 
 
 class Action(str, Enum):
