@@ -8,7 +8,8 @@ Where the comparisons happen:
   seed's own (L0, metric) curve interpolated linearly in log L0, never outside that seed's
   measured range; the L0 gap bridged by the interpolation is reported beside each value.
 Only the sparse regime counts: runs with L0 above `max_l0_fraction` x d (d = activation
-dimension) reconstruct densely and never enter a comparison.
+dimension) reconstruct densely and never enter a comparison; in a target-L0 sweep, targets
+above that limit are not compared.
 
 Per pair of variants (a, b) and metric this gives one row per matched L0 (paired
 difference b - a and its CI, see `analysis.paired`) and one headline: the per-seed
@@ -93,12 +94,25 @@ def _seed_key(v) -> int:
         return 0
 
 
-def sparse_runs(runs: pd.DataFrame, metric: str, max_l0_fraction: float) -> pd.DataFrame:
+def with_metric(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Finished runs that have a finite value of `metric`."""
     done = finished(runs)
     if metric not in done:
         return done.iloc[:0]
-    done = done[np.isfinite(pd.to_numeric(done[metric], errors="coerce"))]
+    return done[np.isfinite(pd.to_numeric(done[metric], errors="coerce"))]
+
+
+def sparse_runs(runs: pd.DataFrame, metric: str, max_l0_fraction: float) -> pd.DataFrame:
+    done = with_metric(runs, metric)
     return done[~dense(done, max_l0_fraction)]
+
+
+def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: float) -> list[float]:
+    """The targets in the sparse regime (<= max_l0_fraction x the largest d of the runs).
+    A target is judged as a whole: its runs within the tolerance count even when some lie
+    just above the limit (a target at d/2)."""
+    d = run_dims(runs).max()
+    return [t for t in targets if not np.isfinite(d) or t <= max_l0_fraction * d]
 
 
 def at_target(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
@@ -227,11 +241,11 @@ def compare_matched(
     tolerance: float = 0.1,
 ) -> PairResult:
     """b against a on `metric` at matched L0 (targets when given, else an L0 grid)."""
-    sparse = sparse_runs(runs, metric, max_l0_fraction)
     if targets:
-        matched = match_at_targets(sparse, metric, a, b, targets, tolerance)
+        ts = sparse_targets(runs, targets, max_l0_fraction)
+        matched = match_at_targets(with_metric(runs, metric), metric, a, b, ts, tolerance)
     else:
-        matched = match_on_grid(sparse, metric, a, b)
+        matched = match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b)
     h = hib(metric)
     rows = []
     for m in matched:
@@ -303,13 +317,16 @@ def relative_to(
     """Each variant's metric / the reference's, at matched L0, seed-paired: columns variant,
     l0, ratio (mean of per-seed ratios), ci_lo, ci_hi, seeds."""
     targets, tol = sweep_targets(runs)
+    targets = sparse_targets(runs, targets, max_l0_fraction)
     sparse = sparse_runs(runs, metric, max_l0_fraction)
     rows = []
     for v in order:
         if v == reference:
             continue
         if targets:
-            matched = match_at_targets(sparse, metric, reference, v, targets, tol)
+            matched = match_at_targets(
+                with_metric(runs, metric), metric, reference, v, targets, tol
+            )
         else:
             matched = match_on_grid(sparse, metric, reference, v)
         for m in matched:
