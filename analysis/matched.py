@@ -288,7 +288,7 @@ def _headline(matched, pooled, a, b, metric, higher_is_better) -> str:
             f"`{w}` at L0 {', '.join(fmt(x) for x in ls)}" for w, ls in winners.items()
         )
         return f"frontiers cross: {where} (CI excludes 0 at each)"
-    return verdict(pooled, a, b, metric, higher_is_better)
+    return verdict(pooled, a, b, metric, higher_is_better, unit="%")
 
 
 def compare_pairs(

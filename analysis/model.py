@@ -112,10 +112,14 @@ def analyse(
     if not max_l0_fraction > 0:
         raise ValueError(f"max_l0_fraction={max_l0_fraction} must be > 0 (0.5 = L0 up to d/2)")
     labelled, variants = assign_variants(runs)
-    if reference is not None and reference not in variants.order:
-        known = ", ".join(variants.order) or "none"
-        raise ValueError(f"--reference {reference!r} is not a variant of these runs ({known})")
-    ref = reference or (variants.order[0] if variants.order else None)
+    ref = variants.order[0] if variants.order else None
+    if reference is not None:
+        # A variant name also selects its first label ("gated_original (warmup=0)").
+        named = [v for v in variants.order if v == reference or v.startswith(f"{reference} (")]
+        if not named:
+            known = ", ".join(variants.order) or "none"
+            raise ValueError(f"--reference {reference!r} is not a variant of these runs ({known})")
+        ref = named[0]
     targets, tol = sweep_targets(labelled)
     a = Analysis(labelled, variants, max_l0_fraction=max_l0_fraction, reference=ref,
                  targets=targets, tolerance=tol, recipes=_recipes(labelled))  # fmt: skip

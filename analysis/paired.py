@@ -59,15 +59,17 @@ def paired_diff(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) ->
     return PairedDiff(n, float(d.mean()), float(t * d.std(ddof=1) / math.sqrt(n)))
 
 
-def verdict(diff: PairedDiff, a: str, b: str, metric: str, higher_is_better: bool) -> str:
+def verdict(
+    diff: PairedDiff, a: str, b: str, metric: str, higher_is_better: bool, unit: str = ""
+) -> str:
     """The verdict in words: who is better (CI excludes 0), no difference detected, or no
-    verdict with one seed."""
+    verdict with one seed. unit: of the difference ("%" for relative differences)."""
     if diff.n == 0:
         return "no paired seeds: no verdict"
     if diff.n == 1:
         return "one seed: no verdict"
     if not diff.excludes_zero:
-        return f"no difference detected with {diff.n} seeds (CI ±{fmt(diff.half_width)})"
+        return f"no difference detected with {diff.n} seeds (CI ±{fmt(diff.half_width)}{unit})"
     winner = b if (diff.mean > 0) == higher_is_better else a
     word = "higher" if higher_is_better else "lower"
     return f"`{winner}` {word} {metric} (CI excludes 0)"

@@ -69,6 +69,14 @@ def default_out_dir(sweep_dirs: list[Path], group: str | None) -> Path:
     return Path("sae-analysis") / re.sub(r"[^\w.-]+", "_", "+".join(names))[:100]
 
 
+def first_variant(manifest: dict | None, runs: pd.DataFrame) -> str | None:
+    """The sweep's first variant (its grid's order), the default reference of the relative
+    plots; None when the sweep does not name its variants."""
+    names = ((manifest or {}).get("grid") or {}).get("variant") or []
+    have = set(runs["variant"].dropna().astype(str)) if "variant" in runs else set()
+    return next((v for v in names if v in have), None)
+
+
 def read_targets(sweep_dir: Path) -> dict | None:
     """The target-L0 sweeper's `targets.json` of a sweep folder, if any."""
     try:
@@ -122,6 +130,7 @@ def run_analysis(
     group = group or sweep_group(runs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, group)
     manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
+    reference = reference or first_variant(manifest, runs)
     a = analyse(runs, metrics=metrics, reference=reference, max_l0_fraction=max_l0_fraction)
     targets = read_targets(dirs[0]) if len(dirs) == 1 else None
     paths = write_report(a.runs, out, title=title, manifest=manifest, analysis=a, targets=targets)
