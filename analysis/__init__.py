@@ -8,12 +8,16 @@ plots and a report (docs/design.md, "Analysis").
 
 The modules, one concept each: `load` (records and W&B -> DataFrame), `variants` (which
 knobs vary, labels, like with like), `frontier` (Pareto frontiers, seeds aggregated),
-`compare` (log-L0 interpolation inside the overlap, verdicts), `plots`, `report`,
-`publish` (W&B), `cli` (`sae-analysis`).
+`compare` (frontier overlap and band winners, descriptive), `paired` (paired seed
+differences, t confidence intervals, verdicts), `matched` (variants at matched L0: targets
+or per-seed interpolation, dense regime left out), `model` (the analysis of a sweep),
+`plots`, `render` (Markdown/HTML), `report` (the report's content and files), `publish`
+(W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`).
 """
 
 from analysis.load import load_runs, load_wandb_runs
+from analysis.model import analyse
 from analysis.pipeline import run_analysis
-from analysis.report import ReportPaths, analyse, write_report
+from analysis.report import ReportPaths, write_report
 
 __all__ = ["load_runs", "load_wandb_runs", "run_analysis", "analyse", "write_report", "ReportPaths"]

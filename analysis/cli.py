@@ -4,6 +4,7 @@
     sae-analysis multirun/a multirun/b --out reports/ab
     sae-analysis --wandb my-entity/sae-sweep --group gated_penalty_ablation
     sae-analysis multirun/2024-06-01/12-00-00 --publish      # + W&B summary run and Report
+    sae-analysis multirun/a --reference gated_original --max-l0-fraction 0.25
 
 Prints the report's path and the plots' paths. Exit status: 0 on success (also when some
 runs failed: they are listed in the report), 1 when publishing failed or was partial,
@@ -49,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --publish: only build the W&B Report (summary run already synced)",
     )
     p.add_argument("--title", help="report title")
+    p.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="variant the relative plots divide by (default: the sweep's first variant)",
+    )
+    p.add_argument(
+        "--max-l0-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="verdicts cover L0 <= F x d; runs above are the dense regime (default 0.5)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="metrics to analyse (default: fvu, mse, mmcs, loss_recovered, delta_lm_loss "
+        "when present; also dead_fraction, dense_fraction)",
+    )
     return p
 
 
@@ -65,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             publish=args.publish,
             report_only=args.report_only,
             title=args.title,
+            reference=args.reference,
+            max_l0_fraction=args.max_l0_fraction,
+            metrics=args.metrics,
         )
     except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)

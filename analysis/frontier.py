@@ -24,6 +24,8 @@ class Metric:
     """Axis label."""
     higher_is_better: bool
     """False: lower-left of the (L0, metric) plane is better; True: upper-left."""
+    default: bool = True
+    """Analysed unless the metrics are chosen (`sae-analysis --metrics ...`)."""
 
 
 METRICS = {
@@ -34,9 +36,11 @@ METRICS = {
         Metric("mmcs", "MMCS with true features", True),
         Metric("loss_recovered", "loss recovered", True),
         Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
+        Metric("dead_fraction", "dead latents (never fire on the eval set)", False, False),
+        Metric("dense_fraction", "dense latents (fire on > 10% of eval tokens)", False, False),
     ]
 }
-"""The frontiers the report draws, in order, when the runs have the metric."""
+"""The frontiers the report can draw, in order; the `default` ones when the runs have them."""
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -47,12 +51,14 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_present(runs: pd.DataFrame) -> list[str]:
-    """Names in METRICS that at least one finished run has."""
+    """Names of the default METRICS that at least one finished run has."""
     done = finished(runs)
     return [
         m
         for m in METRICS
-        if m in done.columns and np.isfinite(pd.to_numeric(done[m], errors="coerce")).any()
+        if METRICS[m].default
+        and m in done.columns
+        and np.isfinite(pd.to_numeric(done[m], errors="coerce")).any()
     ]
 
 

@@ -40,6 +40,7 @@ METRIC_COLUMNS = [
     "fvu",
     "explained_variance",
     "dead_fraction",
+    "dense_fraction",
     "shrinkage",
     "mmcs",
     "frac_recovered",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -11,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.load import concat_runs, load_runs, load_wandb_runs, read_sweep_manifest
-from analysis.report import ReportPaths, analyse, write_report
+from analysis.matched import MAX_L0_FRACTION
+from analysis.model import analyse
+from analysis.report import ReportPaths, write_report
 from analysis.variants import is_bookkeeping, knob_columns, value_key
 
 
@@ -66,6 +69,23 @@ def default_out_dir(sweep_dirs: list[Path], group: str | None) -> Path:
     return Path("sae-analysis") / re.sub(r"[^\w.-]+", "_", "+".join(names))[:100]
 
 
+def first_variant(manifest: dict | None, runs: pd.DataFrame) -> str | None:
+    """The sweep's first variant (its grid's order), the default reference of the relative
+    plots; None when the sweep does not name its variants."""
+    names = ((manifest or {}).get("grid") or {}).get("variant") or []
+    have = set(runs["variant"].dropna().astype(str)) if "variant" in runs else set()
+    return next((v for v in names if v in have), None)
+
+
+def read_targets(sweep_dir: Path) -> dict | None:
+    """The target-L0 sweeper's `targets.json` of a sweep folder, if any."""
+    try:
+        loaded = json.loads((Path(sweep_dir) / "targets.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
 def run_analysis(
     sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike] = (),
     out_dir: str | os.PathLike | None = None,
@@ -75,6 +95,9 @@ def run_analysis(
     publish: bool = False,
     report_only: bool = False,
     title: str | None = None,
+    reference: str | None = None,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+    metrics: list[str] | None = None,
 ) -> ReportPaths:
     """Analyse sweep folders (and/or a W&B project) and write the report.
 
@@ -86,6 +109,10 @@ def run_analysis(
         W&B runs that mirror a loaded local record are dropped.
     publish: also push to W&B (see `analysis.publish`), to `wandb` if given, else to the
         runs' `logger.entity`/`logger.project`; the outcome is in `.publish`.
+    reference: the variant the relative plots divide by (default: the first variant).
+    max_l0_fraction: verdicts cover L0 <= this x d (runs above are the dense regime).
+    metrics: the metrics to analyse (default: every metric of `analysis.frontier.METRICS`
+        drawn by default that the runs have).
     Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`).
     """
     if isinstance(sweep_dirs, str | os.PathLike):
@@ -103,8 +130,10 @@ def run_analysis(
     group = group or sweep_group(runs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, group)
     manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
-    a = analyse(runs)
-    paths = write_report(a.runs, out, title=title, manifest=manifest, analysis=a)
+    reference = reference or first_variant(manifest, runs)
+    a = analyse(runs, metrics=metrics, reference=reference, max_l0_fraction=max_l0_fraction)
+    targets = read_targets(dirs[0]) if len(dirs) == 1 else None
+    paths = write_report(a.runs, out, title=title, manifest=manifest, analysis=a, targets=targets)
     if publish:
         from analysis.publish import publish as _publish
 

@@ -3,9 +3,15 @@
 Figures are built with `matplotlib.figure.Figure` (Agg canvas), never through pyplot's
 global state, so nothing is shown and nothing leaks between calls.
 
-In a frontier plot each variant has one colour and one marker; its frontier (seed means,
-with seed-std error bars) is the one labelled line of the variant, and every run is a faint
-point of the same colour and marker (unlabelled, so it stays out of the legend).
+In a frontier plot each variant has one colour and one marker, the same in every plot of a
+report (Okabe-Ito colours: safe for colour-blind readers); its frontier (seed means, with
+seed-std error bars) is the one labelled line of the variant, and every run is a faint
+point of the same colour and marker (unlabelled, so it stays out of the legend). FVU, MSE
+and delta LM loss are drawn on a log axis, so one much worse variant does not flatten the
+others. The dense regime (L0 > max_l0_fraction x d, never in a verdict) is shaded; on
+synthetic data the true mean number of active features is marked, and MMCS has its chance
+level (`mmcs_random`). A relative plot divides each variant by a reference variant at
+matched L0, with the paired 95% CI as a band, so that a 2% difference is visible.
 """
 
 from __future__ import annotations
@@ -20,9 +26,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from analysis.frontier import METRICS, finished, frontier_of, frontier_points
+from analysis.matched import MAX_L0_FRACTION, run_dims
 from analysis.variants import LABEL
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+LOG_Y = {"fvu", "mse", "delta_lm_loss"}
+"""Metrics drawn on a log y axis (when every value is positive)."""
+GUIDE = "guide"
+"""gid of reference lines (chance level, true L0, ratio 1): labelled, but not a variant."""
+FIGSIZE = (5.0, 3.6)
+"""Inches: readable at a paper's column width (fonts at 8-9 pt)."""
 
 
 def variant_styles(labels: list[str]) -> dict[str, dict[str, str]]:
@@ -31,15 +45,15 @@ def variant_styles(labels: list[str]) -> dict[str, dict[str, str]]:
 
     out = {}
     for i, label in enumerate(labels):
-        if len(labels) <= 10:
-            c = mpl.colormaps["tab10"](i)
+        if len(labels) <= len(OKABE_ITO):
+            c = OKABE_ITO[i]
         else:  # many variants: spread them over a continuous map
             c = mpl.colormaps["turbo"](i / (len(labels) - 1))
         out[label] = {"color": mpl.colors.to_hex(c), "marker": MARKERS[i % len(MARKERS)]}
     return out
 
 
-def _new_figure(figsize=(7.0, 4.8)) -> Figure:
+def _new_figure(figsize=FIGSIZE) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -51,6 +65,7 @@ def frontier_plot(
     order: list[str] | None = None,
     points: pd.DataFrame | None = None,
     title: str | None = None,
+    max_l0_fraction: float = MAX_L0_FRACTION,
 ) -> Figure:
     """(L0, metric) frontiers of every variant on a log-L0 axis.
 
@@ -73,41 +88,183 @@ def frontier_plot(
         st = styles[v]
         r = done[done[LABEL] == v]
         ax.scatter(
-            r["l0"], r[metric], s=14, alpha=0.25, color=st["color"], marker=st["marker"],
-            linewidths=0, label=f"_runs: {v}",
-        )  # fmt: skip
+            r["l0"],
+            r[metric],
+            s=14,
+            alpha=0.25,
+            color=st["color"],
+            marker=st["marker"],
+            linewidths=0,
+            label=f"_runs: {v}",
+        )
         f = frontier_of(points, v)
         yerr = f[f"{metric}_std"].to_numpy(dtype=float)
         if np.isfinite(yerr).any():
             ax.errorbar(
-                f["l0"], f[metric], yerr=np.nan_to_num(yerr), fmt="none",
-                ecolor=st["color"], alpha=0.6, capsize=2, label=f"_spread: {v}",
-            )  # fmt: skip
+                f["l0"],
+                f[metric],
+                yerr=np.nan_to_num(yerr),
+                fmt="none",
+                ecolor=st["color"],
+                alpha=0.6,
+                capsize=2,
+                label=f"_spread: {v}",
+            )
         ax.plot(
-            f["l0"], f[metric], color=st["color"], marker=st["marker"], markersize=5,
-            linewidth=1.6, label=v,
-        )  # fmt: skip
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))
-    ax.set_xlabel("L0 (active features per token, log scale)")
+            f["l0"],
+            f[metric],
+            color=st["color"],
+            marker=st["marker"],
+            markersize=5,
+            linewidth=1.6,
+            label=v,
+        )
+    _log_l0_axis(ax)
+    y = pd.to_numeric(done[metric], errors="coerce") if metric in done else pd.Series(dtype=float)
+    if metric in LOG_Y and len(y) and (y > 0).all():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+    _mark_regimes(ax, runs, metric, max_l0_fraction)
     m = METRICS.get(metric)
-    ax.set_ylabel(m.title if m else metric)
+    ax.set_ylabel(m.title if m else metric, fontsize=8)
     better = "upper-left" if (m and m.higher_is_better) else "lower-left"
-    ax.set_title(title or f"{metric} vs L0 frontier ({better} is better)", fontsize=10)
+    ax.set_title(title or f"{metric} vs L0 frontier ({better} is better)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
+    ax.tick_params(which="both", labelsize=7)
     if labels:
         ax.legend(fontsize=7, loc="best", title="variant", title_fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no finished runs with this metric", ha="center",
-                transform=ax.transAxes)  # fmt: skip
+        ax.text(0.5, 0.5, "no finished runs with this metric", ha="center", transform=ax.transAxes)
     return fig
+
+
+def relative_plot(
+    relative: pd.DataFrame,
+    metric: str,
+    reference: str,
+    order: list[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Each variant's metric divided by the reference's at matched L0, with the paired
+    95% CI of the per-seed ratios as a band (relative: `analysis.matched.relative_to`).
+
+    order: every variant label, the reference included, so colours match the frontier plots.
+    """
+    labels = list(dict.fromkeys(relative["variant"])) if len(relative) else []
+    styles = variant_styles(order or [reference, *labels])
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.axhline(
+        1.0,
+        color=styles.get(reference, {}).get("color", "grey"),
+        linewidth=1.2,
+        label=f"{reference} (reference)",
+        gid=GUIDE,
+    )
+    for v in labels:
+        st = styles[v]
+        r = relative[relative["variant"] == v].sort_values("l0")
+        ax.plot(
+            r["l0"],
+            r["ratio"],
+            color=st["color"],
+            marker=st["marker"],
+            markersize=4,
+            linewidth=1.4,
+            label=v,
+        )
+        lo, hi = r["ci_lo"].to_numpy(float), r["ci_hi"].to_numpy(float)
+        if np.isfinite(lo).any():
+            ax.fill_between(
+                r["l0"], lo, hi, color=st["color"], alpha=0.18, linewidth=0, label=f"_ci: {v}"
+            )
+    _log_l0_axis(ax)
+    if len(relative):  # label the matched L0s themselves: often less than a decade apart
+        ticks = sorted(set(relative["l0"].round(6)))
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    m = METRICS.get(metric)
+    better = "above 1" if (m and m.higher_is_better) else "below 1"
+    ax.set_ylabel(f"{metric} / {metric} of {reference}\n(band: 95% paired CI)", fontsize=8)
+    ax.set_title(
+        title or f"{metric} relative to {reference} at matched L0 ({better} is better)",
+        fontsize=8,
+    )
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.tick_params(which="both", labelsize=7)
+    if labels:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no matched L0 to compare at", ha="center", transform=ax.transAxes)
+    return fig
+
+
+def _log_l0_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+    ax.set_xlabel("L0 (active features per token, log scale)", fontsize=8)
+
+
+def _mark_regimes(ax, runs: pd.DataFrame, metric: str, max_l0_fraction: float) -> None:
+    """Shade the dense regime, mark the true L0 (synthetic data) and MMCS's chance level."""
+    d = run_dims(runs).dropna().unique() if len(runs) else []
+    if len(d) == 1:
+        limit = max_l0_fraction * float(d[0])
+        lo, hi = ax.get_xlim()
+        if hi > limit:
+            ax.axvspan(
+                limit,
+                hi,
+                color="grey",
+                alpha=0.12,
+                linewidth=0,
+                label=f"_dense regime (L0 > {max_l0_fraction:g} d)",
+            )
+            ax.text(
+                limit,
+                0.98,
+                f" dense: L0 > {max_l0_fraction:g}d",
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                va="top",
+                color="dimgrey",
+            )
+        ax.set_xlim(lo, hi)
+    if "data.mean_active" in runs and (runs.get("data.kind") == "synthetic").any():
+        true_l0 = pd.to_numeric(runs["data.mean_active"], errors="coerce").dropna().unique()
+        if len(true_l0) == 1:
+            ax.axvline(
+                float(true_l0[0]),
+                color="black",
+                linestyle=":",
+                linewidth=1,
+                label=f"true mean active features ({true_l0[0]:g})",
+                gid=GUIDE,
+            )
+    if metric == "mmcs" and "mmcs_random" in runs:
+        chance = pd.to_numeric(runs["mmcs_random"], errors="coerce").dropna()
+        if len(chance):
+            ax.axhline(
+                float(chance.mean()),
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"chance (random dictionary, {chance.mean():.2f})",
+                gid=GUIDE,
+            )
 
 
 def series_labels(fig: Figure) -> list[str]:
     """Labels of the labelled lines of a figure's first axes (one per variant)."""
     ax = fig.axes[0]
-    return [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    return [
+        ln.get_label()
+        for ln in ax.get_lines()
+        if not ln.get_label().startswith("_") and ln.get_gid() != GUIDE
+    ]
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:

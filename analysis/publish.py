@@ -4,7 +4,7 @@ Two steps, each reported:
 1. summary run (job_type "analysis", in the sweep's group): the runs table, the pairwise
    comparison tables, a Pareto scatter per metric (W&B table plot + the PNG), and the
    report files as an artifact;
-2. a W&B Report (wandb-workspaces) with the verdicts, live scatter panels over the group's
+2. a W&B Report (wandb-workspaces) with the paired-CI verdicts, live scatter panels over the group's
    runs, the runs table and the comparison tables.
 
 Mode (`WANDB_MODE`, else "online"):
@@ -26,7 +26,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.compare import pairs_table
-from analysis.report import Analysis, ReportPaths, _md_table, primary_metric
+from analysis.model import Analysis, primary_metric
+from analysis.render import md_table as _md_table
+from analysis.report import ReportPaths, verdict_rows
 
 
 @dataclass
@@ -93,6 +95,9 @@ def log_summary_run(
     try:
         runs_t = wandb.Table(dataframe=_table_frame(a.runs))
         logs: dict[str, Any] = {"runs": runs_t}
+        verdicts = verdict_rows(a)
+        if len(verdicts):
+            logs["verdicts"] = wandb.Table(dataframe=_table_frame(verdicts))
         for m, ma in a.metrics.items():
             pts = ma.points[ma.points["on_frontier"]]
             t = wandb.Table(dataframe=_table_frame(pts))
@@ -136,9 +141,14 @@ def build_wandb_report(
     panels.append(wr.WeavePanelSummaryTable(table_name="runs"))
     pm = primary_metric(a)
     blocks: list[Any] = [wr.H1(title)]
+    verdicts = verdict_rows(a)
+    if len(verdicts):
+        blocks += [wr.H2("Verdicts (paired seeds, 95% CI)"),
+                   wr.MarkdownBlock(text=_md_table(verdicts))]  # fmt: skip
     if pm:
         bands = a.metrics[pm].bands
-        blocks += [wr.H2(f"Verdict per L0 band ({pm})"), wr.MarkdownBlock(text=_md_table(bands))]
+        blocks += [wr.H2(f"Lowest frontier per L0 band ({pm})"),
+                   wr.MarkdownBlock(text=_md_table(bands))]  # fmt: skip
     blocks.append(wr.PanelGrid(runsets=[runset], panels=panels))
     for m, ma in a.metrics.items():
         if ma.comparisons:

@@ -1,19 +1,18 @@
 """The sweep report: report.md and report.html (same content), plots, CSV tables.
 
-Sections: the runs by status; the variants and their knobs; per metric, the Pareto plot, a
-verdict per L0 band, pairwise comparisons (with a "not like with like" warning when two
-variants differ in more than one knob) and the frontier points; then every failed or
-unfinished run, and finished runs that could not be placed on a frontier.
-The HTML embeds its plots, so it is one file to share; the Markdown links to plots/.
+It opens with the verdicts, one line per compared pair of variants and metric (L0 band,
+paired seeds, difference with its 95% CI, verdict), the smallest difference the sweep could
+detect, and the notes on what each pair differs in (once per pair). Then: the target L0s
+(a target-L0 sweep), the variants and their knobs, and per metric the frontier plot, the
+plot relative to the reference variant, the paired differences at each matched L0, the
+frontier per L0 band and the frontier points; last, every failed or unfinished run.
+The analysis itself is `analysis.model`, the Markdown/HTML writing `analysis.render`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,66 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.compare import PairComparison, band_verdicts, compare_all, pairs_table
-from analysis.frontier import METRICS, finished, frontier_points, metrics_present
-from analysis.plots import frontier_plot, save_figure
-from analysis.variants import LABEL, Variants, assign_variants, frontier_axis, value_key
+from analysis.compare import pairs_table
+from analysis.frontier import METRICS
+from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
+from analysis.paired import fmt
+from analysis.plots import frontier_plot, relative_plot, save_figure
+from analysis.render import md_table, render
+from analysis.variants import LABEL, frontier_axis, value_key
 
-
-@dataclass
-class MetricAnalysis:
-    metric: str
-    points: pd.DataFrame
-    """`frontier_points` output: seed-aggregated points, with `on_frontier`."""
-    comparisons: list[PairComparison]
-    bands: pd.DataFrame
-    """`band_verdicts` output."""
-
-
-@dataclass
-class Analysis:
-    """Everything the report shows, computed from a runs DataFrame."""
-
-    runs: pd.DataFrame
-    """The runs, with `variant_label`."""
-    variants: Variants
-    metrics: dict[str, MetricAnalysis] = field(default_factory=dict)
-
-    @property
-    def problems(self) -> pd.DataFrame:
-        """Runs that did not finish: failed, running or unfinished."""
-        return self.runs[self.runs["status"] != "done"]
-
-    @property
-    def unplaced(self) -> pd.DataFrame:
-        """Finished runs missing from some frontier: L0 missing, 0 or not finite, or a
-        metric that other runs have is missing or not finite (a diverged run).
-        Columns: run_id, l0, reason, path."""
-        done = self.runs[self.runs["status"] == "done"]
-        ok = finished(self.runs).index
-        rows = []
-        for i, r in done.iterrows():
-            if i not in ok:
-                reason = f"L0 = {r['l0']}"
-            else:
-                bad = [m for m in self.metrics if not np.isfinite(float(r.get(m, np.nan)))]
-                if not bad:
-                    continue
-                reason = ", ".join(f"{m} = {r.get(m)}" for m in bad)
-            rows.append({"run": r["run_id"], "l0": r["l0"], "reason": reason, "path": r["path"]})
-        return pd.DataFrame(rows, columns=["run", "l0", "reason", "path"])
-
-
-def analyse(runs: pd.DataFrame, metrics: list[str] | None = None, n_bands: int = 3) -> Analysis:
-    """Variants, frontiers, comparisons and band verdicts for every metric present."""
-    labelled, variants = assign_variants(runs)
-    a = Analysis(labelled, variants)
-    for m in metrics or metrics_present(labelled):
-        pts = frontier_points(labelled, m)
-        a.metrics[m] = MetricAnalysis(
-            m, pts, compare_all(pts, m, variants), band_verdicts(pts, m, n_bands=n_bands)
-        )
-    return a
+__all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
 
 
 @dataclass
@@ -90,9 +38,10 @@ class ReportPaths:
     report_md: Path
     report_html: Path
     plots: list[Path] = field(default_factory=list)
-    """PNG and SVG per metric."""
+    """PNG and SVG per metric: frontier_<metric> and relative_<metric>."""
     tables: list[Path] = field(default_factory=list)
-    """runs.csv, frontier_<metric>.csv, comparisons_<metric>.csv."""
+    """runs.csv, verdicts.csv, targets.csv, and per metric frontier_, paired_ and
+    comparisons_<metric>.csv."""
     publish: Any = None
     """`analysis.publish.PublishResult` when published, else None."""
     n_runs: int = 0
@@ -100,94 +49,6 @@ class ReportPaths:
 
     def __iter__(self):
         yield from [self.report_md, self.report_html, *self.plots, *self.tables]
-
-
-# ---- rendering: a report is a list of blocks, written as Markdown and as HTML ----
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
-    if isinstance(v, tuple | list):
-        return value_key(v)
-    return str(v)
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_(none)_"
-
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(esc(str(c)) for c in df.columns) + " |"]
-    lines.append("|" + "---|" * len(df.columns))
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(esc(_cell(v)) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _inline_html(text: str) -> str:
-    s = html.escape(text)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "<p><em>(none)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_inline_html(_cell(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1em}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.warn{color:#a40000}img{max-width:100%}code{background:#f5f5f5}"""
-
-
-def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
-    """(markdown, html) of a block list. Blocks: ("h1"|"h2"|"h3"|"p"|"warn", text),
-    ("ul", [items]), ("table", DataFrame), ("img", path, alt)."""
-    md, ht = [], []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            md.append("#" * int(kind[1]) + " " + b[1])
-            ht.append(f"<{kind}>{_inline_html(b[1])}</{kind}>")
-        elif kind == "p":
-            md.append(b[1])
-            ht.append(f"<p>{_inline_html(b[1])}</p>")
-        elif kind == "warn":
-            md.append(f"> **Warning:** {b[1]}")
-            ht.append(f'<p class="warn"><strong>Warning:</strong> {_inline_html(b[1])}</p>')
-        elif kind == "ul":
-            md.append("\n".join(f"- {x}" for x in b[1]) if b[1] else "_(none)_")
-            items = "".join(f"<li>{_inline_html(x)}</li>" for x in b[1])
-            ht.append(f"<ul>{items}</ul>" if b[1] else "<p><em>(none)</em></p>")
-        elif kind == "table":
-            md.append(_md_table(b[1]))
-            ht.append(_html_table(b[1]))
-        elif kind == "img":
-            path, alt = Path(b[1]), b[2]
-            md.append(f"![{alt}]({path.relative_to(out_dir).as_posix()})")
-            data = base64.b64encode(path.read_bytes()).decode()
-            ht.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
-    title = blocks[0][1] if blocks else "report"
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(ht) + "\n</body></html>\n"
-    )
-    return "\n\n".join(md) + "\n", page
-
-
-# ---- content ----
 
 
 def _first_line(s: Any, n: int = 160) -> str:
@@ -256,12 +117,131 @@ def _status_line(runs: pd.DataFrame) -> str:
     return f"{len(runs)} runs" + (": " + ", ".join(parts) if parts else "")
 
 
-def primary_metric(a: Analysis) -> str | None:
-    """The metric of the headline verdicts: loss recovered on LM data, else FVU."""
-    for m in ("loss_recovered", "fvu", "mse", "mmcs", "delta_lm_loss"):
-        if m in a.metrics:
-            return m
-    return next(iter(a.metrics), None)
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.2f}%"
+
+
+def verdict_rows(a: Analysis) -> pd.DataFrame:
+    """One row per compared pair and headline metric: the report's opening lines."""
+    rows = []
+    for m in a.headline_metrics():
+        for p in a.metrics[m].pairs:
+            band = "none" if p.band is None else "-".join(dict.fromkeys(map(fmt, p.band)))
+            d = p.pooled
+            ci = f"[{_pct(d.lo)}, {_pct(d.hi)}]" if d.n >= 2 and math.isfinite(d.half_width) else ""
+            rows.append(
+                {
+                    "metric": m,
+                    "a": p.a,
+                    "b": p.b,
+                    "L0 band": band,
+                    "L0 points": len(p.rows),
+                    "seeds": d.n,
+                    "(b - a) / a": _pct(d.mean),
+                    "95% CI": ci,
+                    "verdict": p.headline,
+                }
+            )
+    cols = ["metric", "a", "b", "L0 band", "L0 points", "seeds", "(b - a) / a", "95% CI", "verdict"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _verdict_line(r) -> str:
+    size = f"{r['(b - a) / a']}" + (f" {r['95% CI']}" if r["95% CI"] else "")
+    return (
+        f"**{r['metric']}**, L0 {r['L0 band']}, {r['seeds']} seeds: `{r['b']}` vs `{r['a']}` "
+        f"{size}: {r['verdict']}"
+    )
+
+
+def detectable(a: Analysis) -> list[str]:
+    """Per headline metric: the smallest difference the sweep could have detected."""
+    out = []
+    for m in a.headline_metrics():
+        pairs = [p.pooled for p in a.metrics[m].pairs if p.pooled.n > 0]
+        if not pairs:
+            continue
+        n = max(d.n for d in pairs)
+        if n < 2:
+            out.append(
+                f"{m}: one seed per point, so no difference can be detected; run at "
+                "least 3 seeds (seed=0,1,2) to get verdicts"
+            )
+            continue
+        hw = np.nanmedian([d.half_width for d in pairs])
+        out.append(
+            f"{m}: with {n} paired seeds, differences smaller than about ±{hw:.2g}% "
+            "(the median CI half-width) go undetected"
+        )
+    return out
+
+
+def pair_notes(a: Analysis) -> list[tuple[str, str]]:
+    """What each compared pair differs in, once per pair: ("p", recipe vs recipe) or
+    ("warn", not like with like)."""
+    notes = []
+    labels = [
+        v
+        for v in a.variants.order
+        if any(v in (p.a, p.b) for ma in a.metrics.values() for p in ma.pairs)
+    ]
+    for i, x in enumerate(labels):
+        for y in labels[i + 1 :]:
+            diff = a.variants.differing(x, y)
+            knobs = ", ".join(
+                f"`{k}` ({value_key(vx)} vs {value_key(vy)})" for k, (vx, vy) in diff.items()
+            )
+            if x in a.recipes and y in a.recipes:
+                notes.append(
+                    (
+                        "p",
+                        f"`{x}` vs `{y}`: recipe vs recipe (`{a.recipes[x]}` vs "
+                        f"`{a.recipes[y]}`), differing in: {knobs or 'nothing'}.",
+                    )
+                )
+            elif not a.variants.like_with_like(x, y):
+                counted = ", ".join(f"`{k}`" for k in a.variants.counted(x, y))
+                notes.append(("warn", f"not like with like: `{x}` and `{y}` differ in {counted}."))
+    return notes
+
+
+def targets_table(targets: dict[str, Any]) -> pd.DataFrame:
+    rows = [
+        {
+            "variant": t["variant"],
+            "target L0": t["target"],
+            "status": t["status"],
+            "lambda": t.get("lam"),
+            "achieved L0 (seed mean)": t.get("l0"),
+            "seeds": len(t.get("l0_seeds") or []),
+            "reason": t.get("reason", ""),
+        }
+        for t in targets.get("targets", [])
+    ]
+    return pd.DataFrame(rows)
+
+
+def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
+    rows = []
+    for p in ma.pairs:
+        for r in p.rows.itertuples(index=False):
+            ci = f"[{fmt(r.ci_lo)}, {fmt(r.ci_hi)}]" if r.seeds >= 2 else ""
+            rows.append(
+                {
+                    "a": p.a,
+                    "b": p.b,
+                    "L0": r.l0,
+                    "seeds": r.seeds,
+                    "a mean": r.a,
+                    "b mean": r.b,
+                    "b - a": r.diff,
+                    "95% CI": ci,
+                    "(b - a) / a": _pct(r.rel_diff_pct),
+                    "verdict": r.verdict,
+                    "L0 match": r.note,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def write_report(
@@ -270,41 +250,84 @@ def write_report(
     title: str | None = None,
     manifest: dict[str, Any] | None = None,
     analysis: Analysis | None = None,
+    targets: dict[str, Any] | None = None,
 ) -> ReportPaths:
-    """Analyse `runs` and write report.md, report.html, plots/ and tables/ into out_dir."""
+    """Analyse `runs` and write report.md, report.html, plots/ and tables/ into out_dir.
+
+    targets: the sweep's `targets.json` (a target-L0 sweep), shown as a table.
+    """
     out_dir = Path(out_dir)
     plot_dir, table_dir = out_dir / "plots", out_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
     paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs))
 
+    def table_file(df: pd.DataFrame, name: str) -> None:
+        df.to_csv(table_dir / name, index=False)
+        paths.tables.append(table_dir / name)
+
     sweeps = [s for s in dict.fromkeys(a.runs["sweep"].dropna().astype(str))] if len(a.runs) else []
     title = title or "Sweep report: " + (", ".join(sweeps) or "no runs")
     now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     blocks: list[tuple] = [("h1", title), ("p", f"Generated {now}. {_status_line(a.runs)}.")]
+    table_file(a.runs, "runs.csv")
+    if len(a.runs) == 0:
+        blocks.append(("p", "No runs were found."))
+
+    # The opening: one line per compared pair and metric.
+    verdicts = verdict_rows(a)
+    if len(verdicts):
+        blocks.append(("h2", "Verdicts (paired seeds, 95% CI)"))
+        blocks.append(("ul", [_verdict_line(r) for _, r in verdicts.iterrows()]))
+        limit = f"L0 <= {a.max_l0_fraction:g} d" + (
+            f" = {a.max_l0_fraction * a.d:g}" if a.d else ""
+        )
+        where = (
+            f"at the target L0s {', '.join(f'{t:g}' for t in a.targets)} (runs within "
+            f"{100 * a.tolerance:g}%)"
+            if a.targets
+            else "at matched L0 values inside the range both variants cover"
+        )
+        blocks.append(
+            (
+                "p",
+                f"(b - a) / a: the per-seed relative difference, averaged over the "
+                f"matched L0s ({where}); same seed = same initialisation and data "
+                f"order. Verdicts cover {limit}: runs above are the dense regime, "
+                "kept in the tables and plots but never in a verdict.",
+            )
+        )
+        blocks.append(("ul", detectable(a)))
+        blocks += pair_notes(a)
+        table_file(verdicts, "verdicts.csv")
+    elif len(a.runs) and all(ma.points.empty for ma in a.metrics.values()):
+        blocks.append(("p", "No finished run has an L0 and a metric: nothing to compare."))
+    elif len(a.runs):
+        blocks.append(
+            ("p", "No two variants have finished runs at a matched L0: nothing to compare.")
+        )
+
+    if targets:
+        blocks.append(("h2", "Target L0s"))
+        blocks.append(
+            (
+                "p",
+                f"{targets.get('rounds', 0)} refinement rounds after the grid "
+                f"(at most {targets.get('max_rounds')}); a target is hit when the "
+                f"seed-mean L0 is within {100 * targets.get('l0_tolerance', 0.1):g}%.",
+            )
+        )
+        tt = targets_table(targets)
+        blocks.append(("table", tt))
+        table_file(tt, "targets.csv")
     if manifest:
         info = [
             f"{k}: `{manifest[k]}`" for k in ("git_commit", "started", "ended") if manifest.get(k)
         ]
         if manifest.get("grid"):
             info.append(f"grid: `{manifest['grid']}`")
+        blocks.append(("h2", "Sweep"))
         blocks.append(("ul", info))
-
-    runs_csv = table_dir / "runs.csv"
-    a.runs.to_csv(runs_csv, index=False)
-    paths.tables.append(runs_csv)
-
-    if len(a.runs) == 0:
-        blocks.append(("p", "No runs were found."))
-
-    # Headline: the primary metric's verdict per L0 band.
-    pm = primary_metric(a)
-    if pm is not None:
-        blocks.append(("h2", f"Verdict per L0 band ({pm})"))
-        bands = a.metrics[pm].bands
-        blocks.append(("ul", [f"L0 {r.band}: {r.verdict}" for r in bands.itertuples()]))
-    elif len(a.runs):
-        blocks.append(("p", "No finished run has an L0 and a metric: nothing to compare."))
 
     blocks.append(("h2", "Variants"))
     blocks.append(
@@ -327,32 +350,33 @@ def write_report(
     for m, ma in a.metrics.items():
         title_m = METRICS[m].title if m in METRICS else m
         blocks.append(("h2", f"{title_m} vs L0"))
-        fig = frontier_plot(a.runs, m, order=a.variants.order, points=ma.points)
+        fig = frontier_plot(
+            a.runs, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
+        )
         files = save_figure(fig, plot_dir, f"frontier_{m}")
         paths.plots += files
         blocks.append(("img", files[0], f"{m} vs L0 frontier"))
-        blocks.append(("h3", "Verdict per L0 band"))
+        if a.reference is not None and len(a.variants.order) > 1:
+            fig = relative_plot(ma.relative, m, a.reference, order=a.variants.order)
+            files = save_figure(fig, plot_dir, f"relative_{m}")
+            paths.plots += files
+            blocks.append(("img", files[0], f"{m} relative to {a.reference}"))
+        blocks.append(("h3", "Paired differences at matched L0"))
+        pt = paired_table(ma)
+        blocks.append(("table", pt))
+        if len(pt):
+            table_file(pt, f"paired_{m}.csv")
+        blocks.append(("h3", "Lowest frontier per L0 band (seed means, descriptive)"))
         blocks.append(("table", ma.bands[["band", "covered by", "verdict"]]))
-        blocks.append(("h3", "Pairwise comparisons"))
         if ma.comparisons:
-            blocks.append(("ul", [c.sentence() for c in ma.comparisons]))
-            for c in ma.comparisons:
-                if not c.like_with_like:
-                    knobs_d = ", ".join(f"`{k}`" for k in c.counted)
-                    blocks.append(
-                        ("warn", f"not like with like: `{c.a}` and `{c.b}` differ in {knobs_d}.")
-                    )
-            pt = pairs_table(ma.comparisons)
-            blocks.append(("table", pt))
-            pt.to_csv(table_dir / f"comparisons_{m}.csv", index=False)
-            paths.tables.append(table_dir / f"comparisons_{m}.csv")
-        else:
-            blocks.append(("p", "Only one variant has finished runs: nothing to compare."))
+            blocks.append(("h3", "Frontier overlap"))
+            ov = pairs_table(ma.comparisons)[["a", "b", "L0 overlap", "knobs that differ"]]
+            blocks.append(("table", ov))
+            table_file(pairs_table(ma.comparisons), f"comparisons_{m}.csv")
         blocks.append(("h3", "Frontier points (seed mean and std)"))
         ft = _frontier_table(ma)
         blocks.append(("table", ft))
-        ft.to_csv(table_dir / f"frontier_{m}.csv", index=False)
-        paths.tables.append(table_dir / f"frontier_{m}.csv")
+        table_file(ft, f"frontier_{m}.csv")
 
     blocks.append(("h2", f"Failed and unfinished runs ({len(problems)})"))
     if len(problems):

@@ -41,6 +41,8 @@ DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 
 _BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
 _BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed"}
+# Target-L0 settings steer where lambda goes, not what is trained; a recipe name labels a bundle.
+_BOOKKEEPING_KEYS |= {"l0_targets", "l0_tolerance", "l0_max_rounds", "l0_target", "recipe"}
 # Last dotted component: names, paths, folders, logging/checkpoint intervals.
 _BOOKKEEPING_LEAF = re.compile(
     r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"

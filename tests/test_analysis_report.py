@@ -55,12 +55,18 @@ def test_report_lists_failed_and_unfinished_runs(tmp_path):
         assert "Failed and unfinished runs (2)" in text
         assert "ablation/16" in text and "CUDA out of memory" in text
         assert "ablation/17" in text and "unfinished" in text
-        assert "Verdict per L0 band" in text
-    assert "decoder_norm" in md.split("## Verdict per L0 band (fvu)")[1].split("##")[0]
+        assert "Verdicts (paired seeds, 95% CI)" in text
+    # The report opens with the verdicts; decoder_norm has 20% lower FVU at every seed.
+    first = md.split("## Verdicts (paired seeds, 95% CI)")[1].split("##")[0]
+    line = next(ln for ln in first.splitlines() if ln.startswith("- **fvu**"))
+    assert "2 seeds" in line and "-20.00%" in line
+    assert line.endswith("`penalty.kind=decoder_norm` lower fvu (CI excludes 0)")
+    assert md.index("## Verdicts") < md.index("## Variants")
     assert "plots/frontier_fvu.png" in md
     assert "data:image/png;base64," in html  # the HTML is one self-contained file
     assert {p.name for p in paths.plots} >= {"frontier_fvu.png", "frontier_fvu.svg",
-                                              "frontier_mse.png", "frontier_mmcs.svg"}  # fmt: skip
+                                              "frontier_mse.png", "frontier_mmcs.svg",
+                                              "relative_fvu.png"}  # fmt: skip
     assert not any("loss_recovered" in p.name for p in paths.plots)  # not LM data
     assert all(p.exists() for p in paths)
     runs_csv = pd.read_csv(root / "tables" / "runs.csv")
@@ -75,8 +81,22 @@ def test_not_like_with_like_warning_in_report(tmp_path):
         if "kind: decoder_norm" in text:
             cfg_path.write_text(text.replace("unit_norm_decoder: true", "unit_norm_decoder: false"))
     md = analysis.run_analysis(root, tmp_path / "out").report_md.read_text()
-    assert "not like with like" in md
+    assert md.count("not like with like") == 1  # once per pair, not once per metric
     assert "`train.unit_norm_decoder`" in md
+
+
+def test_two_recipes_are_compared_as_bundles(tmp_path):
+    root = make_sweep(tmp_path / "s")
+    for cfg_path in root.rglob("config.yaml"):
+        text = cfg_path.read_text()
+        recipe = "paper" if "kind: l1" in text else "april_update"
+        text = text.replace("unit_norm_decoder: true", f"unit_norm_decoder: {recipe == 'paper'}")
+        cfg_path.write_text(text + f"recipe: {recipe}\n")
+    md = analysis.run_analysis(root, tmp_path / "out").report_md.read_text()
+    assert "not like with like" not in md
+    assert md.count("recipe vs recipe") == 1
+    note = next(ln for ln in md.splitlines() if "recipe vs recipe" in ln)
+    assert "`penalty.kind`" in note and "`train.unit_norm_decoder`" in note
 
 
 def test_report_when_every_run_failed(tmp_path):

@@ -49,3 +49,19 @@ def test_streaming_metrics_equal_the_one_shot_definitions():
     assert r["l0"] == pytest.approx(l0(f).item(), rel=1e-6)
     assert r["dead_fraction"] == pytest.approx(0.1)
     assert r["explained_variance"] == pytest.approx(1 - r["fvu"])
+
+
+def test_dead_and_dense_latent_fractions():
+    """Of 4 latents: one never fires (dead), one fires on half the tokens (dense, > 10%),
+    one on 1 token of 20 (5%: not dense), one on 3 of 20 (15%: dense)."""
+    f = torch.zeros(20, 4)
+    f[:10, 1] = 1.0
+    f[0, 2] = 1.0
+    f[:3, 3] = 1.0
+    x = torch.randn(20, 3)
+    acc = StreamingMetrics(4, torch.device("cpu"))
+    acc.update(x[:7], x[:7], f[:7])  # two batches: the counts accumulate
+    acc.update(x[7:], x[7:], f[7:])
+    r = acc.result()
+    assert r["dead_fraction"] == 0.25
+    assert r["dense_fraction"] == 0.5

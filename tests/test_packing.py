@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae_sweep.config.schema import LaunchConfig, NormGrad, SAEKind
+from sae_sweep.config.schema import LaunchConfig, NormGrad
 from sae_sweep.job import run_job, run_jobs
+from sae_sweep.models import StandardSAEConfig
 from sae_sweep.record import layout
 from sae_sweep.sweep import task
 from sae_sweep.sweep.packing import member_config, pack_file, pack_jobs, pack_key, write_pack
@@ -24,11 +25,7 @@ def _members():
     return [
         small_config(penalty__coefficient=1.0),
         small_config(penalty__coefficient=3.0, penalty__decoder_norm_grad=NormGrad.detached),
-        small_config(
-            sae__kind=SAEKind.standard,
-            sae__aux_decoder=None,
-            penalty__coefficient=0.5,
-        ),  # fmt: skip
+        small_config(sae=StandardSAEConfig(expansion_factor=4), penalty__coefficient=0.5),
         small_config(
             resample__enabled=True, resample__at_steps=[20, 40], resample__dead_window_steps=5
         ),  # fmt: skip

@@ -16,7 +16,7 @@ def test_tiny_sweep_produces_report_plots_and_runs_table(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [
         sys.executable, "-m", "sae_sweep", "+sweep=quick", "hydra/launcher=basic",
-        f"variant={','.join(VARIANTS)}", "lambda_multiplier=1.0,4.0", "seed=0",
+        f"variant={','.join(VARIANTS)}", "lambda_multiplier=1.0,4.0", "seed=0", "l0_targets=[]",
         "logger=disabled", "device=cpu", "train.steps=30", "train.batch_size=64",
         "data.d=16", "data.n_features=32", "data.n_eval=512",
         f"hydra.sweep.dir={sweep}",

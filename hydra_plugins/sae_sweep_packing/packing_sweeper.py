@@ -23,10 +23,16 @@ class PackingSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grid_jobs = 0  # grid jobs handed out so far (the members' job numbers)
+        self.grid_overrides: dict[int, list[str]] = {}  # grid job number -> its overrides
         self.launched = 0  # jobs launched so far (Hydra's job numbers)
 
     def get_job_batch(self) -> list[list[str]]:
-        batch = [list(o) for o in super().get_job_batch()]
+        return self.pack_batch([list(o) for o in super().get_job_batch()])
+
+    def pack_batch(self, batch: list[list[str]]) -> list[list[str]]:
+        """The jobs to launch for a batch of grid jobs: one per pack (each member's config
+        written to the pack's file), every job told how many run at once. Grid job numbers
+        continue across batches, so later batches (e.g. target-L0 rounds) pack the same way."""
         configs = [
             self._compose(overrides, self.grid_jobs + i) for i, overrides in enumerate(batch)
         ]
@@ -41,6 +47,8 @@ class PackingSweeper(BasicSweeper):
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
         at_once = jobs_at_once(launcher, len(launched), machine_cores())
         os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every launcher's jobs
+        for i, overrides in enumerate(batch):
+            self.grid_overrides[self.grid_jobs + i] = overrides
         self.grid_jobs += len(batch)
         self.launched += len(launched)
         return launched

@@ -322,6 +322,18 @@ class Config:
     lambda_exponent: float | None = None
     """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
     so that every variant's frontier spans the same L0 range)."""
+    l0_targets: list[float] = field(default_factory=list)
+    """Target-L0 sweeps: L0 values every variant should hit (e.g. `[4,8,16,32]`); lambda is
+    placed per variant by refinement rounds after the grid (empty = the grid only)."""
+    l0_tolerance: float = 0.1
+    """Target-L0 sweeps: a target is hit when the seed-mean L0 is within this fraction of it."""
+    l0_max_rounds: int = 3
+    """Target-L0 sweeps: refinement rounds after the grid, at most."""
+    l0_target: float | None = None
+    """The target L0 a refinement job was placed for (set by the sweeper; bookkeeping)."""
+    recipe: str | None = None
+    """Name of the published recipe a variant preset reproduces as a bundle (e.g. the Gated
+    SAE paper's); comparisons of two recipes list their differences once."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata recorded with the run (not used by training)."""
 

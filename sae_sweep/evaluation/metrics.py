@@ -40,6 +40,10 @@ def mmcs(true_directions: torch.Tensor, W_dec: torch.Tensor, threshold: float = 
     return best.mean(), (best > threshold).float().mean()
 
 
+DENSE_FIRING = 0.1
+"""A latent that fires on more than this fraction of tokens is dense."""
+
+
 class StreamingMetrics:
     """Accumulates the sums behind L0, MSE, FVU, gamma and firing over batches, in float64.
 
@@ -57,6 +61,7 @@ class StreamingMetrics:
         self.sq_xhat = z()
         self.dot = z()
         self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
+        self.fire_count = torch.zeros(d_sae, dtype=torch.float64, device=device)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor) -> None:
@@ -71,6 +76,7 @@ class StreamingMetrics:
         self.sq_xhat += x_hat.pow(2).sum()
         self.dot += (x_hat * x).sum()
         self.fired |= nz.any(0)
+        self.fire_count += nz.sum(0)
 
     def result(self) -> dict[str, float]:
         n = self.n
@@ -83,5 +89,6 @@ class StreamingMetrics:
             "explained_variance": 1.0 - fvu_value,
             "shrinkage": (self.sq_xhat / self.dot).item(),
             "dead_fraction": 1.0 - self.fired.float().mean().item(),
+            "dense_fraction": (self.fire_count / n > DENSE_FIRING).float().mean().item(),
             "dead_window_tokens": n,
         }

@@ -12,7 +12,8 @@ One concept per file:
     table.py        the end-of-sweep table of done / failed / skipped jobs
     callback.py     the Hydra callback tying start and end together (+ the fallback)
 Job folders are named in `sweeps/_base.yaml` (`hydra.sweep.subdir`: variant/lambda/seed).
-The sweeper class is in hydra_plugins/sae_sweep_packing/ (Hydra loads plugins only from there).
+The sweeper classes are in hydra_plugins/ (Hydra loads plugins only from there):
+sae_sweep_packing/ (grid, packing, thread budget) and sae_sweep_targets/ (target-L0 rounds).
 """
 
 from .callback import SweepCallback, finish_pending_sweep, sweep_exit_code

@@ -7,6 +7,8 @@ entry point's `finally` and finishes a sweep that was started but not finished.
 
 Options (`hydra.callbacks.sweep.<name>=...`):
     analysis: run the analysis (report + plots in the sweep folder) at the end (default true)
+    max_l0_fraction: the analysis's verdicts cover L0 <= this x d (default 0.5)
+    reference: the variant the relative plots divide by (default: the sweep's first)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class _Launch:
     launch_id: str
     n_jobs: int
     analysis: bool
+    analysis_options: dict[str, Any]
 
 
 _pending: _Launch | None = None
@@ -42,8 +45,11 @@ _problems: list[str] | None = None
 
 
 class SweepCallback(Callback):
-    def __init__(self, analysis: bool = True) -> None:
+    def __init__(
+        self, analysis: bool = True, max_l0_fraction: float = 0.5, reference: str | None = None
+    ) -> None:
         self.analysis = analysis
+        self.analysis_options = {"max_l0_fraction": max_l0_fraction, "reference": reference}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _pending
@@ -59,7 +65,7 @@ class SweepCallback(Callback):
             sweep_dir, config.get("sweep"), grid, list(hc.overrides.task), launch_id
         )
         publish_machine_gpus(on_slurm="Slurm" in str(hc.launcher.get("_target_", "")))
-        _pending = _Launch(sweep_dir, launch_id, m["n_jobs"], self.analysis)
+        _pending = _Launch(sweep_dir, launch_id, m["n_jobs"], self.analysis, self.analysis_options)
         log.info("sweep %s: %d jobs -> %s", m["name"], m["n_jobs"], sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -71,7 +77,8 @@ def finish_pending_sweep() -> None:
     global _pending, _problems
     launch, _pending = _pending, None
     if launch is not None:
-        _problems = finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs, launch.analysis)
+        _problems = finish_sweep(launch.sweep_dir, launch.launch_id, launch.n_jobs,
+                                 launch.analysis, launch.analysis_options)  # fmt: skip
 
 
 def sweep_exit_code() -> int:
@@ -79,7 +86,10 @@ def sweep_exit_code() -> int:
     return 1 if _problems else 0
 
 
-def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True) -> list[str]:
+def finish_sweep(
+    sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = True,
+    analysis_options: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
     """Table, manifest, analysis; returns the launch's problems (see `table.problems`).
 
     The last line printed says whether every job has a result: a script or a scheduler
@@ -91,7 +101,7 @@ def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = 
     print(f"\nsweep {sweep_dir}\n{text}", flush=True)
     problems = table.problems(rows, expected=n_jobs)
     if analysis:
-        run_analysis_safely(sweep_dir)
+        run_analysis_safely(sweep_dir, **(analysis_options or {}))
     if problems:
         print(
             f"sweep incomplete ({', '.join(problems)} of {max(n_jobs, len(rows))} jobs; exit "
@@ -104,12 +114,12 @@ def finish_sweep(sweep_dir: Path, launch_id: str, n_jobs: int, analysis: bool = 
     return problems
 
 
-def run_analysis_safely(sweep_dir: Path) -> None:
+def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
     """The analysis report of the sweep; a failure here is logged, never raised."""
     try:
         from analysis import run_analysis
 
-        paths = run_analysis([sweep_dir])
+        paths = run_analysis([sweep_dir], **options)
         log.info("analysis report: %s (also %s)", paths.report_md, paths.report_html.name)
         for plot in paths.plots:
             if plot.suffix == ".png":

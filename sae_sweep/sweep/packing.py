@@ -75,6 +75,9 @@ def member_config(resolved: dict[str, Any]) -> LaunchConfig:
     kind = resolved.get("data", {}).get("kind")
     if kind not in _DATA_SCHEMAS:
         raise ValueError(f"a pack member has data.kind={kind!r}, not one of {list(_DATA_SCHEMAS)}")
+    from ..models import architecture  # the models import the config package
+
     schema = OmegaConf.structured(LaunchConfig)
     schema.data = OmegaConf.structured(_DATA_SCHEMAS[kind])
+    schema.sae = OmegaConf.structured(architecture(resolved.get("sae", {}).get("kind")).config)
     return OmegaConf.to_object(OmegaConf.merge(schema, resolved))

@@ -31,7 +31,10 @@ from ..record.layout import checkpoint_step
 
 # Top-level keys that do not change what is trained: a re-run may differ in them. (Launch
 # options are no longer recorded, but records of earlier versions hold `rerun_failed`.)
-IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS)
+# The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the
+# grid. A recipe name only labels a preset.
+IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
+                "l0_target", "recipe")  # fmt: skip
 
 
 class Action(str, Enum):

@@ -17,8 +17,9 @@ from ..record.layout import JOB as JOB_FILE
 from ..record.layout import TABLE_JSON, TABLE_MD
 
 OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
-COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0", "fvu",
-           "wall_s", "error")  # fmt: skip
+COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0_target", "l0",
+           "fvu", "wall_s", "error")  # fmt: skip
+TARGETS_FILE = "targets.json"  # written by the target-L0 sweeper
 
 
 def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any]]:
@@ -34,7 +35,20 @@ def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any
             continue
         if launch_id is None or row.get("launch_id") == launch_id:
             rows.append(row)
+    _add_hit_targets(sweep_dir, rows)
     return sorted(rows, key=lambda r: (r.get("job") is None, r.get("job"), r.get("dir")))
+
+
+def _add_hit_targets(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """A grid job that hit a target (targets.json) shows that target, like a refinement job."""
+    try:
+        states = json.loads((Path(sweep_dir) / TARGETS_FILE).read_text())["targets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    hit = {d: s["target"] for s in states if s.get("status") == "hit" for d in s.get("dirs", [])}
+    for r in rows:
+        if r.get("l0_target") is None and r.get("dir") in hit:
+            r["l0_target"] = hit[r["dir"]]
 
 
 def counts(rows: list[dict[str, Any]]) -> dict[str, int]:

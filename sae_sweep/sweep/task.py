@@ -89,6 +89,7 @@ def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: 
         "lambda_multiplier": cfg.lambda_multiplier,
         "coefficient": cfg.penalty.coefficient,
         "seed": cfg.seed,
+        "l0_target": cfg.l0_target,
         "launch_id": os.environ.get(ENV_LAUNCH_ID),
         "action": decision.action.value,
         "reason": decision.reason,

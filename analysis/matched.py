@@ -1,0 +1,346 @@
+"""Variants compared at matched L0, seed by seed, with paired confidence intervals.
+
+Where the comparisons happen:
+- a target-L0 sweep (runs with `l0_targets`): at each target, each variant's runs at the
+  lambda whose seed-mean L0 lies within the tolerance of the target (the closest such
+  lambda); no interpolation, and the spread of the achieved L0s is reported;
+- any other sweep: at a few log-spaced L0 values inside the range both variants cover, each
+  seed's own (L0, metric) curve interpolated linearly in log L0, never outside that seed's
+  measured range; the L0 gap bridged by the interpolation is reported beside each value.
+Only the sparse regime counts: runs with L0 above `max_l0_fraction` x d (d = activation
+dimension) reconstruct densely and never enter a comparison; in a target-L0 sweep, targets
+above that limit are not compared.
+
+Per pair of variants (a, b) and metric this gives one row per matched L0 (paired
+difference b - a and its CI, see `analysis.paired`) and one headline: the per-seed
+relative difference (b - a) / a averaged over the matched L0s, with its CI, and a verdict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.frontier import METRICS, finished
+from analysis.paired import PairedDiff, fmt, paired_diff, verdict, winner
+from analysis.variants import LABEL, SEED, frontier_axis, value_key
+
+MAX_L0_FRACTION = 0.5
+"""Default: verdicts cover L0 <= d/2."""
+GRID_POINTS = 4
+"""Matched L0 values per pair in a sweep without targets."""
+
+
+def hib(metric: str) -> bool:
+    return METRICS[metric].higher_is_better if metric in METRICS else False
+
+
+def run_dims(runs: pd.DataFrame) -> pd.Series:
+    """The activation dimension d of each run (`d_in` of its summary, else `data.d`)."""
+    d = pd.Series(np.nan, index=runs.index)
+    for col in ("data.d", "d_in"):
+        if col in runs:
+            v = pd.to_numeric(runs[col], errors="coerce")
+            d = v.where(v.notna(), d)
+    return d
+
+
+def dense(runs: pd.DataFrame, max_l0_fraction: float = MAX_L0_FRACTION) -> pd.Series:
+    """True for runs in the dense regime: L0 > max_l0_fraction x d (False when d is unknown)."""
+    l0 = pd.to_numeric(runs["l0"], errors="coerce")
+    return (l0 > max_l0_fraction * run_dims(runs)).fillna(False).astype(bool)
+
+
+def sweep_targets(runs: pd.DataFrame) -> tuple[list[float], float]:
+    """(the L0 targets the runs were swept for, their tolerance); ([], 0.1) without targets."""
+    targets: set[float] = set()
+    if "l0_targets" in runs:
+        for v in runs["l0_targets"].dropna():
+            targets |= {float(x) for x in (v if isinstance(v, tuple | list) else [v])}
+    tol = 0.1
+    if "l0_tolerance" in runs and runs["l0_tolerance"].notna().any():
+        tol = float(pd.to_numeric(runs["l0_tolerance"], errors="coerce").max())
+    return sorted(targets), tol
+
+
+@dataclass
+class Matched:
+    """Both variants' per-seed values at one matched L0."""
+
+    l0: float
+    a: dict[int, float]
+    """{seed: metric} of variant a."""
+    b: dict[int, float]
+    note: str
+    """Achieved-L0 spread (targets) or the interpolation gap (no targets)."""
+    l0_a: float = math.nan
+    l0_b: float = math.nan
+
+    def diff(self) -> PairedDiff:
+        seeds = sorted(set(self.a) & set(self.b))
+        return paired_diff(
+            np.array([self.a[s] for s in seeds]), np.array([self.b[s] for s in seeds])
+        )
+
+
+def _seed_key(v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def with_metric(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Finished runs that have a finite value of `metric`."""
+    done = finished(runs)
+    if metric not in done:
+        return done.iloc[:0]
+    return done[np.isfinite(pd.to_numeric(done[metric], errors="coerce"))]
+
+
+def sparse_runs(runs: pd.DataFrame, metric: str, max_l0_fraction: float) -> pd.DataFrame:
+    done = with_metric(runs, metric)
+    return done[~dense(done, max_l0_fraction)]
+
+
+def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: float) -> list[float]:
+    """The targets in the sparse regime (<= max_l0_fraction x the largest d of the runs).
+    A target is judged as a whole: its runs within the tolerance count even when some lie
+    just above the limit (a target at d/2)."""
+    d = run_dims(runs).max()
+    return [t for t in targets if not np.isfinite(d) or t <= max_l0_fraction * d]
+
+
+def at_target(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
+    """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol."""
+    r = runs[runs[LABEL] == variant]
+    axis = frontier_axis(r)
+    if r.empty or axis is None:
+        return None
+    best = None
+    for _, g in r.groupby(r[axis].map(value_key), sort=False):
+        l0 = float(g["l0"].astype(float).mean())
+        if abs(l0 - target) <= tol * target and (best is None or abs(l0 - target) < best[1]):
+            best = (g, abs(l0 - target), l0)
+    return None if best is None else (best[0], best[2])
+
+
+def _values(g: pd.DataFrame, metric: str) -> dict[int, float]:
+    seeds = g[SEED] if SEED in g else pd.Series(0, index=g.index)
+    return {_seed_key(s): float(v) for s, v in zip(seeds, g[metric].astype(float), strict=True)}
+
+
+def match_at_targets(runs, metric, a, b, targets, tol) -> list[Matched]:
+    out = []
+    for t in targets:
+        ra, rb = at_target(runs, a, metric, t, tol), at_target(runs, b, metric, t, tol)
+        if ra is None or rb is None:
+            continue
+        l0s = np.concatenate([ra[0]["l0"].astype(float), rb[0]["l0"].astype(float)])
+        spread = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
+        out.append(Matched(t, _values(ra[0], metric), _values(rb[0], metric), spread, ra[1], rb[1]))
+    return out
+
+
+def _seed_curves(runs: pd.DataFrame, variant: str, metric: str) -> dict[int, pd.DataFrame]:
+    r = runs[runs[LABEL] == variant]
+    seeds = r[SEED] if SEED in r else pd.Series(0, index=r.index)
+    return {
+        _seed_key(s): g.assign(l0=g["l0"].astype(float)).sort_values("l0")
+        for s, g in r.groupby(seeds.map(_seed_key))
+    }
+
+
+def _interp(curve: pd.DataFrame, metric: str, l0: float) -> tuple[float, float]:
+    """(value, L0 gap ratio bridged) of one seed's curve at l0; NaN outside its range."""
+    x = np.log(curve["l0"].to_numpy(float))
+    y = curve[metric].to_numpy(float)
+    lx = math.log(l0)
+    if len(x) == 0 or lx < x[0] - 1e-12 or lx > x[-1] + 1e-12:
+        return math.nan, math.nan
+    i = int(np.searchsorted(x, lx))
+    gap = (
+        1.0
+        if i < len(x) and abs(x[i] - lx) < 1e-12
+        else math.exp(x[min(i, len(x) - 1)] - x[max(i - 1, 0)])
+    )
+    return float(np.interp(lx, x, y)), gap
+
+
+def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
+    ca, cb = _seed_curves(runs, a, metric), _seed_curves(runs, b, metric)
+    if not ca or not cb:
+        return []
+    # The L0 range every seed of both variants covers; when there is none (seeds end at
+    # different L0s), the range both cover with some seed, each seed paired only inside
+    # its own range (the number of paired seeds is reported).
+    curves = [*ca.values(), *cb.values()]
+    lo = max(c["l0"].min() for c in curves)
+    hi = min(c["l0"].max() for c in curves)
+    if lo > hi:
+        lo = max(min(c["l0"].min() for c in ca.values()), min(c["l0"].min() for c in cb.values()))
+        hi = min(max(c["l0"].max() for c in ca.values()), max(c["l0"].max() for c in cb.values()))
+    if not lo <= hi:
+        return []
+    grid = [lo] if lo == hi else np.geomspace(lo, hi, n_points)
+    out = []
+    for l0 in grid:
+        va, vb, gaps = {}, {}, []
+        for curves, vals in ((ca, va), (cb, vb)):
+            for s, c in curves.items():
+                v, gap = _interp(c, metric, float(l0))
+                if math.isfinite(v):
+                    vals[s] = v
+                    gaps.append(gap)
+        note = (
+            f"interpolated across L0 gaps up to {max(gaps):.2g}x"
+            if gaps and max(gaps) > 1
+            else "measured"
+        )
+        out.append(Matched(float(l0), va, vb, note))
+    return out
+
+
+@dataclass
+class PairResult:
+    """Variant b against variant a on one metric, at matched L0."""
+
+    metric: str
+    a: str
+    b: str
+    rows: pd.DataFrame
+    """Per matched L0: l0, seeds, a, b, diff, ci_lo, ci_hi, rel_diff_pct, verdict, note."""
+    pooled: PairedDiff
+    """Per-seed relative difference (b - a) / a in %, averaged over the matched L0s."""
+    band: tuple[float, float] | None
+    headline: str
+    differing: list[str] = field(default_factory=list)
+
+
+def _pooled(matched: list[Matched]) -> PairedDiff:
+    per_seed: dict[int, list[float]] = {}
+    for m in matched:
+        for s in set(m.a) & set(m.b):
+            if m.a[s] != 0:
+                per_seed.setdefault(s, []).append(100 * (m.b[s] - m.a[s]) / abs(m.a[s]))
+    rel = np.array([np.mean(v) for v in per_seed.values()], dtype=float)
+    return paired_diff(np.zeros_like(rel), rel)
+
+
+def compare_matched(
+    runs: pd.DataFrame,
+    metric: str,
+    a: str,
+    b: str,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+    targets: list[float] | None = None,
+    tolerance: float = 0.1,
+) -> PairResult:
+    """b against a on `metric` at matched L0 (targets when given, else an L0 grid)."""
+    if targets:
+        ts = sparse_targets(runs, targets, max_l0_fraction)
+        matched = match_at_targets(with_metric(runs, metric), metric, a, b, ts, tolerance)
+    else:
+        matched = match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b)
+    h = hib(metric)
+    rows = []
+    for m in matched:
+        d = m.diff()
+        a_mean = float(np.mean(list(m.a.values()))) if m.a else math.nan
+        b_mean = float(np.mean(list(m.b.values()))) if m.b else math.nan
+        rows.append(
+            {
+                "l0": m.l0,
+                "seeds": d.n,
+                "a": a_mean,
+                "b": b_mean,
+                "diff": d.mean,
+                "ci_lo": d.lo,
+                "ci_hi": d.hi,
+                "rel_diff_pct": 100 * d.mean / abs(a_mean) if a_mean else math.nan,
+                "verdict": verdict(d, a, b, metric, h),
+                "note": m.note,
+            }
+        )
+    cols = ["l0", "seeds", "a", "b", "diff", "ci_lo", "ci_hi", "rel_diff_pct", "verdict", "note"]
+    table = pd.DataFrame(rows, columns=cols)
+    pooled = _pooled(matched)
+    band = (min(m.l0 for m in matched), max(m.l0 for m in matched)) if matched else None
+    return PairResult(
+        metric, a, b, table, pooled, band, _headline(matched, pooled, a, b, metric, h)
+    )
+
+
+def _headline(matched, pooled, a, b, metric, higher_is_better) -> str:
+    if not matched:
+        return "no matched L0 in the sparse regime: not compared"
+    winners = {}
+    for m in matched:
+        w = winner(m.diff(), a, b, higher_is_better)
+        if w:
+            winners.setdefault(w, []).append(m.l0)
+    if len(winners) == 2:
+        where = "; ".join(
+            f"`{w}` at L0 {', '.join(fmt(x) for x in ls)}" for w, ls in winners.items()
+        )
+        return f"frontiers cross: {where} (CI excludes 0 at each)"
+    return verdict(pooled, a, b, metric, higher_is_better, unit="%")
+
+
+def compare_pairs(
+    runs: pd.DataFrame,
+    metric: str,
+    order: list[str],
+    max_l0_fraction: float = MAX_L0_FRACTION,
+) -> list[PairResult]:
+    """Every pair of variants (in `order`) at matched L0, targets used when the sweep has them."""
+    targets, tol = sweep_targets(runs)
+    have = set(finished(runs)[LABEL]) if len(runs) else set()
+    labels = [v for v in order if v in have]
+    return [
+        compare_matched(runs, metric, a, b, max_l0_fraction, targets, tol)
+        for a, b in itertools.combinations(labels, 2)
+    ]
+
+
+def relative_to(
+    runs: pd.DataFrame,
+    metric: str,
+    reference: str,
+    order: list[str],
+    max_l0_fraction: float = MAX_L0_FRACTION,
+) -> pd.DataFrame:
+    """Each variant's metric / the reference's, at matched L0, seed-paired: columns variant,
+    l0, ratio (mean of per-seed ratios), ci_lo, ci_hi, seeds."""
+    targets, tol = sweep_targets(runs)
+    targets = sparse_targets(runs, targets, max_l0_fraction)
+    sparse = sparse_runs(runs, metric, max_l0_fraction)
+    rows = []
+    for v in order:
+        if v == reference:
+            continue
+        if targets:
+            matched = match_at_targets(
+                with_metric(runs, metric), metric, reference, v, targets, tol
+            )
+        else:
+            matched = match_on_grid(sparse, metric, reference, v)
+        for m in matched:
+            seeds = sorted(set(m.a) & set(m.b))
+            ratios = np.array([m.b[s] / m.a[s] for s in seeds if m.a[s] != 0])
+            d = paired_diff(np.ones_like(ratios), ratios)
+            rows.append(
+                {
+                    "variant": v,
+                    "l0": m.l0,
+                    "ratio": 1 + d.mean,
+                    "ci_lo": 1 + d.lo,
+                    "ci_hi": 1 + d.hi,
+                    "seeds": d.n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["variant", "l0", "ratio", "ci_lo", "ci_hi", "seeds"])

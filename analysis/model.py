@@ -1,0 +1,157 @@
+"""The analysis model: everything a report shows, computed from a runs DataFrame.
+
+`analyse(runs)` labels the variants, then per metric: the seed-aggregated frontier points,
+the paired comparisons at matched L0 (`analysis.matched`: the verdicts), each variant
+relative to the reference variant, and the descriptive frontier comparisons
+(`analysis.compare`: overlap, band winners). Rendering and files are elsewhere
+(`analysis.render`, `analysis.report`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.compare import PairComparison, band_verdicts, compare_all
+from analysis.frontier import finished, frontier_points, metrics_present
+from analysis.matched import (
+    MAX_L0_FRACTION,
+    PairResult,
+    compare_pairs,
+    relative_to,
+    run_dims,
+    sweep_targets,
+)
+from analysis.variants import LABEL, Variants, assign_variants, value_key
+
+HEADLINE_METRICS = ("fvu", "mmcs", "delta_lm_loss")
+"""Metrics of the opening verdicts (MSE and loss recovered say the same as FVU and delta LM
+loss on one dataset); every metric has its own section below."""
+
+
+@dataclass
+class MetricAnalysis:
+    metric: str
+    points: pd.DataFrame
+    """`frontier_points` output: seed-aggregated points, with `on_frontier`."""
+    comparisons: list[PairComparison]
+    """Descriptive frontier comparisons (overlap, dominated points)."""
+    bands: pd.DataFrame
+    """`band_verdicts` output (descriptive: which frontier is lowest per band)."""
+    pairs: list[PairResult] = field(default_factory=list)
+    """Paired comparisons at matched L0: the verdicts."""
+    relative: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """`relative_to` output: each variant / the reference at matched L0."""
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, computed from a runs DataFrame."""
+
+    runs: pd.DataFrame
+    """The runs, with `variant_label`."""
+    variants: Variants
+    metrics: dict[str, MetricAnalysis] = field(default_factory=dict)
+    max_l0_fraction: float = MAX_L0_FRACTION
+    """Verdicts cover L0 <= this x d."""
+    reference: str | None = None
+    """The variant the relative plots divide by."""
+    targets: list[float] = field(default_factory=list)
+    tolerance: float = 0.1
+    recipes: dict[str, str] = field(default_factory=dict)
+    """{variant label: the named recipe it reproduces}."""
+
+    @property
+    def problems(self) -> pd.DataFrame:
+        """Runs that did not finish: failed, running or unfinished."""
+        return self.runs[self.runs["status"] != "done"]
+
+    @property
+    def d(self) -> float | None:
+        """The activation dimension, when all runs share one."""
+        d = run_dims(self.runs).dropna().unique()
+        return float(d[0]) if len(d) == 1 else None
+
+    @property
+    def unplaced(self) -> pd.DataFrame:
+        """Finished runs missing from some frontier: L0 missing, 0 or not finite, or a
+        metric that other runs have is missing or not finite (a diverged run).
+        Columns: run_id, l0, reason, path."""
+        done = self.runs[self.runs["status"] == "done"]
+        ok = finished(self.runs).index
+        rows = []
+        for i, r in done.iterrows():
+            if i not in ok:
+                reason = f"L0 = {r['l0']}"
+            else:
+                bad = [m for m in self.metrics if not np.isfinite(float(r.get(m, np.nan)))]
+                if not bad:
+                    continue
+                reason = ", ".join(f"{m} = {r.get(m)}" for m in bad)
+            rows.append({"run": r["run_id"], "l0": r["l0"], "reason": reason, "path": r["path"]})
+        return pd.DataFrame(rows, columns=["run", "l0", "reason", "path"])
+
+    def headline_metrics(self) -> list[str]:
+        chosen = [m for m in HEADLINE_METRICS if m in self.metrics]
+        return chosen or list(self.metrics)[:1]
+
+
+def analyse(
+    runs: pd.DataFrame,
+    metrics: list[str] | None = None,
+    n_bands: int = 3,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+    reference: str | None = None,
+) -> Analysis:
+    """Variants, frontiers, paired comparisons and band verdicts for every metric present.
+
+    reference: the variant the relative plots divide by (default: the first variant).
+    """
+    if not max_l0_fraction > 0:
+        raise ValueError(f"max_l0_fraction={max_l0_fraction} must be > 0 (0.5 = L0 up to d/2)")
+    labelled, variants = assign_variants(runs)
+    ref = variants.order[0] if variants.order else None
+    if reference is not None:
+        # A variant name also selects its first label ("gated_original (warmup=0)").
+        named = [v for v in variants.order if v == reference or v.startswith(f"{reference} (")]
+        if not named:
+            known = ", ".join(variants.order) or "none"
+            raise ValueError(f"--reference {reference!r} is not a variant of these runs ({known})")
+        ref = named[0]
+    targets, tol = sweep_targets(labelled)
+    a = Analysis(labelled, variants, max_l0_fraction=max_l0_fraction, reference=ref,
+                 targets=targets, tolerance=tol, recipes=_recipes(labelled))  # fmt: skip
+    for m in metrics or metrics_present(labelled):
+        pts = frontier_points(labelled, m)
+        a.metrics[m] = MetricAnalysis(
+            m,
+            pts,
+            compare_all(pts, m, variants),
+            band_verdicts(pts, m, n_bands=n_bands),
+            compare_pairs(labelled, m, variants.order, max_l0_fraction),
+            relative_to(labelled, m, ref, variants.order, max_l0_fraction)
+            if ref is not None
+            else pd.DataFrame(),
+        )
+    return a
+
+
+def _recipes(runs: pd.DataFrame) -> dict[str, str]:
+    if "recipe" not in runs or not len(runs):
+        return {}
+    out = {}
+    for label, g in runs.groupby(LABEL, sort=False):
+        names = {value_key(x) for x in g["recipe"]} - {"None"}
+        if len(names) == 1:
+            out[label] = names.pop()
+    return out
+
+
+def primary_metric(a: Analysis) -> str | None:
+    """The metric of the headline verdicts: loss recovered on LM data, else FVU."""
+    for m in ("loss_recovered", "fvu", "mse", "mmcs", "delta_lm_loss"):
+        if m in a.metrics:
+            return m
+    return next(iter(a.metrics), None)

@@ -1,0 +1,112 @@
+"""Paired seed statistics on constructed data with a known answer: who wins, by how much,
+the CI, "no difference detected", one seed, and the dense regime kept out of verdicts."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.matched import compare_matched, compare_pairs, dense, relative_to
+from analysis.paired import paired_diff, verdict
+
+
+def test_paired_ci_is_the_t_interval_of_the_per_seed_differences():
+    a = np.array([1.0, 2.0, 3.0])
+    b = a + np.array([-0.10, -0.12, -0.08])
+    d = paired_diff(a, b)
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    assert d.n == 3 and d.mean == pytest.approx(-0.10)
+    assert d.half_width == pytest.approx(half)
+    assert (d.lo, d.hi) == pytest.approx((-0.10 - half, -0.10 + half))
+    assert verdict(d, "a", "b", "fvu", higher_is_better=False) == "`b` lower fvu (CI excludes 0)"
+    # Higher is better (MMCS): the same numbers make a the winner.
+    assert verdict(d, "a", "b", "mmcs", higher_is_better=True) == "`a` higher mmcs (CI excludes 0)"
+
+
+def test_no_difference_detected_names_the_seeds_and_the_ci():
+    d = paired_diff(np.zeros(3), np.array([0.1, -0.1, 0.05]))
+    assert not d.excludes_zero
+    v = verdict(d, "a", "b", "fvu", False)
+    assert v.startswith("no difference detected with 3 seeds (CI ±") and "`" not in v
+
+
+def test_one_seed_gives_no_verdict_however_large_the_difference():
+    d = paired_diff(np.array([1.0]), np.array([0.5]))
+    assert d.n == 1 and d.mean == -0.5 and math.isnan(d.half_width)
+    assert verdict(d, "a", "b", "fvu", False) == "one seed: no verdict"
+
+
+def test_verdict_never_contradicts_the_mean_difference():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 6))
+        a, b = rng.normal(size=n), rng.normal(size=n) + rng.normal()
+        d = paired_diff(a, b)
+        v = verdict(d, "a", "b", "fvu", False)
+        if "`b`" in v:
+            assert d.mean < 0
+        if "`a`" in v:
+            assert d.mean > 0
+
+
+def _runs(effect=-0.03, seeds=(0, 1, 2), lams=(1, 2, 4, 8), d=64, targets=None):
+    """Variants a and b on the same L0 curve; b's FVU is (1 + effect) x a's at every seed.
+    Seed noise (5%) is shared by both variants of a seed, as with paired seeds. A dense run
+    (L0 60 > d/2) where b is far worse is added to both."""
+    rows = []
+    rng = np.random.default_rng(1)
+    noise = {s: 1 + 0.05 * rng.normal() for s in seeds}
+    for v, scale in (("a", 1.0), ("b", 1.0 + effect)):
+        for lam in (*lams, 0.05):
+            for s in seeds:
+                l0 = 60.0 if lam == 0.05 else 32.0 / lam
+                fvu = (
+                    0.5 / math.sqrt(l0) * noise[s] * (scale if lam != 0.05 else 1 + 2 * (v == "b"))
+                )
+                rows.append({"variant_label": v, "lambda_multiplier": lam, "seed": s, "l0": l0,
+                             "fvu": fvu, "status": "done", "run_id": f"{v}{lam}{s}",
+                             "data.d": d, "l0_targets": targets, "l0_tolerance": 0.1})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_matched_comparison_finds_the_winner_and_its_size():
+    r = compare_matched(_runs(-0.03), "fvu", "a", "b")
+    assert r.headline == "`b` lower fvu (CI excludes 0)"
+    assert r.pooled.mean == pytest.approx(-3.0, abs=1e-6)  # percent
+    assert r.pooled.n == 3
+    assert (r.rows["rel_diff_pct"].round(6) == -3.0).all()
+    assert all(v.startswith("`b` lower") for v in r.rows["verdict"])
+
+
+def test_the_dense_regime_never_enters_a_verdict():
+    runs = _runs(-0.03)
+    assert dense(runs).sum() == 6  # the L0-60 runs, above d/2 = 32
+    r = compare_matched(runs, "fvu", "a", "b")
+    assert r.rows["l0"].max() <= 32 + 1e-9
+    assert r.band[1] <= 32 + 1e-9
+    # Where b is 3x worse (L0 60) would flip the verdict if it counted.
+    assert "`b`" in r.headline
+    # With the limit raised to d, the dense points count and b no longer wins everywhere.
+    wide = compare_matched(runs, "fvu", "a", "b", max_l0_fraction=1.0)
+    assert wide.rows["l0"].max() == pytest.approx(60)
+    assert "`b` lower" not in wide.headline
+
+
+def test_no_difference_and_one_seed_in_a_sweep():
+    none = compare_matched(_runs(0.0), "fvu", "a", "b")
+    assert none.headline.startswith("no difference detected with 3 seeds")
+    one = compare_matched(_runs(-0.03, seeds=(0,)), "fvu", "a", "b")
+    assert one.headline == "one seed: no verdict"
+
+
+def test_targets_compare_at_the_lambda_that_hit_each_target():
+    runs = _runs(-0.03, targets=(8.0, 16.0, 60.0))
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"])
+    assert r.rows["l0"].tolist() == [8.0, 16.0]  # 60 > d/2: dense, never in a verdict
+    assert all(n.startswith("achieved L0") for n in r.rows["note"])
+    assert r.headline == "`b` lower fvu (CI excludes 0)"
+    rel = relative_to(runs, "fvu", "a", ["a", "b"])
+    assert rel["ratio"].to_numpy() == pytest.approx([0.97, 0.97])
+    assert (rel["ci_hi"] < 1).all()

@@ -1,0 +1,145 @@
+"""Target-L0 placement driven by fake lambda -> L0 relations (no training), then one real
+small targeted sweep."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from sae_sweep.sweep import targets as tg
+from tests.sweep_fixtures import jobs, run_sweep
+
+
+def _refine(l0_of, grid, targets, tol=0.1, max_rounds=3, seeds=(0, 1)):
+    """Run the sweeper's loop on a fake relation: grid, then rounds of proposals."""
+    runs = [{"variant": "v", "lam": lam, "seed": s, "l0": l0_of(lam, s), "status": "done"}
+            for lam in grid for s in seeds]  # fmt: skip
+    rounds = 0
+    while True:
+        points = tg.points_from_runs(runs, len(seeds))
+        tried = {r["lam"] for r in runs}
+        states = [tg.place("v", points["v"], t, tol, tried) for t in targets]
+        todo = {s.lam for s in states if s.status == tg.TargetStatus.PENDING}
+        if not todo or rounds >= max_rounds:
+            return tg.give_up_pending(states, points, rounds), rounds, runs
+        rounds += 1
+        runs += [{"variant": "v", "lam": lam, "seed": s, "l0": l0_of(lam, s), "status": "done"}
+                 for lam in sorted(todo) for s in seeds]  # fmt: skip
+
+
+def power_law(lam, seed):
+    """L0 = 40 lambda^-1.3, seeds 2% apart; saturates at 120 (dense end), floor 0.5."""
+    return min(120.0, max(0.5, 40.0 * lam**-1.3)) * (1 + 0.02 * (seed - 0.5))
+
+
+def test_reachable_targets_hit_within_tolerance_in_few_rounds():
+    states, rounds, runs = _refine(power_law, [0.5, 1, 2, 4], [4, 8, 16, 32, 64])
+    assert rounds <= 2
+    assert [s.status for s in states] == [tg.TargetStatus.HIT] * 5
+    for s in states:
+        assert abs(s.l0 - s.target) <= 0.1 * s.target
+        assert len(s.l0_seeds) == 2  # all seeds at the same lambda
+        assert s.l0 == pytest.approx(sum(s.l0_seeds) / 2)
+
+
+def test_target_beyond_saturation_is_unreachable_with_reason():
+    states, rounds, _ = _refine(power_law, [0.5, 1, 2, 4], [200])
+    (s,) = states
+    assert s.status == tg.TargetStatus.UNREACHABLE
+    assert "outside the range" in s.reason and "rises above" in s.reason
+    assert rounds <= 3
+
+
+def test_non_monotone_relation_is_declared_not_looped():
+    def bumpy(lam, seed):  # falls, rises again, falls: crosses L0 20 three times
+        return {0.5: 60, 1: 15, 2: 30, 4: 10}.get(lam, 20)
+
+    states, rounds, _ = _refine(bumpy, [0.5, 1, 2, 4], [20])
+    (s,) = states
+    assert s.status == tg.TargetStatus.UNREACHABLE
+    assert "not monotone" in s.reason and rounds == 0
+
+
+def test_jump_in_l0_ends_within_max_rounds_with_reason():
+    def cliff(lam, seed):  # the mixed case: L0 drops from 40 to 3 at lambda 1.5
+        return 40.0 if lam < 1.5 else 3.0
+
+    states, rounds, runs = _refine(cliff, [0.5, 1, 2, 4], [16], max_rounds=10)
+    (s,) = states
+    assert s.status == tg.TargetStatus.UNREACHABLE
+    assert "jumps" in s.reason or "rounds" in s.reason
+    lams = [r["lam"] for r in runs]
+    assert len(lams) == len(set(zip(lams, [r["seed"] for r in runs], strict=True)))  # no repeats
+
+
+def test_rounds_limit_reports_closest_run():
+    def curved(lam, seed):  # not a power law: one log-log step cannot land exactly
+        return 60.0 * math.exp(-lam)
+
+    states, rounds, _ = _refine(curved, [0.5, 4], [8], tol=0.001, max_rounds=1)
+    (s,) = states
+    assert rounds == 1 and s.status == tg.TargetStatus.UNREACHABLE
+    assert "after 1 refinement rounds" in s.reason and s.l0 is not None
+
+
+def test_incomplete_seeds_do_not_count_as_a_hit():
+    runs = [{"variant": "v", "lam": 1.0, "seed": 0, "l0": 8.0, "status": "done"},
+            {"variant": "v", "lam": 1.0, "seed": 1, "l0": None, "status": "failed"},
+            {"variant": "v", "lam": 2.0, "seed": 0, "l0": 4.0, "status": "done"},
+            {"variant": "v", "lam": 2.0, "seed": 1, "l0": 4.1, "status": "done"}]  # fmt: skip
+    points = tg.points_from_runs(runs, n_seeds=2)
+    s = tg.place("v", points["v"], 8.0, 0.1, tried={1.0, 2.0})
+    assert s.status != tg.TargetStatus.HIT
+
+
+def test_direct_k_variant_is_run_at_k_equal_target():
+    s = tg.place_direct("topk", [], 16, 0.1)
+    assert s.status == tg.TargetStatus.PENDING and s.lam == 16
+    done = [tg.Point(16.0, (16.0, 16.0), True)]
+    assert tg.place_direct("topk", done, 16, 0.1).status == tg.TargetStatus.HIT
+    assert tg.direct_l0_knob({"kind": "topk", "k": 32}) == "sae.k"
+    assert tg.direct_l0_knob({"kind": "gated"}) is None
+
+
+@pytest.mark.parametrize("targets,tol,msg", [([0, 8], 0.1, "positive"), ([8], 1.5, "l0_tolerance")])
+def test_bad_target_settings_name_the_fix(targets, tol, msg):
+    with pytest.raises(ValueError, match=msg):
+        tg.validate_targets(targets, tol, 3)
+
+
+def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_path):
+    """The sweeper end to end on tiny synthetic jobs (d = 16): one command runs the grid
+    and the refinement rounds, then the analysis; a re-run trains nothing."""
+    d = tmp_path / "sweep"
+    args = ["variant=gated_dn_trainable_live,gated_dn_frozen_detached", "seed=0,1",
+            "lambda_multiplier=0.5,4", "train.steps=120", "l0_targets=[6]"]  # fmt: skip
+    proc = run_sweep(d, *args, "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    report = json.loads((d / "targets.json").read_text())
+    assert report["rounds"] >= 1
+    for s in report["targets"]:
+        assert s["status"] == "hit", s  # both variants reach L0 6 on this data
+        assert abs(s["l0"] - 6) <= 0.6 and len(s["l0_seeds"]) == 2
+    table = json.loads((d / "jobs.json").read_text())["jobs"]
+    assert {j["l0_target"] for j in table} >= {6.0, None}  # refinement jobs name their target
+    assert all(math.isfinite(j["l0"]) for j in table)
+
+    # The report opens with a paired verdict at the target; the grid's lambda 0.5 runs
+    # (L0 > d/2 = 8) are dense and appear in no verdict.
+    md = (d / "report.md").read_text()
+    first = md.split("## Verdicts (paired seeds, 95% CI)\n")[1].split("##")[0]
+    fvu_line = next(ln for ln in first.splitlines() if ln.startswith("- **fvu**"))
+    assert "L0 6, 2 seeds" in fvu_line
+    assert "CI excludes 0" in fvu_line or "no difference detected with 2 seeds" in fvu_line
+    assert (d / "plots" / "relative_fvu.png").stat().st_size > 1000
+    verdicts = pd.read_csv(d / "tables" / "paired_fvu.csv")
+    assert (verdicts["L0"] == 6).all()
+    runs = pd.read_csv(d / "tables" / "runs.csv")
+    assert (runs["l0"] > 8).any()  # dense runs exist, and are in the runs table
+
+    # Re-running the same command resumes: nothing new is trained, no duplicate job.
+    before = set(jobs(d))
+    proc = run_sweep(d, *args, cwd=tmp_path)
+    assert proc.returncode == 0 and set(jobs(d)) == before
+    assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])
