@@ -58,7 +58,8 @@ def train(
             start, extra, meta = restored
             last_fired, wall_before = extra["last_fired"], meta["train_wall_s"]
     resample_steps = set(rs.at_steps) if rs.enabled else set()
-    window = _WindowSums(device, _divergence_fix(cfg))
+    fix = _divergence_fix(cfg)  # the advice a divergence error gives
+    window = _WindowSums(device, fix)
     stepper = Stepper(cfg, sae, optimizer)
     t_start = t_window = time.perf_counter()
 
@@ -101,7 +102,7 @@ def train(
             stepper.update_path(metrics["l0"])  # train.sparse_path=auto
             t_window = time.perf_counter()
         if checkpoint_due:
-            _check_finite_weights(sae, done, _divergence_fix(cfg))  # never checkpoint NaNs
+            _check_finite_weights(sae, done, fix)  # never checkpoint NaNs
             wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(
                 checkpoint_dir,
@@ -112,7 +113,7 @@ def train(
                 meta={"train_wall_s": wall},
             )
 
-    _check_finite_weights(sae, tr.steps, _divergence_fix(cfg))
+    _check_finite_weights(sae, tr.steps, fix)  # the last update may overflow unseen
     wall = wall_before + time.perf_counter() - t_start
     trained = tr.steps - start
     speed = trained * tr.batch_size / max(wall - wall_before, 1e-9) if trained else 0.0
