@@ -5,6 +5,8 @@ The record, in the job's output directory:
     metrics.jsonl        train/... every log_every steps, eval/... at the end
     summary.json         status, held-out metrics, steps, wall time, every knob, versions
     sae.safetensors      the weights, with sae_config.json beside them
+    latent_firing.safetensors  per-latent firing frequency on the held-out tokens
+    saelens/             the SAE in SAELens's format, when W&B logs it as an artifact
     ground_truth.safetensors   the true feature directions (synthetic data)
     checkpoint/          resumable training state
 Every file is written atomically. A failed job writes a summary with status `failed`
@@ -28,10 +30,11 @@ from .config.schema import Config
 from .config.validation import validate
 from .data import build_source, estimate_norm_scale
 from .evaluation import evaluate
+from .export.run import SAELENS_DIR, export_run
 from .models import build_sae
 from .record import RunLogger, atomic_write_text, replace_atomically
 from .record.versions import versions
-from .record.weights import save_sae
+from .record.weights import save_firing, save_sae
 from .training.loop import train
 
 CONFIG_FILE = "config.yaml"
@@ -97,9 +100,16 @@ def _train_and_evaluate(
     result = train(
         cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=out_dir / CHECKPOINT_DIR
     )
-    metrics = evaluate(sae, source, norm_scale, tr.eval_batch_size)
+    firing: dict = {}
+    metrics = evaluate(sae, source, norm_scale, tr.eval_batch_size, firing=firing)
     log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, step=result.steps)
     save_sae(out_dir, sae, cfg.sae.kind, {"norm_scale": norm_scale, "config": knobs})
+    save_firing(out_dir, firing["frequency"], metrics["dead_window_tokens"])
+    artifact = None
+    if log.wandb_run is not None:
+        known = {**metrics, "variant": cfg.variant, "sweep": cfg.sweep}
+        folder = export_run(out_dir, out_dir / SAELENS_DIR, summary=known)
+        artifact = log.log_sae_artifact(folder, {**metrics, "norm_scale": norm_scale})
     return {
         **metrics,
         "steps": result.steps,
@@ -111,6 +121,7 @@ def _train_and_evaluate(
         "d_sae": sae.d_sae,
         "device": str(device),
         "peak_memory_mb": _peak_memory_mb(device),
+        "sae_artifact": artifact,
     }
 
 
