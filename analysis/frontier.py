@@ -34,6 +34,9 @@ METRICS = {
         Metric("mmcs", "MMCS with true features", True),
         Metric("loss_recovered", "loss recovered", True),
         Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
+        Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", True),
+        Metric("kl_div", "KL(clean || SAE spliced), nats/token", False),
+        Metric("kl_score", "KL score (vs zero ablation)", True),
     ]
 }
 """The frontiers the report draws, in order, when the runs have the metric."""
