@@ -15,6 +15,7 @@ and its traceback, then re-raises (an interrupted one: status `interrupted`, res
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 import traceback
@@ -36,6 +37,8 @@ from .record import RunLogger, atomic_write_text, replace_atomically
 from .record.versions import versions
 from .record.weights import save_firing, save_sae
 from .training.loop import train
+
+logger = logging.getLogger("sae_sweep")
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
@@ -105,11 +108,7 @@ def _train_and_evaluate(
     log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, step=result.steps)
     save_sae(out_dir, sae, cfg.sae.kind, {"norm_scale": norm_scale, "config": knobs})
     save_firing(out_dir, firing["frequency"], metrics["dead_window_tokens"])
-    artifact = None
-    if log.wandb_run is not None:
-        known = {**metrics, "variant": cfg.variant, "sweep": cfg.sweep}
-        folder = export_run(out_dir, out_dir / SAELENS_DIR, summary=known)
-        artifact = log.log_sae_artifact(folder, {**metrics, "norm_scale": norm_scale})
+    artifact = _log_sae_artifact(cfg, out_dir, log, {**metrics, "norm_scale": norm_scale})
     return {
         **metrics,
         "steps": result.steps,
@@ -123,6 +122,24 @@ def _train_and_evaluate(
         "peak_memory_mb": _peak_memory_mb(device),
         "sae_artifact": artifact,
     }
+
+
+def _log_sae_artifact(cfg: Config, out_dir: Path, log: RunLogger, metrics: dict) -> str | None:
+    """With W&B on: export the SAE to `saelens/` in the record and log it as an artifact.
+
+    The SAE is trained and saved by now: a W&B failure here is reported, not fatal.
+    """
+    if log.wandb_run is None:
+        return None
+    known = {**metrics, "variant": cfg.variant, "sweep": cfg.sweep}
+    try:
+        folder = export_run(out_dir, out_dir / SAELENS_DIR, summary=known)
+        return log.log_sae_artifact(folder, metrics)
+    except Exception as exc:  # noqa: BLE001 - the record is complete without the artifact
+        logger.warning("the SAE artifact was not logged to W&B (%s: %s); the record is complete "
+                     "and `sae-export %s OUT` writes the same folder", type(exc).__name__, exc,
+                     out_dir)  # fmt: skip
+        return None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import sae_lens  # a test dependency (the dev extra): these tests never skip
 import torch
 from conftest import small_config
 from safetensors.torch import load_file
@@ -15,8 +16,6 @@ from sae_sweep.export.saelens import ExportError, read_saelens_folder, write_sae
 from sae_sweep.job import run_job
 from sae_sweep.models import ARCHITECTURES, build_sae
 from sae_sweep.record.weights import load_sae
-
-sae_lens = pytest.importorskip("sae_lens", reason="SAELens is a test dependency (pip .[saelens])")
 
 KINDS = [k.value for k in ARCHITECTURES]
 

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sae_lens  # a test dependency (the dev extra): these tests never skip
 import torch
 from sweep_fixtures import run_sweep
 
 from sae_sweep.export.cli import main
 from sae_sweep.record.weights import load_sae
-
-sae_lens = pytest.importorskip("sae_lens", reason="SAELens is a test dependency (pip .[saelens])")
 
 GRID = ["variant=gated_original,gated_dn_frozen_detached", "lambda_multiplier=0.25,1,4",
         "seed=0,1"]  # fmt: skip

@@ -20,6 +20,9 @@ def test_an_offline_job_stages_its_saelens_folder_as_an_artifact(tmp_path, monke
     cfg.logger.mode = LoggerMode.offline
     run = tmp_path / "job"
     summary = run_job(cfg, run)
+    import wandb
+
+    wandb.teardown()  # the W&B service writes the run's log asynchronously: let it finish
 
     run_id = (run / "wandb_run_id.txt").read_text().strip()
     assert summary["sae_artifact"] == sae_artifact_name(run_id)
@@ -91,3 +94,18 @@ def test_what_a_job_sends_to_wandb_is_what_the_analysis_reads_back(tmp_path, mon
         if "." in knob and not knob.startswith("versions."):
             assert str(remote.get(knob)) == str(local[knob]), knob
     assert remote["status"] == "done"
+
+
+def test_a_failed_artifact_upload_leaves_the_job_done(tmp_path, monkeypatch):
+    import wandb
+
+    class Failing(_FakeWandbRun):
+        def log_artifact(self, artifact):
+            raise ConnectionError("upload refused")
+
+    monkeypatch.setattr(wandb, "init", lambda **k: Failing(k["config"], None))
+    cfg = small_config(train__steps=20)
+    cfg.logger.mode = LoggerMode.offline
+    summary = run_job(cfg, tmp_path / "job")
+    assert summary["status"] == "done" and summary["sae_artifact"] is None
+    assert (tmp_path / "job" / "sae.safetensors").is_file()
