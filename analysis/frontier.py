@@ -38,6 +38,9 @@ METRICS = {
         Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
         Metric("dead_fraction", "dead latents (never fire on the eval set)", False, False),
         Metric("dense_fraction", "dense latents (fire on > 10% of eval tokens)", False, False),
+        Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", True),
+        Metric("kl_div", "KL(clean || SAE spliced), nats/token", False),
+        Metric("kl_score", "KL score (vs zero ablation)", True),
     ]
 }
 """The frontiers the report can draw, in order; the `default` ones when the runs have them."""

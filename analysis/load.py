@@ -50,6 +50,17 @@ METRIC_COLUMNS = [
     "ce_clean",
     "ce_sae",
     "ce_zero",
+    "loss_recovered_mean",
+    "ce_mean",
+    "kl_div",
+    "kl_zero",
+    "kl_mean",
+    "kl_score",
+    "kl_score_mean",
+    "relative_reconstruction_bias",
+    "l2_ratio",
+    "alive_fraction",
+    "dense_fraction",
     "steps",
     "wall_s",
     "activations_per_s",
@@ -213,6 +224,8 @@ def make_row(
             row[m] = x
     for k, v in (summary.get("versions") or {}).items():
         row[f"versions.{k}"] = v
+    if summary.get("sae_artifact"):  # the W&B artifact of the job's exported SAE
+        row["sae_artifact"] = summary["sae_artifact"]
 
     status = summary.get("status") if summary else None
     row.update(

@@ -16,6 +16,7 @@ from analysis.matched import MAX_L0_FRACTION
 from analysis.model import analyse
 from analysis.report import ReportPaths, write_report
 from analysis.variants import is_bookkeeping, knob_columns, value_key
+from sae_sweep.record import layout
 
 
 class WandbLoadError(RuntimeError):
@@ -80,7 +81,7 @@ def first_variant(manifest: dict | None, runs: pd.DataFrame) -> str | None:
 def read_targets(sweep_dir: Path) -> dict | None:
     """The target-L0 sweeper's `targets.json` of a sweep folder, if any."""
     try:
-        loaded = json.loads((Path(sweep_dir) / "targets.json").read_text())
+        loaded = json.loads((Path(sweep_dir) / layout.TARGETS).read_text())
     except (OSError, ValueError):
         return None
     return loaded if isinstance(loaded, dict) else None

@@ -6,6 +6,9 @@ Two steps, each reported:
    report files as an artifact;
 2. a W&B Report (wandb-workspaces) with the paired-CI verdicts, live scatter panels over the group's
    runs, the runs table and the comparison tables.
+Both name the frontier runs' SAE artifacts (each job logs its SAELens folder as
+`sae-<run id>`); online, the summary run also uses them, so W&B's lineage graph links the
+analysis to the SAEs it picked.
 
 Mode (`WANDB_MODE`, else "online"):
 - online: both steps. If the second fails after the first succeeded, the result says so
@@ -80,11 +83,46 @@ def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def frontier_saes(a: Analysis) -> pd.DataFrame:
+    """The runs on the primary metric's frontiers, with their SAE artifact (None if the job
+    logged none). Columns: variant_label, run_id, l0, <metric>, sae_artifact."""
+    pm = primary_metric(a)
+    cols = ["variant_label", "run_id", "l0", pm or "metric", "sae_artifact"]
+    if pm is None:
+        return pd.DataFrame(columns=cols)
+    points = a.metrics[pm].points
+    ids = {i.strip() for r in points[points["on_frontier"]]["run_ids"] for i in r.split(",")}
+    runs = a.runs[a.runs["run_id"].isin(ids)].copy()
+    if "sae_artifact" not in runs:
+        runs["sae_artifact"] = None
+    runs["sae_artifact"] = runs["sae_artifact"].where(runs["sae_artifact"].notna(), None)
+    return runs[cols].sort_values(["variant_label", "l0"]).reset_index(drop=True)
+
+
+def _link_sae_artifacts(run: Any, saes: pd.DataFrame, project: str, entity: str | None) -> str:
+    """Online: the summary run uses each frontier SAE artifact (W&B lineage). Returns the
+    outcome for the publish steps."""
+    names = [n for n in saes["sae_artifact"] if n]
+    missing = len(saes) - len(names)
+    prefix = f"{entity}/{project}" if entity else project
+    failed = []
+    for name in names:
+        try:
+            run.use_artifact(f"{prefix}/{name}:latest")
+        except Exception as e:  # noqa: BLE001 - a missing artifact must not stop publishing
+            failed.append(f"{name} ({type(e).__name__})")
+    note = f"{len(names) - len(failed)} of {len(saes)} frontier SAEs linked"
+    if missing:
+        note += f"; {missing} jobs logged no artifact (W&B off)"
+    return f"FAILED: {note}; not found: {', '.join(failed)}" if failed else f"ok: {note}"
+
+
 def log_summary_run(
     a: Analysis, paths: ReportPaths, project: str, group: str | None, entity: str | None,
-    mode: str, out_dir: Path,
+    mode: str, out_dir: Path, links: dict[str, str] | None = None,
 ) -> Any:  # fmt: skip
-    """Step 1: the summary run. Returns the finished run."""
+    """Step 1: the summary run. Returns the finished run. `links` receives `outcome`, how
+    the frontier SAE artifacts were linked (online only)."""
     import wandb
 
     run = wandb.init(
@@ -110,7 +148,11 @@ def log_summary_run(
                 logs[f"comparisons/{m}"] = wandb.Table(
                     dataframe=_table_frame(pairs_table(ma.comparisons))
                 )
+        saes = frontier_saes(a)
+        logs["frontier_saes"] = wandb.Table(dataframe=_table_frame(saes))
         run.log(logs)
+        if mode == "online" and len(saes) and links is not None:
+            links["outcome"] = _link_sae_artifacts(run, saes, project, entity)
         art = wandb.Artifact(f"{group or 'sweep'}-report", type="report")
         for p in paths:
             art.add_file(str(p), name=str(p.relative_to(paths.report_md.parent)))
@@ -156,6 +198,16 @@ def build_wandb_report(
                 wr.H2(f"Pairwise comparisons: {m}"),
                 wr.MarkdownBlock(text=_md_table(pairs_table(ma.comparisons))),
             ]
+    saes = frontier_saes(a)
+    if len(saes):
+        saes["sae_artifact"] = [
+            f"[{n}](https://wandb.ai/{entity}/{project}/artifacts/sae/{n}/latest)" if n else "none"
+            for n in saes["sae_artifact"]
+        ]
+        blocks += [
+            wr.H2(f"Frontier SAEs ({primary_metric(a)}): SAELens folders as W&B artifacts"),
+            wr.MarkdownBlock(text=_md_table(saes)),
+        ]
     problems = a.problems
     blocks += [
         wr.H2(f"Failed and unfinished runs ({len(problems)})"),
@@ -191,11 +243,14 @@ def publish(
         res.steps["summary run"] = "skipped: --report-only"
     else:
         try:
-            run = log_summary_run(a, paths, proj, group, entity, mode, out_dir)
+            links: dict[str, str] = {}
+            run = log_summary_run(a, paths, proj, group, entity, mode, out_dir, links=links)
             res.run_url = getattr(run, "url", None) if mode == "online" else None
             entity = entity or getattr(run, "entity", None)
             res.run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
             res.steps["summary run"] = "ok" if mode == "online" else "written locally"
+            if links:
+                res.steps["frontier SAE artifacts"] = links["outcome"]
         except Exception as e:  # noqa: BLE001 - any W&B error is reported, not raised
             res.steps["summary run"] = f"FAILED: {type(e).__name__}: {e}"
     if mode != "online":

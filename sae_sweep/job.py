@@ -9,11 +9,13 @@ written atomically. A failing SAE writes a summary with status `failed` and its 
 (an interrupted one: status `interrupted`, resumable); in a pack the others go on.
 Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
 `done` means finite results. `progress.json` tells other processes how far each SAE is.
+With W&B on, each SAE is also exported to `saelens/` in its record and logged as an artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 import time
 import traceback
@@ -29,12 +31,15 @@ from .config.schema import Config
 from .config.validation import validate
 from .data import build_source, estimate_norm_scale
 from .evaluation import check_finite_metrics, evaluate
+from .export.run import export_run
 from .models import architecture, build_sae
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.versions import versions
-from .record.weights import save_sae
+from .record.weights import save_firing, save_sae
 from .training.loop import TrainingRun
 from .training.progress import JobProgress
+
+logger = logging.getLogger("sae_sweep")
 
 
 def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
@@ -163,11 +168,15 @@ class _Member:
     def finish(self, source, device: torch.device) -> None:
         cfg, sae, result = self.cfg, self.sae, self.run.result()
         self.progress.evaluating()
-        metrics = evaluate(sae, source, self.norm_scale, cfg.train.eval_batch_size)
+        firing: dict = {}
+        metrics = evaluate(sae, source, self.norm_scale, cfg.train.eval_batch_size, firing=firing)
         check_finite_metrics(metrics)  # a NaN result must never be recorded as done
         self.log.log({f"eval/{k}": v for k, v in metrics.items() if v is not None}, result.steps)
         save_sae(self.out_dir, sae, cfg.sae.kind,
                  {"norm_scale": self.norm_scale, "config": self.base["knobs"]})  # fmt: skip
+        save_firing(self.out_dir, firing["frequency"], metrics["dead_window_tokens"])
+        artifact = _log_sae_artifact(cfg, self.out_dir, self.log,
+                                     {**metrics, "norm_scale": self.norm_scale})  # fmt: skip
         summary = {
             **metrics,
             "steps": result.steps,
@@ -181,6 +190,7 @@ class _Member:
             "device": str(device),
             "threads": torch.get_num_threads(),
             "peak_memory_mb": _peak_memory_mb(device),
+            "sae_artifact": artifact,
             "status": "done",
             "error": None,
             "traceback": None,
@@ -208,6 +218,24 @@ class _Member:
         self.log.mark_failed()
         if self.progress is not None:
             self.progress.finish(failed)
+
+
+def _log_sae_artifact(cfg: Config, out_dir: Path, log: RunLogger, metrics: dict) -> str | None:
+    """With W&B on: export the SAE to `saelens/` in the record and log it as an artifact.
+
+    The SAE is trained and saved by now: a W&B failure here is reported, not fatal.
+    """
+    if log.wandb_run is None:
+        return None
+    known = {**metrics, "variant": cfg.variant, "sweep": cfg.sweep}
+    try:
+        folder = export_run(out_dir, out_dir / layout.SAELENS_DIR, summary=known)
+        return log.log_sae_artifact(folder, metrics)
+    except Exception as exc:  # noqa: BLE001 - the record is complete without the artifact
+        logger.warning("the SAE artifact was not logged to W&B (%s: %s); the record is complete "
+                     "and `sae-export %s OUT` writes the same folder", type(exc).__name__, exc,
+                     out_dir)  # fmt: skip
+        return None
 
 
 def resolve_device(name: str) -> torch.device:

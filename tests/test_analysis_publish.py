@@ -100,3 +100,59 @@ def test_cli_reports_wandb_load_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(wandb, "Api", no_login)
     assert main(["--wandb", "e/p"]) == 2
     assert "could not load runs from W&B 'e/p'" in capsys.readouterr().err
+
+
+def test_publish_links_the_frontier_runs_sae_artifacts(tmp_path, monkeypatch):
+    """Online: the summary run uses each frontier SAE's artifact, the W&B Report lists them."""
+    import json
+
+    import wandb
+    import wandb_workspaces.reports.v2 as wr
+
+    from analysis.frontier import frontier_points
+    from analysis.load import load_runs
+    from analysis.variants import assign_variants
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    root = make_sweep(tmp_path / "s", seeds=(0,), lams=(0.1, 0.3, 1.0))
+    # one point made worse than a cheaper one: it must not be linked
+    for p in root.rglob("summary.json"):
+        s = json.loads(p.read_text())
+        if s.get("status") == "done":
+            s["sae_artifact"] = f"sae-{p.parent.name}"
+            if s["knobs"]["penalty.coefficient"] == 0.3 and s["knobs"]["penalty.kind"] == "l1":
+                s["fvu"] = 5.0
+            p.write_text(json.dumps(s))
+    used, saved = [], {}
+
+    class FakeRun(SimpleNamespace):
+        def log(self, *a, **k): ...
+        def log_artifact(self, *a, **k): ...
+        def finish(self, *a, **k): ...
+        def use_artifact(self, name):
+            used.append(name)
+
+    monkeypatch.setattr(wandb, "init", lambda **k: FakeRun(url="u", dir=None, entity="e"))
+    monkeypatch.setattr(wandb, "Image", lambda *a, **k: None)
+
+    class FakeReport:
+        def __init__(self, project, entity, title, blocks):
+            saved["blocks"] = blocks
+            self.url = "r"
+
+        def save(self): ...
+
+    monkeypatch.setattr(wr, "Report", FakeReport)
+    res = analysis.run_analysis(root, publish=True).publish  # project: the runs' logger.project
+    assert res.ok, res.describe()
+
+    runs, _ = assign_variants(load_runs(root))
+    pts = frontier_points(runs, "fvu")
+    on = {i.strip() for r in pts[pts["on_frontier"]]["run_ids"] for i in r.split(",")}
+    expected = {f"sae-sweep/{a}:latest" for a in runs[runs["run_id"].isin(on)]["sae_artifact"]}
+    assert sorted(used) == sorted(expected) and len(expected) == 5
+    assert res.steps["frontier SAE artifacts"] == "ok: 5 of 5 frontier SAEs linked"
+    text = "\n".join(b.text for b in saved["blocks"] if isinstance(b, wr.MarkdownBlock))
+    for name in expected:
+        short = name.split("/")[-1].removesuffix(":latest")
+        assert f"https://wandb.ai/e/sae-sweep/artifacts/sae/{short}/latest" in text

@@ -57,3 +57,15 @@ def test_real_model_end_to_end(tmp_path):
     assert 0.3 < summary["loss_recovered"] <= 1.0
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["loss_recovered"] == pytest.approx(summary["loss_recovered"])
+    # mean ablation is the stricter baseline: it keeps far more of the loss than zero does
+    assert summary["ce_clean"] < summary["ce_mean"] < summary["ce_zero"]
+    assert summary["loss_recovered_mean"] < summary["loss_recovered"]
+    assert 0 < summary["kl_div"] < summary["kl_mean"] < summary["kl_zero"]
+
+    # the exported SAE names the layer the way SAELens / SAEBench do
+    from sae_sweep.export.run import export_run
+
+    cfg_json = json.loads((export_run(tmp_path / "run", tmp_path / "e") / "cfg.json").read_text())
+    assert cfg_json["metadata"]["hook_name"] == "blocks.2.hook_resid_post"
+    assert cfg_json["metadata"]["hf_hook_name"] == "model.layers.2"
+    assert cfg_json["metadata"]["context_size"] == 128

@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from sae_sweep.evaluation.metrics import StreamingMetrics, fvu, l0, mmcs, mse, shrinkage
+from sae_sweep.evaluation.metrics import (
+    StreamingMetrics,
+    firing_frequency,
+    fvu,
+    l0,
+    l2_ratio,
+    mmcs,
+    mse,
+    shrinkage,
+)
 
 
 def test_fvu_uses_variance_about_the_mean():
@@ -17,6 +26,40 @@ def test_shrinkage_gamma():
     x = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
     assert shrinkage(x, 0.5 * x).item() == pytest.approx(0.5)  # uniformly shrunk by half
     assert shrinkage(x, x).item() == pytest.approx(1.0)
+
+
+def test_shrinkage_is_a_ratio_of_sums_over_tokens_not_of_norms():
+    """Cases where the wrong formulas give other values:
+    ||x_hat|| / ||x||, x_hat.x / ||x||^2, ||x_hat||^2 / ||x||^2, or a mean of per-token ratios."""
+    x = torch.tensor([[1.0, 0.0]])
+    x_hat = torch.tensor([[0.5, 1.0]])  # ||x_hat||^2 = 1.25, x_hat.x = 0.5
+    assert shrinkage(x, x_hat).item() == pytest.approx(2.5)  # not 1.118, 0.5 or 1.25
+    x = torch.tensor([[1.0, 0.0], [10.0, 0.0]])
+    x_hat = torch.tensor([[0.5, 1.0], [10.0, 0.0]])
+    assert shrinkage(x, x_hat).item() == pytest.approx(101.25 / 100.5)  # mean of ratios: 1.75
+
+
+def test_l2_ratio_is_the_mean_of_per_token_ratios():
+    x = torch.tensor([[1.0, 0.0], [10.0, 0.0]])
+    x_hat = torch.tensor([[2.0, 0.0], [0.0, 10.0]])  # direction is irrelevant to the ratio
+    assert l2_ratio(x, x_hat).item() == pytest.approx(1.5)  # ratio of means: 12/11
+
+
+def test_alive_and_dense_fractions_count_firing_tokens_per_latent():
+    # 20 tokens, 4 latents: fires on 0, 1 (5%), 2 (exactly 10%: not dense), 20 (100%) tokens
+    f = torch.zeros(20, 4)
+    f[:1, 1] = 1.0
+    f[:2, 2] = 0.5
+    f[:, 3] = 2.0
+    assert firing_frequency(f).tolist() == pytest.approx([0.0, 0.05, 0.1, 1.0])
+    acc = StreamingMetrics(4, torch.device("cpu"))
+    for chunk in f.split(7):
+        acc.update(torch.ones(len(chunk), 2), torch.ones(len(chunk), 2), chunk)
+    r = acc.result()
+    assert r["alive_fraction"] == pytest.approx(0.75)
+    assert r["dead_fraction"] == pytest.approx(0.25)
+    assert r["dense_fraction"] == pytest.approx(0.25)  # only the latent above 10%
+    torch.testing.assert_close(acc.firing_frequency().float(), firing_frequency(f))
 
 
 def test_l0_counts_nonzero_features_per_token():
@@ -46,6 +89,8 @@ def test_streaming_metrics_equal_the_one_shot_definitions():
     assert r["fvu"] == pytest.approx(fvu(x, x_hat).item(), rel=1e-5)
     assert r["mse"] == pytest.approx(mse(x, x_hat).item(), rel=1e-5)
     assert r["shrinkage"] == pytest.approx(shrinkage(x, x_hat).item(), rel=1e-5)
+    assert r["relative_reconstruction_bias"] == r["shrinkage"]
+    assert r["l2_ratio"] == pytest.approx(l2_ratio(x, x_hat).item(), rel=1e-5)
     assert r["l0"] == pytest.approx(l0(f).item(), rel=1e-6)
     assert r["dead_fraction"] == pytest.approx(0.1)
     assert r["explained_variance"] == pytest.approx(1 - r["fvu"])

@@ -27,12 +27,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from hydra_plugins.sae_sweep_packing.packing_sweeper import PackingSweeper
+from sae_sweep.record import layout
 from sae_sweep.record.atomic import atomic_write_json
 from sae_sweep.sweep import targets as tg
 
 log = logging.getLogger("sae_sweep")
 
-TARGETS_FILE = "targets.json"
+TARGETS_FILE = layout.TARGETS
 LAMBDA_KEYS = ("lambda_multiplier", "penalty.coefficient")
 SEED_KEY = "seed"
 TARGET_KEY = "l0_target"

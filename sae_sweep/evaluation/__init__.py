@@ -9,7 +9,7 @@ import torch
 from ..data.source import ActivationSource, DataError
 from ..data.splice import LM_METRICS
 from ..models.base import SparseAutoencoder
-from .metrics import StreamingMetrics, fvu, l0, mmcs, mse, shrinkage
+from .metrics import StreamingMetrics, fvu, l0, l2_ratio, mmcs, mse, shrinkage
 
 __all__ = [
     "NonFiniteMetricsError",
@@ -18,6 +18,7 @@ __all__ = [
     "evaluate",
     "fvu",
     "l0",
+    "l2_ratio",
     "mmcs",
     "mse",
     "shrinkage",
@@ -33,9 +34,16 @@ class NonFiniteMetricsError(RuntimeError):
 
 @torch.no_grad()
 def evaluate(
-    sae: SparseAutoencoder, source: ActivationSource, norm_scale: float, batch_size: int
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    norm_scale: float,
+    batch_size: int,
+    firing: dict | None = None,
 ) -> dict[str, float | None]:
-    """Every metric on the held-out split, in normalised units (MSE also in original units)."""
+    """Every metric on the held-out split, in normalised units (MSE also in original units).
+
+    `firing`, when given, receives `frequency`: the (M,) per-latent firing frequency.
+    """
     was_training = sae.training
     sae.eval()
     acc = StreamingMetrics(sae.d_sae, sae.W_dec.device)
@@ -54,6 +62,8 @@ def evaluate(
             "activation data."
         )
     result: dict[str, float | None] = acc.result()
+    if firing is not None:
+        firing["frequency"] = acc.firing_frequency().float().cpu()
     result["mse_original_units"] = result["mse"] / norm_scale**2
     result["mmcs"] = result["frac_recovered"] = result["mmcs_random"] = None
     if source.ground_truth is not None:

@@ -29,6 +29,20 @@ def shrinkage(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return x_hat.pow(2).sum() / (x_hat * x).sum()
 
 
+def l2_ratio(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of ||x_hat|| / ||x|| (SAEBench's l2_ratio; a ratio per token, then mean)."""
+    return (x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
+
+
+def firing_frequency(f: torch.Tensor) -> torch.Tensor:
+    """(M,) fraction of tokens on which each latent is non-zero."""
+    return (f != 0).float().mean(0)
+
+
+DENSE_THRESHOLD = 0.1
+"""A latent firing on more than this fraction of held-out tokens is dense."""
+
+
 def mmcs(true_directions: torch.Tensor, W_dec: torch.Tensor, threshold: float = 0.9):
     """Ground-truth recovery: (mean max cosine similarity, fraction with max cosine > threshold).
 
@@ -40,12 +54,8 @@ def mmcs(true_directions: torch.Tensor, W_dec: torch.Tensor, threshold: float = 
     return best.mean(), (best > threshold).float().mean()
 
 
-DENSE_FIRING = 0.1
-"""A latent that fires on more than this fraction of tokens is dense."""
-
-
 class StreamingMetrics:
-    """Accumulates the sums behind L0, MSE, FVU, gamma and firing over batches, in float64.
+    """Accumulates the sums behind L0, MSE, FVU, gamma, L2 ratio and firing, in float64.
 
     FVU needs the mean of x over the whole set, so it keeps sum x and sum ||x||^2:
     sum ||x - mean||^2 = sum ||x||^2 - N ||mean||^2.
@@ -60,8 +70,8 @@ class StreamingMetrics:
         self.sum_x = None
         self.sq_xhat = z()
         self.dot = z()
-        self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
-        self.fire_count = torch.zeros(d_sae, dtype=torch.float64, device=device)
+        self.l2_ratio = z()
+        self.fires = torch.zeros(d_sae, dtype=torch.int64, device=device)  # tokens per latent
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor) -> None:
@@ -75,20 +85,29 @@ class StreamingMetrics:
         self.sum_x = sum_x if self.sum_x is None else self.sum_x + sum_x
         self.sq_xhat += x_hat.pow(2).sum()
         self.dot += (x_hat * x).sum()
-        self.fired |= nz.any(0)
-        self.fire_count += nz.sum(0)
+        self.l2_ratio += (x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).sum()
+        self.fires += nz.sum(0)
+
+    def firing_frequency(self) -> torch.Tensor:
+        """(M,) fraction of the tokens seen on which each latent fired."""
+        return self.fires.double() / max(self.n, 1)
 
     def result(self) -> dict[str, float]:
         n = self.n
         variance = self.sq_x - self.sum_x.pow(2).sum() / n
         fvu_value = (self.sq_err / variance).item()
+        frequency = self.firing_frequency()
+        gamma = (self.sq_xhat / self.dot).item()
         return {
             "l0": (self.active / n).item(),
             "mse": (self.sq_err / n).item(),
             "fvu": fvu_value,
             "explained_variance": 1.0 - fvu_value,
-            "shrinkage": (self.sq_xhat / self.dot).item(),
-            "dead_fraction": 1.0 - self.fired.float().mean().item(),
-            "dense_fraction": (self.fire_count / n > DENSE_FIRING).float().mean().item(),
+            "shrinkage": gamma,
+            "relative_reconstruction_bias": gamma,  # SAEBench's name for the same quantity
+            "l2_ratio": (self.l2_ratio / n).item(),
+            "dead_fraction": (frequency == 0).double().mean().item(),
+            "alive_fraction": (frequency > 0).double().mean().item(),
+            "dense_fraction": (frequency > DENSE_THRESHOLD).double().mean().item(),
             "dead_window_tokens": n,
         }

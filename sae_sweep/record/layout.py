@@ -5,6 +5,7 @@ A sweep folder (`hydra.sweep.dir`):
     jobs.md, jobs.json    the end-of-sweep table (sweep/table.py)
     multirun.yaml         Hydra's record of the multirun
     packs/                what each packed job trains (sweep/packing.py)
+    targets.json          a target-L0 sweep's outcome per (variant, target)
     <job folder>/         one per SAE, named by `hydra.sweep.subdir`
 
 A job folder:
@@ -13,7 +14,11 @@ A job folder:
     summary.json          status, held-out metrics, steps, wall time, every knob, versions
     sae.safetensors       the weights, with sae_config.json beside them
     ground_truth.safetensors   the true feature directions (synthetic data)
+    latent_firing.safetensors  per-latent firing frequency on the held-out tokens
+    progress.json         live progress (step, L0, FVU, ETA), rewritten while it runs
+    saelens/              the SAE in SAELens's format, when W&B logs it as an artifact
     checkpoint/           resumable training state: state.safetensors, then meta.json
+    checkpoint.damaged-<time>/  an unreadable checkpoint, moved aside (the re-run starts afresh)
     job.json              what the latest launch did with the job (sweep/task.py)
     wandb_run_id.txt      the job's W&B run id, reused on resume
     .hydra/               Hydra's own copy of the job's config and overrides
@@ -37,6 +42,12 @@ SUMMARY = "summary.json"
 WEIGHTS = "sae.safetensors"
 WEIGHTS_CONFIG = "sae_config.json"
 GROUND_TRUTH = "ground_truth.safetensors"
+FIRING = "latent_firing.safetensors"  # per-latent firing frequency on held-out tokens
+SAELENS_DIR = "saelens"  # the SAE exported in SAELens's format (logged as a W&B artifact)
+PROGRESS = "progress.json"  # live progress of a job (also of a cache build, in its tmp folder)
+CHECKPOINT_DAMAGED_SUFFIX = (
+    ".damaged-"  # an unreadable checkpoint/ moved to checkpoint.damaged-<time>
+)
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.safetensors"  # inside CHECKPOINT_DIR
 CHECKPOINT_META = "meta.json"  # inside CHECKPOINT_DIR, written last: marks a whole checkpoint
@@ -50,12 +61,14 @@ TABLE_MD = "jobs.md"
 TABLE_JSON = "jobs.json"
 HYDRA_MULTIRUN = "multirun.yaml"
 PACKS_DIR = "packs"
+TARGETS = "targets.json"  # a target-L0 sweep's outcome per (variant, target)
 
-JOB_FILES = (CONFIG, METRICS, SUMMARY, WEIGHTS, WEIGHTS_CONFIG, GROUND_TRUTH, CHECKPOINT_DIR,
-             JOB, WANDB_RUN_ID)  # fmt: skip
-SWEEP_FILES = (MANIFEST, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR)
+JOB_FILES = (CONFIG, METRICS, SUMMARY, WEIGHTS, WEIGHTS_CONFIG, GROUND_TRUTH, FIRING,
+             SAELENS_DIR, PROGRESS, CHECKPOINT_DIR, JOB, WANDB_RUN_ID)  # fmt: skip
+SWEEP_FILES = (MANIFEST, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR, TARGETS)
 # Folders inside a sweep (or a job) that never hold a job of their own.
-NOT_JOB_DIRS = frozenset({CHECKPOINT_DIR, PACKS_DIR, HYDRA_DIR, "wandb", "__pycache__", "plots"})
+NOT_JOB_DIRS = frozenset({CHECKPOINT_DIR, PACKS_DIR, SAELENS_DIR, HYDRA_DIR, "wandb",
+                          "__pycache__", "plots"})  # fmt: skip
 
 
 def checkpoint_dir(job_dir: Path) -> Path:

@@ -29,9 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .atomic import atomic_write_json
 
-PROGRESS_FILE = "progress.json"
+PROGRESS_FILE = layout.PROGRESS
 RUNNING_STATES = ("preparing", "running", "evaluating")
 
 log = logging.getLogger("sae_sweep.progress")

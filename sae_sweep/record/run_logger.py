@@ -123,6 +123,22 @@ class RunLogger:
         """The job failed without raising through this logger (a packed job goes on)."""
         self._failed = True
 
+    def log_sae_artifact(self, folder: Path, metadata: dict[str, Any]) -> str | None:
+        """Log an exported SAE folder as the W&B artifact `sae_artifact_name(run id)`.
+
+        The files are referenced in place (policy "immutable"), so an offline run's staged
+        artifact syncs later from the record itself. Returns the name, or None without W&B.
+        """
+        if self.wandb_run is None:
+            return None
+        import wandb
+
+        name = sae_artifact_name(self.wandb_run.id)
+        artifact = wandb.Artifact(name, type=SAE_ARTIFACT_TYPE, metadata=metadata)
+        artifact.add_dir(str(folder), policy="immutable")
+        self.wandb_run.log_artifact(artifact)
+        return name
+
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
 
@@ -144,6 +160,14 @@ class RunLogger:
                         exc,
                         self.out_dir,
                     )
+
+
+SAE_ARTIFACT_TYPE = "sae"
+
+
+def sae_artifact_name(wandb_run_id: str) -> str:
+    """The artifact a job's exported SAE is logged as (its versions: `:latest`, `:v0`...)."""
+    return f"sae-{wandb_run_id}"
 
 
 def _wandb_run_id(out_dir: Path) -> str:

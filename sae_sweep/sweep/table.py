@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..record import layout
 from ..record.atomic import atomic_write_json, atomic_write_text
 from ..record.layout import JOB as JOB_FILE
 from ..record.layout import TABLE_JSON, TABLE_MD
@@ -19,7 +20,7 @@ from ..record.layout import TABLE_JSON, TABLE_MD
 OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
 COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0_target", "l0",
            "fvu", "wall_s", "error")  # fmt: skip
-TARGETS_FILE = "targets.json"  # written by the target-L0 sweeper
+TARGETS_FILE = layout.TARGETS  # written by the target-L0 sweeper
 
 
 def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any]]:

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..record import layout
 from ..record.atomic import atomic_write_text, replace_atomically
 from ..record.layout import CHECKPOINT_META as META_FILE
 from ..record.layout import CHECKPOINT_STATE as STATE_FILE
 
-DAMAGED_SUFFIX = ".damaged-"
+DAMAGED_SUFFIX = layout.CHECKPOINT_DAMAGED_SUFFIX
 """A damaged checkpoint folder is renamed to `<folder>.damaged-<YYYYmmdd-HHMMSS>`."""
 
 

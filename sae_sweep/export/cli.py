@@ -1,0 +1,141 @@
+"""`sae-export`: trained SAEs as SAELens folders, one job or a sweep's frontier.
+
+    sae-export multirun/2024-06-01/12-00-00/3 out/sae          # one job folder
+    sae-export multirun/2024-06-01/12-00-00 out/ --frontier     # every variant's frontier
+    sae-export multirun/2024-06-01/12-00-00 out/ --all          # every finished job
+
+Over a sweep, each SAE gets a sub-folder named after its variant, frontier-axis value and
+seed, and `index.csv` lists them with their metrics. Exit status: 0 on success, 2 on bad
+arguments or a folder that holds nothing to export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..record.weights import WEIGHTS_CONFIG_FILE
+from .run import export_run
+from .saelens import ExportError
+
+INDEX_FILE = "index.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sae-export",
+        description="Write trained SAEs in SAELens's folder format (cfg.json + "
+        "sae_weights.safetensors), loadable with sae_lens.SAE.load_from_disk.",
+    )
+    p.add_argument("record_dir", metavar="RECORD_DIR", help="a job folder or a sweep folder")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="where the SAELens folder(s) go")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="sweep: every finished job")
+    which.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep: the jobs on each variant's Pareto frontier (all seeds of a frontier point)",
+    )
+    p.add_argument(
+        "--metric",
+        default="fvu",
+        help="with --frontier: the (L0, metric) frontier to take (default fvu; e.g. "
+        "loss_recovered, kl_div, mse)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    source, out = Path(args.record_dir), Path(args.out_dir)
+    try:
+        if (source / WEIGHTS_CONFIG_FILE).is_file():
+            if args.all or args.frontier:
+                parser.error(f"{source} is one job: --all/--frontier apply to a sweep folder")
+            print(export_run(source, out))
+            return 0
+        if not (args.all or args.frontier):
+            raise ExportError(
+                f"{source} is not a finished job folder (no {WEIGHTS_CONFIG_FILE}). For a sweep "
+                "folder, choose --frontier (the frontier runs) or --all (every finished job)."
+            )
+        index = export_sweep(source, out, frontier_metric=args.metric if args.frontier else None)
+    except (ExportError, FileNotFoundError) as e:
+        print(f"sae-export: error: {e}", file=sys.stderr)
+        return 2
+    for folder in index["folder"]:
+        print(out / folder)
+    print(f"index: {out / INDEX_FILE}", file=sys.stderr)
+    return 0
+
+
+def export_sweep(sweep_dir: Path, out_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
+    """Export a sweep's finished jobs (or only its frontier's); returns the index written."""
+    runs = selected_runs(sweep_dir, frontier_metric)
+    names = folder_names(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for (_, run), name in zip(runs.iterrows(), names, strict=True):
+        export_run(Path(run["path"]), out_dir / name)
+    keep = ["variant_label", "run_id", "path", "seed", "l0", "fvu", "mse", "loss_recovered",
+            "loss_recovered_mean", "kl_div", "kl_score"]  # fmt: skip
+    index = runs[[c for c in keep if c in runs.columns]].copy()
+    index.insert(0, "folder", names)
+    index.to_csv(out_dir / INDEX_FILE, index=False)
+    return index
+
+
+def selected_runs(sweep_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
+    """The finished runs of a sweep with a `variant_label`; only frontier runs if a metric."""
+    from analysis.frontier import finished, frontier_points
+    from analysis.load import load_runs
+    from analysis.variants import LABEL, assign_variants
+
+    runs, _ = assign_variants(finished(load_runs(sweep_dir)))
+    if runs.empty:
+        raise ExportError(f"{sweep_dir} holds no finished job (status done) to export")
+    if frontier_metric is None:
+        return runs.reset_index(drop=True)
+    if frontier_metric not in runs.columns or runs[frontier_metric].isna().all():
+        present = [c for c in ("fvu", "mse", "loss_recovered", "kl_div") if c in runs.columns]
+        raise ExportError(
+            f"--metric {frontier_metric!r}: no finished run of {sweep_dir} has it. "
+            f"Fix: one of {present}."
+        )
+    points = frontier_points(runs, frontier_metric)
+    on = points[points["on_frontier"]]
+    ids = {
+        (row[LABEL], rid.strip()) for _, row in on.iterrows() for rid in row["run_ids"].split(",")
+    }
+    mask = [(label, rid) in ids for label, rid in zip(runs[LABEL], runs["run_id"], strict=True)]
+    return runs[mask].sort_values([LABEL, "l0"], kind="stable").reset_index(drop=True)
+
+
+def folder_names(runs: pd.DataFrame) -> list[str]:
+    """`<variant>__<axis>-<value>__seed-<seed>`, made unique by the job folder when needed."""
+    from analysis.variants import LABEL, frontier_axis, value_key
+
+    axis = frontier_axis(runs)
+    names = []
+    for _, run in runs.iterrows():
+        parts = [_slug(str(run[LABEL]))]
+        if axis:
+            parts.append(f"{_slug(axis.split('.')[-1])}-{_slug(value_key(run[axis]))}")
+        if "seed" in runs.columns:
+            parts.append(f"seed-{run['seed']}")
+        names.append("__".join(parts))
+    if len(set(names)) < len(names):  # runs the knobs do not tell apart: add the job folder
+        names = [f"{n}__{_slug(Path(p).name)}" for n, p in zip(names, runs["path"], strict=True)]
+    return names
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text.replace("=", "-")).strip("_") or "run"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

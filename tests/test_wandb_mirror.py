@@ -1,0 +1,111 @@
+"""The W&B mirror of a job: its SAE artifact (staged offline) and the summary the analysis reads."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from conftest import small_config
+
+from analysis.load import load_runs, load_wandb_runs
+from sae_sweep.config.schema import LoggerMode
+from sae_sweep.job import run_job
+from sae_sweep.record.run_logger import sae_artifact_name
+
+
+def test_an_offline_job_stages_its_saelens_folder_as_an_artifact(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = small_config(train__steps=20)
+    cfg.logger.mode = LoggerMode.offline
+    run = tmp_path / "job"
+    summary = run_job(cfg, run)
+    import wandb
+
+    wandb.teardown()  # the W&B service writes the run's log asynchronously: let it finish
+
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    assert summary["sae_artifact"] == sae_artifact_name(run_id)
+    assert (run / "saelens" / "cfg.json").is_file()
+    # The offline run's log holds the artifact, its files referenced in the record itself,
+    # so `wandb sync` uploads them later (also from another machine, with the record).
+    (log,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    data = log.read_bytes()
+    assert sae_artifact_name(run_id).encode() in data
+    for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
+        assert str(run / "saelens" / name).encode() in data, name
+
+
+class _FakeWandbRun:
+    """Records what RunLogger sends, with W&B's summary rule: the last logged value of each key,
+    overwritten by explicit summary updates."""
+
+    def __init__(self, config: dict, group: str | None):
+        self.id, self.config, self.group = "r1", config, group
+        self.logged: dict = {}
+        self.summary = SimpleNamespace(update=self._update)
+        self.explicit: dict = {}
+        self.artifacts: list = []
+
+    def _update(self, d: dict) -> None:
+        self.explicit.update(d)
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.logged.update(metrics)
+
+    def log_artifact(self, artifact) -> None:
+        self.artifacts.append(artifact)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.state = "finished" if exit_code == 0 else "failed"
+
+    def as_api_run(self) -> SimpleNamespace:
+        summary = {**self.logged, **self.explicit}
+        return SimpleNamespace(id=self.id, url=f"https://wandb.ai/e/p/runs/{self.id}",
+                               group=self.group, state=self.state, job_type=None,
+                               config=self.config, summary=summary)  # fmt: skip
+
+
+def test_what_a_job_sends_to_wandb_is_what_the_analysis_reads_back(tmp_path, monkeypatch):
+    import wandb
+
+    sent: list[_FakeWandbRun] = []
+
+    def fake_init(**kwargs):
+        sent.append(_FakeWandbRun(kwargs["config"], kwargs.get("group")))
+        return sent[-1]
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    cfg = small_config(train__steps=20)
+    cfg.logger.mode = LoggerMode.offline
+    run_job(cfg, tmp_path / "s" / "0")
+    (fake,) = sent
+    assert [a.name for a in fake.artifacts] == [sae_artifact_name("r1")]
+
+    local = load_runs(tmp_path / "s").iloc[0]
+    api = SimpleNamespace(runs=lambda path, filters=None: [fake.as_api_run()])
+    remote = load_wandb_runs("e/p", api=api).iloc[0]
+    summary = json.loads((tmp_path / "s" / "0" / "summary.json").read_text())
+    metrics = [k for k, v in summary.items() if isinstance(v, float)]
+    assert {"l0", "fvu", "alive_fraction", "dense_fraction", "l2_ratio"} <= set(metrics)
+    for m in metrics:
+        assert remote[m] == pytest.approx(local[m], nan_ok=True), m
+    for knob in local.index:
+        if "." in knob and not knob.startswith("versions."):
+            assert str(remote.get(knob)) == str(local[knob]), knob
+    assert remote["status"] == "done"
+
+
+def test_a_failed_artifact_upload_leaves_the_job_done(tmp_path, monkeypatch):
+    import wandb
+
+    class Failing(_FakeWandbRun):
+        def log_artifact(self, artifact):
+            raise ConnectionError("upload refused")
+
+    monkeypatch.setattr(wandb, "init", lambda **k: Failing(k["config"], None))
+    cfg = small_config(train__steps=20)
+    cfg.logger.mode = LoggerMode.offline
+    summary = run_job(cfg, tmp_path / "job")
+    assert summary["status"] == "done" and summary["sae_artifact"] is None
+    assert (tmp_path / "job" / "sae.safetensors").is_file()
