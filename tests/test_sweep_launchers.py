@@ -148,11 +148,15 @@ def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
     for pts in points.values():
         assert len(pts) == 4
         assert pts[0][1] > pts[-1][1]  # L0 falls as lambda grows
-        lo, hi = pts[-1][1] * 1.2, pts[0][1] / 1.2  # an L0 range inside the measured one
-        fit = calibrate.fit(pts, (lo, hi), (0.5, 4.0))
+        # an L0 range inside the measured one: its high end is reached at the smallest lambda
+        low_l0, high_l0 = sorted((pts[-1][1] * 1.1, pts[0][1] / 1.1))
+        fit = calibrate.fit(pts, (low_l0, high_l0), (0.5, 4.0))
         assert fit["covers_range"] and fit["lambda_exponent"] > 0
-        lam_hi_l0, _ = calibrate.lambda_at_l0(pts, hi)
-        assert fit["lambda_scale"] * 0.5 ** fit["lambda_exponent"] == pytest.approx(lam_hi_l0)
+        for l0, m in ((high_l0, 0.5), (low_l0, 4.0)):
+            lam, inside = calibrate.lambda_at_l0(pts, l0)
+            assert inside and fit["lambda_scale"] * m ** fit["lambda_exponent"] == pytest.approx(
+                lam
+            )
     calibrate.main([str(d), "--l0", "2", "20"])
     out = capsys.readouterr().out
     assert out.count("lambda_scale:") == 2 and "measured (lambda, L0)" in out
