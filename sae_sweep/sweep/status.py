@@ -30,22 +30,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..record.progress import PROGRESS_FILE, duration, read_progress
+from ..record import layout
+from ..record.progress import duration, read_progress
 from .manifest import read_manifest
-from .policy import SUMMARY_FILE
-from .task import JOB_FILE
 
 STATES = ("done", "running", "stale", "failed", "interrupted", "conflict", "not started")
 DEFAULT_STALE_AFTER_S = 600.0
 DEFAULT_WATCH_S = 10.0
-RECORD_FILES = (JOB_FILE, SUMMARY_FILE, PROGRESS_FILE)
+RECORD_FILES = (layout.JOB, layout.SUMMARY, layout.PROGRESS)
 
 
 def job_status(job_dir: Path, stale_after_s: float, now: float) -> dict[str, Any]:
     """One job's row, from the files in its folder."""
-    job = _read_json(job_dir / JOB_FILE) or {}
-    summary = _read_json(job_dir / SUMMARY_FILE) or {}
-    progress = read_progress(job_dir / PROGRESS_FILE) or {}
+    job = _read_json(job_dir / layout.JOB) or {}
+    summary = _read_json(job_dir / layout.SUMMARY) or {}
+    progress = read_progress(job_dir / layout.PROGRESS) or {}
     row: dict[str, Any] = {"job": job.get("job"), "dir": None, "state": None, "step": None,
                            "steps": None, "l0": None, "fvu": None, "eta_s": None,
                            "age_s": None, "wall_s": None, "note": None,
