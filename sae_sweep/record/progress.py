@@ -16,7 +16,6 @@ a device: callers pass figures they have already read.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
@@ -209,11 +208,7 @@ _NOT_FIGURES = {"label", "state", "done", "total", "unit", "fraction", "elapsed_
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     """A progress.json, or None when it is missing or unreadable."""
-    try:
-        loaded = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
+    return layout.read_json(path)
 
 
 def duration(seconds: float | None) -> str:

@@ -42,8 +42,8 @@ RECORD_FILES = (layout.JOB, layout.SUMMARY, layout.PROGRESS)
 
 def job_status(job_dir: Path, stale_after_s: float, now: float) -> dict[str, Any]:
     """One job's row, from the files in its folder."""
-    job = _read_json(job_dir / layout.JOB) or {}
-    summary = _read_json(job_dir / layout.SUMMARY) or {}
+    job = layout.read_json(job_dir / layout.JOB) or {}
+    summary = layout.read_json(job_dir / layout.SUMMARY) or {}
     progress = read_progress(job_dir / layout.PROGRESS) or {}
     row: dict[str, Any] = {"job": job.get("job"), "dir": None, "state": None, "step": None,
                            "steps": None, "l0": None, "fvu": None, "eta_s": None,
@@ -263,14 +263,6 @@ def _phase(state: str | None) -> str | None:
 
 def _first_line(text: Any) -> str | None:
     return str(text).strip().splitlines()[0][:160] if text else None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 if __name__ == "__main__":
