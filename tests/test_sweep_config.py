@@ -109,7 +109,9 @@ def test_gated_penalty_ablation_launches_exactly_the_design():
 
 
 def test_command_line_overrides_narrow_the_grid():
-    jobs = _jobs("quick", "variant=gated_original", "lambda_multiplier=1,2", "train.steps=50")
+    jobs = _jobs(
+        "quick", "variant=gated_original", "lambda_multiplier=1,2", "seed=0", "train.steps=50"
+    )
     assert len(jobs) == 2
     cfg, subdir = _job_config(jobs[1])
     assert cfg.train.steps == 50 and cfg.penalty.warmup_steps == 2  # 5% of 50, rounded
@@ -260,11 +262,11 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("sweep", available_sweeps())
 def test_every_launcher_preset_composes_with_every_sweep(sweep):
-    """Every sweep file runs with every launcher, through the packing sweeper."""
+    """Every sweep file runs with every launcher, through sae-sweep's sweeper."""
     for launcher, target in LAUNCHERS.items():
         cfg = _compose(f"+sweep={sweep}", f"hydra/launcher={launcher}", "pack=4", hydra=True)
         assert cfg.hydra.launcher._target_.endswith(target), (sweep, launcher)
-        assert cfg.hydra.sweeper._target_.endswith("PackingSweeper")
+        assert cfg.hydra.sweeper._target_.endswith("TargetSweeper")  # packing + target rounds
         assert cfg.hydra.sweeper.params.variant, sweep
         OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every value resolves
     slurm = _compose(f"+sweep={sweep}", "hydra/launcher=slurm", hydra=True).hydra.launcher
