@@ -106,7 +106,9 @@ def test_gated_penalty_ablation_launches_exactly_the_design():
 
 
 def test_command_line_overrides_narrow_the_grid():
-    jobs = _jobs("quick", "variant=gated_original", "lambda_multiplier=1,2", "train.steps=50")
+    jobs = _jobs(
+        "quick", "variant=gated_original", "lambda_multiplier=1,2", "seed=0", "train.steps=50"
+    )
     assert len(jobs) == 2
     cfg, subdir = _job_config(jobs[1])
     assert cfg.train.steps == 50 and cfg.penalty.warmup_steps == 2  # 5% of 50, rounded
