@@ -89,7 +89,7 @@ def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path)
     "overrides, message",
     [
         (["train.lr=1e30", "train.grad_clip=null"], "TrainingDivergedError"),
-        (["sae=standard", "sae.aux_decoder=frozen"], "has no effect"),
+        (["penalty=l1", "penalty.decoder_norm_grad=live"], "has no effect"),
     ],
 )
 def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message):

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from sae_sweep.config.schema import Config, SyntheticDataConfig
 from sae_sweep.job import run_job
+from sae_sweep.models import architecture
 from sae_sweep.sweep.policy import checkpoint_step
 from tests.sweep_fixtures import env, jobs, summary, sweep_cmd
 
@@ -38,7 +39,8 @@ def _wait_for_checkpoint(job_dir: Path, proc: subprocess.Popen, timeout=240) -> 
 def _uninterrupted_weights(job_dir: Path, tmp_path: Path) -> dict:
     """The same job, run start to end in this process."""
     recorded = OmegaConf.load(job_dir / "config.yaml")
-    schema = OmegaConf.structured(Config(data=SyntheticDataConfig()))
+    sae = architecture(recorded.sae.kind).config()  # each architecture has its own schema
+    schema = OmegaConf.structured(Config(sae=sae, data=SyntheticDataConfig()))
     cfg = OmegaConf.to_object(OmegaConf.merge(schema, recorded))
     run_job(cfg, tmp_path / "uninterrupted")
     return load_file(str(tmp_path / "uninterrupted" / "sae.safetensors"))
