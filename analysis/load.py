@@ -60,7 +60,6 @@ METRIC_COLUMNS = [
     "relative_reconstruction_bias",
     "l2_ratio",
     "alive_fraction",
-    "dense_fraction",
     "steps",
     "wall_s",
     "activations_per_s",
