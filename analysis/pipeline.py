@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -80,11 +79,7 @@ def first_variant(manifest: dict | None, runs: pd.DataFrame) -> str | None:
 
 def read_targets(sweep_dir: Path) -> dict | None:
     """The target-L0 sweeper's `targets.json` of a sweep folder, if any."""
-    try:
-        loaded = json.loads((Path(sweep_dir) / layout.TARGETS).read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
+    return layout.read_json(Path(sweep_dir) / layout.TARGETS)
 
 
 def run_analysis(

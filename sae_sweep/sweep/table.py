@@ -7,7 +7,6 @@ any launcher, and also when the launch itself was cut short. Printed, and saved 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,8 @@ def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any
     """
     rows = []
     for path in sorted(Path(sweep_dir).rglob(JOB_FILE)):
-        try:
-            row = json.loads(path.read_text())
-        except (OSError, ValueError):
+        row = layout.read_json(path)
+        if row is None:
             continue
         if launch_id is None or row.get("launch_id") == launch_id:
             rows.append(row)
@@ -42,9 +40,8 @@ def collect(sweep_dir: Path, launch_id: str | None = None) -> list[dict[str, Any
 
 def _add_hit_targets(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
     """A grid job that hit a target (targets.json) shows that target, like a refinement job."""
-    try:
-        states = json.loads((Path(sweep_dir) / TARGETS_FILE).read_text())["targets"]
-    except (OSError, ValueError, KeyError, TypeError):
+    states = (layout.read_json(Path(sweep_dir) / TARGETS_FILE) or {}).get("targets")
+    if not isinstance(states, list):
         return
     hit = {d: s["target"] for s in states if s.get("status") == "hit" for d in s.get("dirs", [])}
     for r in rows:
