@@ -5,7 +5,9 @@ A variant is one setting of every knob that varies across the loaded runs, excep
   architectures whose L0 it sets, TopK and BatchTopK): it traces the frontier,
   and the per-variant lambda calibration (`lambda_scale`, `lambda_exponent`) that maps the
   multiplier to the coefficient: it is fixed by the variant, never a recipe difference;
-- the seed: seeds of one (variant, lambda) point are aggregated;
+- the seed: seeds of one (variant, lambda) point are aggregated; so are knobs that follow
+  the seed one-to-one (REPLICATE, e.g. `data.seed=${seed}`: every seed draws its own
+  synthetic data), which makes each paired seed a replicate of data and initialisation;
 - bookkeeping keys (`logger.*`, names, paths, `device`, logging intervals): they never
   change what is trained.
 A knob derived from another (`sae.d_sae` from `sae.expansion_factor` at a fixed input
@@ -33,6 +35,8 @@ FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", "sae.k")
 """Which of the frontier-axis columns traces a sweep's frontier, in order of preference."""
 LAMBDA_CALIBRATION = ("lambda_scale", "lambda_exponent")
 SEED = "seed"
+REPLICATE = ("data.seed",)
+"""Knobs folded into the seed when each seed has one value of them (and vice versa)."""
 VARIANT_NAME = "variant"
 LABEL = "variant_label"
 
@@ -113,7 +117,11 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     ]
     candidates.sort(key=lambda k: k != VARIANT_NAME)  # a sweep's own names come first
     keys = {k: _keys(df, k) for k in candidates}
-    varying = [k for k in candidates if keys[k].nunique() > 1]
+    varying = [
+        k
+        for k in candidates
+        if keys[k].nunique() > 1 and not (k in REPLICATE and _follows_seed(df, keys[k]))
+    ]
     kept: list[str] = []
     aliases: dict[str, str] = {}
     for k in varying:
@@ -125,6 +133,14 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
                 continue
         kept.append(k)
     return kept, aliases
+
+
+def _follows_seed(df: pd.DataFrame, keys: pd.Series) -> bool:
+    """True when `keys` and the seed determine each other (one value per seed and back)."""
+    if SEED not in df:
+        return False
+    pair = pd.DataFrame({"k": keys, "s": _keys(df, SEED)}).drop_duplicates()
+    return bool(pair["k"].is_unique and pair["s"].is_unique)
 
 
 def short_names(keys: list[str], among: list[str] | None = None) -> dict[str, str]:

@@ -99,6 +99,28 @@ def test_alias_knobs_are_folded(tmp_path):
     assert set(labelled["variant_label"]) == {"expansion_factor=4", "expansion_factor=8"}
 
 
+def _data_seed_sweep(root: Path, data_seed) -> Path:
+    """Two variants x 3 seeds; data.seed = data_seed(seed)."""
+    for i, (aux, seed) in enumerate((a, s) for a in ("frozen", "trainable") for s in range(3)):
+        cfg = config(seed=seed, **{"sae.aux_decoder": aux, "data.seed": data_seed(seed)})
+        write_job(root / str(i), cfg, summary(cfg, l0=10.0, fvu=0.1))
+    return root
+
+
+def test_a_data_seed_that_follows_the_seed_is_part_of_the_replicate(tmp_path):
+    # data.seed=${seed}: each seed draws its own data; runs of one seed stay paired across
+    # variants, so the data seed must not split a variant into one per seed.
+    labelled, v = assign_variants(load_runs(_data_seed_sweep(tmp_path, lambda s: 100 + s)))
+    assert v.knobs == ["sae.aux_decoder"]
+    assert labelled.groupby("variant_label").size().tolist() == [3, 3]
+
+
+def test_a_data_seed_crossed_with_the_seed_is_a_knob(tmp_path):
+    # Two seeds on one data seed: different data is a different variant, not a replicate.
+    labelled, v = assign_variants(load_runs(_data_seed_sweep(tmp_path, lambda s: s // 2)))
+    assert v.knobs == ["sae.aux_decoder", "data.seed"]
+
+
 def test_named_variants_keep_their_names_and_knobs(tmp_path):
     variants = []
     for name, kind in (("paper", "l1"), ("anthropic", "decoder_norm")):
