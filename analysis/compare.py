@@ -285,7 +285,8 @@ def band_verdicts(
         spread = (
             float(np.nanmean([t[1] for t in g])) if any(np.isfinite(t[1]) for t in g) else np.nan
         )
-        runner = max({t[2] for t in g}, key=lambda v: sum(t[2] == v for t in g))
+        # Ties go to the first seen (a set's order changes from run to run with string hashing).
+        runner = max(dict.fromkeys(t[2] for t in g), key=lambda v: sum(t[2] == v for t in g))
         sig = margin > k * (0.0 if not np.isfinite(spread) else spread)
         rels = [t[3] for t in g if np.isfinite(t[3])]
         rel = f", {100 * float(np.mean(rels)):.1f}%" if rels else ""

@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.frontier import METRICS, finished
 from analysis.paired import PairedDiff, fmt, paired_diff, verdict, winner
-from analysis.variants import LABEL, SEED, frontier_axis, value_key
+from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, value_key
 
 MAX_L0_FRACTION = 0.5
 """Default: verdicts cover L0 <= d/2."""
@@ -205,6 +205,13 @@ def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
     return out
 
 
+def _columns_for(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Only the columns a comparison reads: a sweep's runs table has a hundred or more, and
+    every slice of it would copy them all."""
+    keep = [LABEL, SEED, "status", "l0", metric, "data.d", "d_in", *FRONTIER_AXIS]
+    return runs[[c for c in dict.fromkeys(keep) if c in runs.columns]]
+
+
 @dataclass
 class PairResult:
     """Variant b against variant a on one metric, at matched L0."""
@@ -241,6 +248,7 @@ def compare_matched(
     tolerance: float = 0.1,
 ) -> PairResult:
     """b against a on `metric` at matched L0 (targets when given, else an L0 grid)."""
+    runs = _columns_for(runs, metric)
     if targets:
         ts = sparse_targets(runs, targets, max_l0_fraction)
         matched = match_at_targets(with_metric(runs, metric), metric, a, b, ts, tolerance)
@@ -317,6 +325,7 @@ def relative_to(
     """Each variant's metric / the reference's, at matched L0, seed-paired: columns variant,
     l0, ratio (mean of per-seed ratios), ci_lo, ci_hi, seeds."""
     targets, tol = sweep_targets(runs)
+    runs = _columns_for(runs, metric)
     targets = sparse_targets(runs, targets, max_l0_fraction)
     sparse = sparse_runs(runs, metric, max_l0_fraction)
     rows = []

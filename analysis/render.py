@@ -91,8 +91,11 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
         elif kind == "img":
             path, alt = Path(b[1]), b[2]
             md.append(f"![{alt}]({path.relative_to(out_dir).as_posix()})")
-            data = base64.b64encode(path.read_bytes()).decode()
-            ht.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+            if path.exists():
+                data = base64.b64encode(path.read_bytes()).decode()
+                ht.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+            else:  # a report written without its plots
+                ht.append(f"<p><em>[{html.escape(alt)}: not drawn]</em></p>")
     title = blocks[0][1] if blocks else "report"
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

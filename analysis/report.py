@@ -244,6 +244,11 @@ def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _planned(fig, out_dir: Path, stem: str) -> list[Path]:
+    """The paths `save_figure` would write, without rendering (`plots=False`)."""
+    return [out_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+
+
 def write_report(
     runs: pd.DataFrame,
     out_dir: str | Path,
@@ -251,15 +256,21 @@ def write_report(
     manifest: dict[str, Any] | None = None,
     analysis: Analysis | None = None,
     targets: dict[str, Any] | None = None,
+    generated: str | None = None,
+    plots: bool = True,
 ) -> ReportPaths:
     """Analyse `runs` and write report.md, report.html, plots/ and tables/ into out_dir.
 
     targets: the sweep's `targets.json` (a target-L0 sweep), shown as a table.
+    generated: where the report comes from, after "Generated" (default: the time now; a
+        fixed text makes a rebuilt report byte-identical).
+    plots: False leaves the plot files unwritten (the report still names them).
     """
     out_dir = Path(out_dir)
     plot_dir, table_dir = out_dir / "plots", out_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
+    _save = save_figure if plots else _planned
     paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs))
 
     def table_file(df: pd.DataFrame, name: str) -> None:
@@ -268,8 +279,8 @@ def write_report(
 
     sweeps = [s for s in dict.fromkeys(a.runs["sweep"].dropna().astype(str))] if len(a.runs) else []
     title = title or "Sweep report: " + (", ".join(sweeps) or "no runs")
-    now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    blocks: list[tuple] = [("h1", title), ("p", f"Generated {now}. {_status_line(a.runs)}.")]
+    generated = generated or dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    blocks: list[tuple] = [("h1", title), ("p", f"Generated {generated}. {_status_line(a.runs)}.")]
     table_file(a.runs, "runs.csv")
     if len(a.runs) == 0:
         blocks.append(("p", "No runs were found."))
@@ -353,12 +364,12 @@ def write_report(
         fig = frontier_plot(
             a.runs, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
         )
-        files = save_figure(fig, plot_dir, f"frontier_{m}")
+        files = _save(fig, plot_dir, f"frontier_{m}")
         paths.plots += files
         blocks.append(("img", files[0], f"{m} vs L0 frontier"))
         if a.reference is not None and len(a.variants.order) > 1:
             fig = relative_plot(ma.relative, m, a.reference, order=a.variants.order)
-            files = save_figure(fig, plot_dir, f"relative_{m}")
+            files = _save(fig, plot_dir, f"relative_{m}")
             paths.plots += files
             blocks.append(("img", files[0], f"{m} relative to {a.reference}"))
         blocks.append(("h3", "Paired differences at matched L0"))
