@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.variants import LABEL, frontier_axis, value_key
+from analysis.variants import LABEL, frontier_axis, point_axis, point_keys
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,13 @@ def aggregate_seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=cols)
     axis = frontier_axis(done)
-    done["_lam"] = done[axis] if axis else np.nan
     # Without a lambda axis every run is its own point.
-    done["_key"] = done["_lam"].map(value_key) if axis else done["run_id"].astype(str)
+    done["_key"] = point_keys(done) if axis else done["run_id"].astype(str)
+    done["_lam"] = np.nan
+    for _, idx in done.groupby(LABEL, sort=False).groups.items():
+        ax = point_axis(done.loc[idx])  # the knob each variant's points differ in
+        if ax:
+            done.loc[idx, "_lam"] = pd.to_numeric(done.loc[idx, ax], errors="coerce")
     done["l0"] = done["l0"].astype(float)
     done[metric] = done[metric].astype(float)
     g = done.groupby([LABEL, "_key"], sort=False)

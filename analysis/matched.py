@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.frontier import METRICS, finished
 from analysis.paired import PairedDiff, fmt, paired_diff, verdict, winner
-from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, value_key
+from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, point_keys
 
 MAX_L0_FRACTION = 0.5
 """Default: verdicts cover L0 <= d/2."""
@@ -118,11 +118,10 @@ def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: fl
 def at_target(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
     """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol."""
     r = runs[runs[LABEL] == variant]
-    axis = frontier_axis(r)
-    if r.empty or axis is None:
+    if r.empty or frontier_axis(r) is None:
         return None
     best = None
-    for _, g in r.groupby(r[axis].map(value_key), sort=False):
+    for _, g in r.groupby(point_keys(r), sort=False):
         l0 = float(g["l0"].astype(float).mean())
         if abs(l0 - target) <= tol * target and (best is None or abs(l0 - target) < best[1]):
             best = (g, abs(l0 - target), l0)

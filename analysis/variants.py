@@ -100,6 +100,28 @@ def frontier_axis(df: pd.DataFrame) -> str | None:
     return (varying or present or [None])[0]
 
 
+def point_keys(df: pd.DataFrame) -> pd.Series:
+    """One key per frontier point: the values of every frontier-axis column together. Runs
+    of one variant with the same key are seeds of one point. (A TopK variant's target-L0
+    runs share the grid's `lambda_multiplier` and differ in `sae.k`.)"""
+    cols = [c for c in FRONTIER_ORDER if c in df.columns and df[c].notna().any()]
+    keys = pd.Series("", index=df.index, dtype=object)
+    for c in cols:
+        keys = keys + "|" + _keys(df, c)
+    return keys
+
+
+def point_axis(df: pd.DataFrame) -> str | None:
+    """The frontier-axis column that names the points of one variant's runs: the first whose
+    values alone tell its points apart (`sae.k` for TopK with target runs), else
+    `frontier_axis`."""
+    n = point_keys(df).nunique()
+    for c in FRONTIER_ORDER:
+        if c in df.columns and df[c].notna().any() and _keys(df, c).nunique() == n > 1:
+            return c
+    return frontier_axis(df)
+
+
 def _keys(df: pd.DataFrame, col: str) -> pd.Series:
     return df[col].map(value_key)
 

@@ -40,7 +40,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, cwd: Path, launcher="basic", extra_env=None,
-              timeout=300, sweep="quick"):  # fmt: skip
+              timeout=900, sweep="quick"):  # fmt: skip
     """Run a sweep to its end; returns the CompletedProcess (stdout + stderr in .stdout)."""
     return subprocess.run(
         sweep_cmd(sweep_dir, *overrides, launcher=launcher, sweep=sweep), cwd=cwd,

@@ -90,3 +90,29 @@ def test_failed_runs_and_zero_l0_are_not_on_frontiers():
     runs.loc[2, "status"] = "failed"
     agg = aggregate_seeds(runs, "fvu")
     assert agg["run_ids"].tolist() == ["r0"]
+
+
+def test_topk_target_runs_are_points_of_their_own_k():
+    # A TopK variant's target-L0 runs keep the grid's lambda_multiplier (1.0) and set sae.k:
+    # each k is its own frontier point, named by k, never averaged with the grid's k = 59.
+    rows = [(lm, k, s, l0) for lm, k, l0 in [(1.0, 59, 40.0), (4.0, 5, 5.0), (1.0, 8, 8.0),
+            (1.0, 16, 15.5)] for s in (0, 1)]  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {
+                "variant_label": "topk",
+                "run_id": f"r{i}",
+                "status": "done",
+                "lambda_multiplier": lm,
+                "sae.k": k,
+                "seed": s,
+                "l0": l0,
+                "fvu": 1 / l0,
+            }
+            for i, (lm, k, s, l0) in enumerate(rows)
+        ]  # fmt: skip
+    )
+    points = aggregate_seeds(runs, "fvu")
+    assert sorted(points["lam"]) == [5, 8, 16, 59]
+    assert sorted(points["l0"]) == [5.0, 8.0, 15.5, 40.0]
+    assert (points["n_seeds"] == 2).all()

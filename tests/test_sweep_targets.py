@@ -110,10 +110,12 @@ def test_bad_target_settings_name_the_fix(targets, tol, msg):
 
 def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_path):
     """The sweeper end to end on tiny synthetic jobs (d = 16): one command runs the grid
-    and the refinement rounds, then the analysis; a re-run trains nothing."""
+    and the refinement rounds, then the analysis; a re-run trains nothing. TopK is placed
+    by its k (sae.k = 6), in folders of its own: its target runs keep the grid's
+    lambda_multiplier, so the lambda alone would put them in a grid job's folder."""
     d = tmp_path / "sweep"
-    args = ["variant=gated_dn_trainable_live,gated_dn_frozen_detached", "seed=0,1",
-            "lambda_multiplier=0.5,4", "train.steps=120", "l0_targets=[6]"]  # fmt: skip
+    args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,4",
+            "train.steps=120", "l0_targets=[6]"]  # fmt: skip
     proc = run_sweep(d, *args, "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     report = json.loads((d / "targets.json").read_text())
@@ -124,6 +126,10 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
     table = json.loads((d / "jobs.json").read_text())["jobs"]
     assert {j["l0_target"] for j in table} >= {6.0, None}  # refinement jobs name their target
     assert all(math.isfinite(j["l0"]) for j in table)
+    topk = {j["dir"]: j for j in table if j["dir"].startswith("topk/")}
+    assert {"topk/k6_seed0", "topk/k6_seed1"} <= set(topk), sorted(topk)
+    assert all(j["k"] == 6 and j["lambda_multiplier"] == 1.0 for d, j in topk.items()
+               if d.startswith("topk/k6"))  # fmt: skip
 
     # The report opens with a paired verdict at the target; the grid's lambda 0.5 runs
     # (L0 > d/2 = 8) are dense and appear in no verdict.

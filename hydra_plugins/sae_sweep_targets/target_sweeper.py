@@ -37,6 +37,8 @@ TARGETS_FILE = layout.TARGETS
 LAMBDA_KEYS = ("lambda_multiplier", "penalty.coefficient")
 SEED_KEY = "seed"
 TARGET_KEY = "l0_target"
+K_KEY = "sae.k"
+SUBDIR_KEY = "hydra.sweep.subdir"
 
 
 class TargetSweeper(PackingSweeper):
@@ -52,7 +54,7 @@ class TargetSweeper(PackingSweeper):
         )
         returns = list(super().sweep(arguments))  # round 0: the grid
         grid = [list(job) for batch in self.overrides for job in batch]
-        plan = _Plan.from_grid(grid)
+        plan = _Plan.from_grid(grid, _raw_subdir(cfg))
         direct = self._direct_variants(plan)
         records = _records(returns, plan, self.grid_overrides)
         rounds = 0
@@ -125,15 +127,17 @@ class _Plan:
     """The grid's jobs grouped by variant: one template of overrides per variant (everything
     but lambda, seed and target), the lambda key and the seeds."""
 
-    def __init__(self, templates: dict[str, list[str]], lam_key: str, seeds: list[str]):
+    def __init__(self, templates: dict[str, list[str]], lam_key: str, seeds: list[str],
+                 subdir: str | None = None):  # fmt: skip
         self.templates = templates
+        self.subdir = subdir
         self.variants = list(templates)
         self.lam_key = lam_key
         self.seeds = seeds
         self.n_seeds = max(1, len(seeds))
 
     @classmethod
-    def from_grid(cls, grid: Sequence[Sequence[str]]) -> _Plan:
+    def from_grid(cls, grid: Sequence[Sequence[str]], subdir: str | None = None) -> _Plan:
         parsed = [_parse(job) for job in grid]
         keys = {k for job in parsed for k in job}
         lam_key = next((k for k in LAMBDA_KEYS if k in keys), LAMBDA_KEYS[0])
@@ -144,12 +148,14 @@ class _Plan:
             templates.setdefault(
                 label, [o for o in raw if _key(o) not in (lam_key, SEED_KEY, TARGET_KEY)]
             )
-        return cls(templates, lam_key, seeds)
+        return cls(templates, lam_key, seeds, subdir)
 
     def variant_of(self, overrides: Sequence[str]) -> str:
-        wanted = {o for o in overrides if _key(o) not in (self.lam_key, SEED_KEY, TARGET_KEY)}
+        added = (self.lam_key, SEED_KEY, TARGET_KEY, SUBDIR_KEY)  # what a round sets
+        wanted = {o for o in overrides if _key(o) not in added}
+        without_k = {o for o in wanted if _key(o) != K_KEY}  # a direct variant's round run
         for v, t in self.templates.items():
-            if set(t) == wanted:
+            if set(t) in (wanted, without_k):
                 return v
         return "?"
 
@@ -161,10 +167,14 @@ class _Plan:
             if s.status != tg.TargetStatus.PENDING or (s.variant, s.lam) in seen:
                 continue
             seen.add((s.variant, s.lam))
-            knob = "sae.k" if s.variant in direct else self.lam_key
+            knob = K_KEY if s.variant in direct else self.lam_key
             value = int(s.lam) if s.variant in direct else s.lam
+            where = []
+            if s.variant in direct and self.subdir:
+                where = [f"{SUBDIR_KEY}='{_direct_subdir(self.subdir, value)}'"]
             for seed in self.seeds or [None]:
                 job = [*self.templates[s.variant], f"{knob}={value}", f"{TARGET_KEY}={s.target:g}"]
+                job += where
                 jobs.append(job + ([f"{SEED_KEY}={seed}"] if seed is not None else []))
         return jobs
 
@@ -188,8 +198,10 @@ def _record(rec: dict, launched: list[str] | None, plan: _Plan,
     overrides = grid_overrides.get(rec.get("job"), launched) or []
     ov = _parse(overrides)
     lam = ov.get(plan.lam_key)
-    if "sae.k" in ov and TARGET_KEY in ov:
-        lam = ov["sae.k"]
+    if rec.get("k") is not None:  # TopK-like: its points are keyed by k, grid and targets alike
+        lam = rec["k"]
+    elif K_KEY in ov and TARGET_KEY in ov:
+        lam = ov[K_KEY]
     if lam is None:
         lam = rec.get("lambda_multiplier" if plan.lam_key == LAMBDA_KEYS[0] else "coefficient")
     if lam is None:
@@ -204,6 +216,20 @@ def _record(rec: dict, launched: list[str] | None, plan: _Plan,
             "dir": rec.get("dir"),
         }
     ]
+
+
+def _raw_subdir(cfg) -> str | None:
+    """The sweep's job-folder pattern, interpolations unresolved."""
+    sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False) if "hydra" in cfg else {}
+    return sweep.get("subdir")
+
+
+def _direct_subdir(pattern: str, k: int) -> str:
+    """The job folder of a target run at sae.k = k: the sweep's pattern with its lambda part
+    replaced by k. The run keeps the grid's `lambda_multiplier` (its preset's default), so
+    without this it would land in that grid job's folder."""
+    tag = "lam${lambda_multiplier}"
+    return pattern.replace(tag, f"k{k}") if tag in pattern else f"{pattern}_k{k}"
 
 
 def _tried(records: list[dict[str, Any]]) -> dict[str, set[float]]:

@@ -88,6 +88,7 @@ def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: 
         "variant": cfg.variant,
         "lambda_multiplier": cfg.lambda_multiplier,
         "coefficient": cfg.penalty.coefficient,
+        "k": getattr(cfg.sae, "k", None),  # the L0 knob of TopK-like SAEs (target-L0 rounds)
         "seed": cfg.seed,
         "l0_target": cfg.l0_target,
         "launch_id": os.environ.get(ENV_LAUNCH_ID),
