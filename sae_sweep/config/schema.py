@@ -251,8 +251,10 @@ class HFDataConfig(DataConfig):
     """Activations per shard file."""
     shuffle_buffer: int = 1 << 17
     """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
-    verify_hashes: bool = True
-    """Hash every shard against the manifest when a job opens the cache (about 1 s per GB)."""
+    verify_hashes: bool = False
+    """Also re-hash every cache file against its manifest sha256 when a job opens the cache
+    (about 1 s per GB). Off, a job checks that every file exists with its recorded size;
+    `python -m sae_sweep.data.build_cache ... --verify` re-hashes once, on demand."""
 
 
 @dataclass
