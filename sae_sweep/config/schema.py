@@ -237,7 +237,8 @@ class HFDataConfig(DataConfig):
     d: int | None = None
     """Expected activation dimension, checked against the model and the cache (null = any)."""
     lm_device: str = "auto"
-    """Device of the language model: `auto`, `cpu`, `cuda`, `cuda:N`."""
+    """Device of the language model: `auto` (the job's GPU, else the CPU), `cpu`, `cuda` or
+    `cuda:N`."""
     lm_dtype: DType = DType.float32
     """Dtype of the language model's weights."""
     lm_batch_size: int = 16
@@ -309,7 +310,8 @@ class Config:
     seed: int = 0
     """Seed of the SAE initialisation and of the order of training batches."""
     device: str = "auto"
-    """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
+    """`auto` (CUDA if available; in a sweep, a free GPU claimed by the job), `cpu`, `cuda` or
+    `cuda:N`."""
     dtype: DType = DType.float32
     """Dtype of the SAE parameters and activations."""
     variant: str | None = None
