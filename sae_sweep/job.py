@@ -97,7 +97,13 @@ def _train_together(members: list[_Member]) -> None:
         torch.cuda.set_device(device)
         torch.cuda.reset_peak_memory_stats(device)  # this job's peak, not a previous one's
     torch.manual_seed(first.seed)
-    source = build_source(first.data, run_seed=first.seed, device=device)
+    source = build_source(first.data, first.seed, device, pin_memory=first.train.pin_memory)
+    with contextlib.closing(source):  # its background reader ends with the job, however
+        _train_on(members, source, device)
+
+
+def _train_on(members: list[_Member], source, device: torch.device) -> None:
+    first = members[0].cfg
     if source.ground_truth is not None:
         truth = {"directions": source.ground_truth.float().cpu().contiguous()}
         for m in members:

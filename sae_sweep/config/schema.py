@@ -159,7 +159,9 @@ class TrainConfig:
     tf32: bool = False
     """Allow TF32 matrix products on CUDA (no effect on CPU)."""
     pin_memory: bool = True
-    """Copy batches to a CUDA device from pinned memory, asynchronously (no effect on CPU)."""
+    """CUDA only: the stored-activation reader stages each shuffled window in pinned host
+    memory and copies it to the GPU asynchronously, on a side stream (off: a blocking copy).
+    Synthetic batches are drawn on the GPU and need no copy."""
     cpu_small_op_threads: int = 1
     """CPU only: threads for the optimizer update and the sparse path's index work (0 = all)."""
 
