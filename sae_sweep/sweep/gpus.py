@@ -99,7 +99,7 @@ def claim(gpus: list[str], job_num: int, folder: Path, *, wait_s: float | None =
     first = True
     while True:
         for k in order:
-            fd = _try_lock(folder / f"gpu-{gpus[k]}.lock", job_num)
+            fd = _try_lock(_lock_path(folder, gpus[k]), job_num)
             if fd is not None:
                 return GpuClaim(k, gpus[k], fd)
         waited = time.monotonic() - t0
@@ -118,6 +118,10 @@ def claim(gpus: list[str], job_num: int, folder: Path, *, wait_s: float | None =
             )  # fmt: skip
             first, last_message = False, time.monotonic()
         time.sleep(poll_s)
+
+
+def _lock_path(folder: Path, gpu: str) -> Path:
+    return folder / f"gpu-{gpu.replace('/', '_')}.lock"  # MIG ids may hold slashes
 
 
 def _try_lock(path: Path, job_num: int) -> int | None:
@@ -142,7 +146,7 @@ def _holders(gpus: list[str], folder: Path) -> str:
     out = []
     for gpu in gpus:
         try:
-            h = json.loads((folder / f"gpu-{gpu}.lock").read_text())
+            h = json.loads(_lock_path(folder, gpu).read_text())
             out.append(f"GPU {gpu}: job {h['job']} (pid {h['pid']}) since {h['since']}")
         except (OSError, ValueError, KeyError):
             out.append(f"GPU {gpu}: held")
