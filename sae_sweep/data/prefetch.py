@@ -30,6 +30,8 @@ THREAD_NAME = "sae-sweep-prefetch"
 
 
 class WindowLoader:
+    """Loads the windows of one `Rows` onto one device, the next one ahead (module doc)."""
+
     def __init__(self, rows: Rows, device: torch.device, pin_memory: bool):
         self.rows, self.device = rows, device
         self.cuda = device.type == "cuda"
