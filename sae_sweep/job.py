@@ -92,8 +92,18 @@ def _stream(cfg: Config) -> str:
 def _train_together(members: list[_Member]) -> None:
     first = members[0].cfg
     device = resolve_device(first.device)
+    if device.type == "cuda":
+        # the current device: what "cuda" means to the language model (data.lm_device=auto)
+        torch.cuda.set_device(device)
+        torch.cuda.reset_peak_memory_stats(device)  # this job's peak, not a previous one's
     torch.manual_seed(first.seed)
-    source = build_source(first.data, run_seed=first.seed, device=device)
+    source = build_source(first.data, first.seed, device, pin_memory=first.train.pin_memory)
+    with contextlib.closing(source):  # its background reader ends with the job, however
+        _train_on(members, source, device)
+
+
+def _train_on(members: list[_Member], source, device: torch.device) -> None:
+    first = members[0].cfg
     if source.ground_truth is not None:
         truth = {"directions": source.ground_truth.float().cpu().contiguous()}
         for m in members:
@@ -239,11 +249,14 @@ def _log_sae_artifact(cfg: Config, out_dir: Path, log: RunLogger, metrics: dict)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """`device` as a torch device; `auto` and `cuda` name the current GPU by its index."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda" if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} but CUDA is not available here. Fix: device=cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

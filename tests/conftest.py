@@ -49,3 +49,13 @@ def small_config(**overrides) -> Config:
             node = getattr(node, p)
         setattr(node, leaf, value)
     return cfg
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run whenever CUDA is present, and are skipped (not failed) without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

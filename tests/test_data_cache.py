@@ -98,20 +98,37 @@ def test_every_cached_activation_is_read_once_per_epoch(tiny):
     assert np.ptp(src.train_rows(0, bs)) > n / 2
 
 
-def test_modified_shard_is_detected_and_named(tiny, tmp_path):
+def test_modified_shard_is_detected_and_named(tiny, tmp_path, capsys):
+    """Opening checks sizes only; a same-size change needs the hashes (--verify or the knob)."""
+    from sae_sweep.data.build_cache import main
+
     model, text, cache_dir = tiny
     folder = open_cache(hf_cfg(model, text, cache_dir)).folder
     copy = tmp_path / "cache" / folder.name
     shutil.copytree(folder, copy)
+    cfg = hf_cfg(model, text, tmp_path / "cache")
+    args = ["data=hf", f"data.model={model}", f"data.dataset={text}", "data.site=transformer.h.0",
+            "data.context_length=32", "data.n_tokens=3000", "data.eval_sequences=8",
+            "data.shard_rows=700", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    main([*args, "--verify"])
+    assert "verified: every file matches its sha256" in capsys.readouterr().out
     shard = copy / "train" / "shard_00002.npy"
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0xFF  # one flipped byte, same size
     shard.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"train/shard_00002\.npy is corrupt"):
-        open_cache(hf_cfg(model, text, tmp_path / "cache"))
+    assert open_cache(cfg).folder == copy  # not read: a job opening the cache misses it
+    with pytest.raises(SystemExit, match=r"train/shard_00002\.npy is corrupt.*sha256"):
+        main([*args, "--verify"])
+    cfg.verify_hashes = True
+    with pytest.raises(DataError, match=r"train/shard_00002\.npy is corrupt.*sha256"):
+        open_cache(cfg)
+    cfg.verify_hashes = False
+    shard.write_bytes(bytes(data[:-16]))  # a size change is caught on every open
+    with pytest.raises(DataError, match=r"shard_00002\.npy is corrupt \(truncated.*Fix: delete"):
+        open_cache(cfg)
     shard.unlink()
     with pytest.raises(DataError, match=r"shard_00002\.npy is missing"):
-        open_cache(hf_cfg(model, text, tmp_path / "cache"))
+        open_cache(cfg)
 
 
 def test_d_mismatch_between_cache_and_config(tiny):

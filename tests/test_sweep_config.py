@@ -15,7 +15,7 @@ from sae_sweep.config import ConfigError, validate
 from sae_sweep.config.schema import Config, job_config
 from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
 from sae_sweep.models import architecture
-from sae_sweep.sweep import available_sweeps, gpus, manifest, policy, table
+from sae_sweep.sweep import available_sweeps, manifest, policy, table
 from sae_sweep.sweep.task import resolved_config
 
 VARIANTS = sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
@@ -189,33 +189,6 @@ def test_prepare_keeps_the_metrics_up_to_the_checkpoint(tmp_path):
     policy.prepare(tmp_path, d)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [25, 50] and not (tmp_path / "summary.json").exists()
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_job_i_gets_gpu_i_mod_n(monkeypatch, n):
-    fake = ",".join(str(10 + k) for k in range(n))  # physical ids need not start at 0
-    monkeypatch.setenv(gpus.ENV_GPUS, fake)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what submitit_local would set
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
-    for i in range(7):
-        got = gpus.assign_gpu(i, "auto")
-        if n < 2:
-            assert got is None
-            continue
-        assert got["index"] == i % n and got["gpu"] == str(10 + i % n)
-        assert got["device"] == f"cuda:{i % n}"
-        assert gpus.os.environ["CUDA_VISIBLE_DEVICES"] == fake
-    assert gpus.assign_gpu(3, "cpu") is None and gpus.assign_gpu(3, "cuda:0") is None
-
-
-def test_no_gpu_spreading_on_slurm(monkeypatch):
-    monkeypatch.setenv(gpus.ENV_GPUS, "0,1")
-    monkeypatch.setenv("SLURM_JOB_ID", "123")
-    assert gpus.assign_gpu(1, "auto") is None
-    monkeypatch.delenv(gpus.ENV_GPUS)
-    gpus.publish_machine_gpus(on_slurm=True)
-    assert gpus.ENV_GPUS not in gpus.os.environ
 
 
 def test_end_table_counts_and_shows_failures(tmp_path):

@@ -1,5 +1,5 @@
 """Real multiruns of a tiny sweep into tmp_path with each launcher: every job's record,
-the sweep manifest and end table, contained failures, re-runs, and one GPU per job."""
+the sweep manifest and end table, contained failures and re-runs (GPU claims: test_gpus.py)."""
 
 import json
 
@@ -71,21 +71,19 @@ def test_joblib_launcher_packed_and_not_with_each_job_its_share_of_the_cores(tmp
     assert not {"pack", "threads", "rerun_failed"} & set(summary(packed / folder)["knobs"])
 
 
-def test_submitit_local_launcher_spreads_jobs_over_gpus(tmp_path):
-    """Three fake GPUs: submitit_local alone would give every job CUDA_VISIBLE_DEVICES=""."""
+def test_submitit_local_launcher_without_cuda_claims_no_gpu(tmp_path):
+    """GPUs listed but no CUDA (submitit_local also rewrites CUDA_VISIBLE_DEVICES): the jobs
+    train on the CPU at once, none waits on a GPU lock (tests/test_gpus.py: the claiming)."""
     d = tmp_path / "sweep"
     r = run_sweep(
         d, *GRID, "device=auto", launcher="submitit_local", cwd=tmp_path,
-        extra_env={"CUDA_VISIBLE_DEVICES": "4,5,6"},
+        extra_env={"CUDA_VISIBLE_DEVICES": "4,5,6", "SAE_SWEEP_GPU_LOCKS": str(tmp_path)},
     )  # fmt: skip
     assert r.returncode == 0, r.stdout
     _check_sweep(d, r.stdout, n_done=4)
-    for record in jobs(d).values():
-        i = record["job"]
-        k = i % 3
-        want = {"gpu": str(4 + k), "index": k, "device": f"cuda:{k}"}
-        assert record["gpu"] == {**want, "cuda_visible_devices": "4,5,6"}
-    assert sorted(j["job"] for j in jobs(d).values()) == [0, 1, 2, 3]
+    assert all("gpu" not in record for record in jobs(d).values())
+    assert {summary(d / folder)["device"] for folder in FOLDERS} == {"cpu"}
+    assert not list(tmp_path.glob("gpu-*.lock"))
 
 
 def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path):

@@ -159,7 +159,9 @@ class TrainConfig:
     tf32: bool = False
     """Allow TF32 matrix products on CUDA (no effect on CPU)."""
     pin_memory: bool = True
-    """Copy batches to a CUDA device from pinned memory, asynchronously (no effect on CPU)."""
+    """CUDA only: the stored-activation reader stages each shuffled window in pinned host
+    memory and copies it to the GPU asynchronously, on a side stream (off: a blocking copy).
+    Synthetic batches are drawn on the GPU and need no copy."""
     cpu_small_op_threads: int = 1
     """CPU only: threads for the optimizer update and the sparse path's index work (0 = all)."""
 
@@ -237,7 +239,8 @@ class HFDataConfig(DataConfig):
     d: int | None = None
     """Expected activation dimension, checked against the model and the cache (null = any)."""
     lm_device: str = "auto"
-    """Device of the language model: `auto`, `cpu`, `cuda`, `cuda:N`."""
+    """Device of the language model: `auto` (the job's GPU, else the CPU), `cpu`, `cuda` or
+    `cuda:N`."""
     lm_dtype: DType = DType.float32
     """Dtype of the language model's weights."""
     lm_batch_size: int = 16
@@ -251,8 +254,10 @@ class HFDataConfig(DataConfig):
     """Activations per shard file."""
     shuffle_buffer: int = 1 << 17
     """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
-    verify_hashes: bool = True
-    """Hash every shard against the manifest when a job opens the cache (about 1 s per GB)."""
+    verify_hashes: bool = False
+    """Also re-hash every cache file against its manifest sha256 when a job opens the cache
+    (about 1 s per GB). Off, a job checks that every file exists with its recorded size;
+    `python -m sae_sweep.data.build_cache ... --verify` re-hashes once, on demand."""
 
 
 @dataclass
@@ -307,7 +312,8 @@ class Config:
     seed: int = 0
     """Seed of the SAE initialisation and of the order of training batches."""
     device: str = "auto"
-    """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
+    """`auto` (CUDA if available; in a sweep, a free GPU claimed by the job), `cpu`, `cuda` or
+    `cuda:N`."""
     dtype: DType = DType.float32
     """Dtype of the SAE parameters and activations."""
     variant: str | None = None

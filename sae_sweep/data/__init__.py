@@ -12,12 +12,14 @@ from .synthetic import SyntheticData
 __all__ = ["ActivationSource", "DataError", "SyntheticData", "build_source", "estimate_norm_scale"]
 
 
-def build_source(data_cfg, run_seed: int, device: torch.device) -> ActivationSource:
-    """The activation source named by `data.kind`."""
+def build_source(data_cfg, run_seed: int, device: torch.device,
+                 pin_memory: bool = True) -> ActivationSource:  # fmt: skip
+    """The activation source named by `data.kind`. `pin_memory` (train.pin_memory): stored
+    activations reach a CUDA device through pinned memory, asynchronously. Close it after use."""
     if isinstance(data_cfg, SyntheticDataConfig) or data_cfg.kind == "synthetic":
         return SyntheticData(data_cfg, run_seed=run_seed, device=device)
     if data_cfg.kind == "hf":
-        return hf_source(data_cfg, run_seed=run_seed, device=device)
+        return hf_source(data_cfg, run_seed=run_seed, device=device, pin_memory=pin_memory)
     if data_cfg.kind == "activations":
-        return activations_source(data_cfg, run_seed=run_seed, device=device)
+        return activations_source(data_cfg, run_seed, device=device, pin_memory=pin_memory)
     raise ValueError(f"data.kind={data_cfg.kind!r} is not a known activation source")

@@ -1,17 +1,23 @@
 """Build a sweep's activation cache before its jobs start (docs/design.md, "Activation sources").
 
     python -m sae_sweep.data.build_cache data=hf data.model=gpt2 data.site=transformer.h.8 ...
+    python -m sae_sweep.data.build_cache <the same overrides> --verify
 
 Without it the sweep's first job builds the cache while the others wait on its lock.
+`--verify` re-hashes every file of an existing cache against its manifest (jobs only check
+that the files exist with their recorded sizes): after copying a cache, or when storage is
+suspect.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ..config.schema import register_configs
 from ..main import CONF_DIR
-from .cache import open_cache
+from .cache import open_cache, verify_files
+from .source import DataError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,15 +33,27 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     register_configs()
-    overrides = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else argv
+    verify = "--verify" in args
+    overrides = [a for a in args if a != "--verify"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=overrides)
     data = OmegaConf.to_object(composed.data)
     if getattr(data, "kind", None) != "hf":
         raise SystemExit("only data=hf has a cache to build: pass data=hf and its data.* keys")
+    if verify:
+        data.verify_hashes = False  # hashed once below, with the timing
     cache = open_cache(data)
     m = cache.manifest
     print(f"{cache.folder}: {m['n_train']:,} train + {m['n_eval']:,} eval activations, d={m['d']}")
+    if verify and not cache.built:  # a fresh build hashed what it wrote
+        t0 = time.perf_counter()
+        try:
+            size = verify_files(cache.folder, m, hashes=True)
+        except DataError as exc:
+            raise SystemExit(f"verification failed: {exc}") from exc
+        wall = time.perf_counter() - t0
+        print(f"verified: every file matches its sha256 ({size / 1e9:.2f} GB in {wall:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ builds it while holding a file lock (the others wait, then read it); the build w
 temporary folder renamed into place at the end, so a crash leaves nothing half-written (and
 the next build removes the crashed one's temporary folder). A built cache is read without
 the lock, so it can live on read-only storage.
+
+Every file is hashed once, when the cache is built, and its sha256 and size go into the
+manifest. A job opening the cache checks that every listed file exists with its recorded
+size (a truncated or extended shard is caught at once) and reads no bytes; re-hashing is on
+demand: `python -m sae_sweep.data.build_cache <overrides> --verify`, or `data.verify_hashes=true`
+in every job. Without it a change that keeps a file's size (flipped bytes, a shard overwritten
+by another of the same shape) goes unnoticed until the data is trained on.
 bfloat16 shards are stored as int16 `.npy` (numpy has no bfloat16) and viewed back on read.
 """
 
@@ -129,8 +136,8 @@ def open_cache(cfg) -> Cache:
                 built = True
     manifest = read_manifest(folder)
     check_manifest(manifest, folder, key=key, d=cfg.d)
-    if cfg.verify_hashes and not built:
-        verify_files(folder, manifest)
+    if not built:  # a build just wrote (and hashed) every file
+        verify_files(folder, manifest, hashes=cfg.verify_hashes)
     return Cache(folder, manifest, built, lm)
 
 
@@ -217,17 +224,28 @@ def check_manifest(manifest: dict, folder: Path, *, key: str, d: int | None) -> 
         )
 
 
-def verify_files(folder: Path, manifest: dict) -> None:
-    """Every file listed in the manifest exists with its recorded size and sha256."""
+def verify_files(folder: Path, manifest: dict, *, hashes: bool) -> int:
+    """Every file listed in the manifest exists with its recorded size, and with its recorded
+    sha256 when `hashes` (reads every byte: about 1 s per GB). Returns the bytes listed."""
+    total = 0
     for entry in _listed_files(manifest):
         path = Path(folder) / entry["file"]
         if not path.exists():
             raise DataError(f"activation cache shard {path} is missing. Fix: delete {folder}.")
-        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        size = path.stat().st_size
+        if size != entry["bytes"]:
             raise DataError(
-                f"activation cache shard {path} is corrupt or was modified: its size or sha256 "
-                f"differs from {MANIFEST}. Fix: delete {folder} so that it is rebuilt."
+                f"activation cache shard {path} is corrupt (truncated or overwritten): it holds "
+                f"{size} bytes, {MANIFEST} records {entry['bytes']}. Fix: delete {folder} so "
+                "that it is rebuilt."
             )
+        if hashes and sha256_file(path) != entry["sha256"]:
+            raise DataError(
+                f"activation cache shard {path} is corrupt or was modified: its sha256 differs "
+                f"from {MANIFEST}. Fix: delete {folder} so that it is rebuilt."
+            )
+        total += size
+    return total
 
 
 def sha256_file(path: Path, block: int = 1 << 24) -> str:

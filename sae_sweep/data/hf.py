@@ -18,7 +18,8 @@ from .source import DataError
 from .splice import loss_recovered, sae_reconstruction
 
 
-def hf_source(cfg, run_seed: int, device: torch.device) -> ShuffledActivations:
+def hf_source(cfg, run_seed: int, device: torch.device,
+              pin_memory: bool = True) -> ShuffledActivations:  # fmt: skip
     cache = open_cache(cfg)
     m = cache.manifest
     bf16 = m["dtype"] == "bfloat16"
@@ -33,10 +34,12 @@ def hf_source(cfg, run_seed: int, device: torch.device) -> ShuffledActivations:
         buffer=cfg.shuffle_buffer,
         norm_scale=m["norm_scale"],
         lm_eval=lm_eval,
+        pin_memory=pin_memory,
     )
 
 
-def activations_source(cfg, run_seed: int, device: torch.device) -> ShuffledActivations:
+def activations_source(cfg, run_seed: int, device: torch.device,
+                       pin_memory: bool = True) -> ShuffledActivations:  # fmt: skip
     shards = open_files(cfg.path, cfg.key)
     rows = Rows(shards)
     if cfg.d is not None and rows.d != cfg.d:
@@ -53,6 +56,7 @@ def activations_source(cfg, run_seed: int, device: torch.device) -> ShuffledActi
         run_seed=run_seed,
         device=device,
         buffer=cfg.shuffle_buffer,
+        pin_memory=pin_memory,
     )
 
 

@@ -130,13 +130,16 @@ def special_ids(tokenizer) -> list[int]:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """`auto` and `cuda` are the current GPU: the job's own, which the job made current."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda" if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(
             f"data.lm_device={name!r} but CUDA is not available. Fix: data.lm_device=cpu"
         )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

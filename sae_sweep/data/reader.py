@@ -64,6 +64,22 @@ class Shard:
         x = torch.from_numpy(np.array(part))  # the copy pages in just these rows
         return x.view(torch.bfloat16) if self.bfloat16 else x
 
+    @property
+    def dtype(self) -> torch.dtype:
+        if isinstance(self._data, torch.Tensor):
+            return self._data.dtype
+        if self.bfloat16:
+            return torch.bfloat16
+        return torch.from_numpy(np.empty(0, self._data.dtype)).dtype
+
+    def read_into(self, out: torch.Tensor, start: int, stop: int) -> None:
+        """Copy rows start..stop-1 into `out` (a CPU tensor of this shard's dtype), in place."""
+        part = self._data[start:stop]
+        if isinstance(part, torch.Tensor) or out.dtype != self.dtype:  # mixed shards: cast
+            out.copy_(self.read(start, stop) if out.dtype != self.dtype else part)
+        else:  # the copy pages in just these rows, straight into `out` (pinned, perhaps)
+            np.copyto((out.view(torch.int16) if self.bfloat16 else out).numpy(), part)
+
 
 class Rows:
     """Rows lo..hi-1 of the concatenation of shards, as one indexable range."""
@@ -91,6 +107,25 @@ class Rows:
             a, i = end, i + 1
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def read_into(self, out: torch.Tensor, start: int, stop: int) -> None:
+        """Copy rows start..stop-1 (relative to lo) into `out`, across shard boundaries."""
+        a, b, at = start + self.lo, stop + self.lo, 0
+        i = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        while a < b:
+            end = min(b, int(self.offsets[i + 1]))
+            base = int(self.offsets[i])
+            self.shards[i].read_into(out[at : at + end - a], a - base, end - base)
+            a, at, i = end, at + end - a, i + 1
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The rows' dtype, as `read` returns them (mixed shards promote, as torch.cat does)."""
+        dtypes = [s.dtype for s in self.shards]
+        out = dtypes[0]
+        for d in dtypes[1:]:
+            out = torch.promote_types(out, d)
+        return out
+
     def locate(self, row: int) -> tuple[Path, int]:
         """(shard file, row inside it) of row `row` (relative to lo)."""
         a = row + self.lo
@@ -99,7 +134,11 @@ class Rows:
 
 
 class ShuffledActivations:
-    """The ActivationSource over stored activations (the cache, or a user's files)."""
+    """The ActivationSource over stored activations (the cache, or a user's files).
+
+    The windows are prepared on a background thread, one ahead (prefetch.py); `close()` ends
+    it. The order is the same whether or not a window was prefetched, and on every device.
+    """
 
     ground_truth = None
 
@@ -113,7 +152,10 @@ class ShuffledActivations:
         buffer: int,
         norm_scale: float | None = None,
         lm_eval: Callable | None = None,
+        pin_memory: bool = True,
     ):
+        from .prefetch import WindowLoader  # it imports Rows from here
+
         if train.n <= 0 or eval_rows.n <= 0:
             raise DataError(f"{train.n} training and {eval_rows.n} held-out activations: need both")
         self.train, self.eval, self.d = train, eval_rows, train.d
@@ -124,8 +166,10 @@ class ShuffledActivations:
         # >= 64 chunks per window, so a window (and a batch) mixes rows from all over the data
         self.chunk = max(1, min(4096, self.buffer // 64))
         self.n_chunks = -(-n // self.chunk)
+        self.per_window = max(1, self.buffer // self.chunk)
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._windows: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor | None]] = {}
+        self.loader = WindowLoader(train, device, pin_memory)
 
     # -- the ActivationSource interface --
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
@@ -147,6 +191,10 @@ class ShuffledActivations:
                     f"the first in row {row} of {path}. Fix or recompute that file."
                 )
             yield x.to(self.device)
+
+    def close(self) -> None:
+        """Stop the background reader (waits for a window read in progress)."""
+        self.loader.close()
 
     # -- the order --
     def train_rows(self, step: int, batch_size: int) -> np.ndarray:
@@ -171,35 +219,49 @@ class ShuffledActivations:
             position, count = position + (b - a), count - (b - a)
 
     def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """This epoch's chunk order and the first position of each window."""
+        """This epoch's chunk order and the first position of each window (keeps two epochs:
+        the current one and the next, whose first window is prefetched)."""
         if epoch not in self._epochs:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.n_chunks)
             lengths = np.minimum(self.chunk, self.train.n - order * self.chunk)
-            per_window = max(1, self.buffer // self.chunk)
-            window_len = np.add.reduceat(lengths, np.arange(0, self.n_chunks, per_window))
-            self._epochs = {epoch: (order, np.concatenate([[0], np.cumsum(window_len)]))}
+            window_len = np.add.reduceat(lengths, np.arange(0, self.n_chunks, self.per_window))
+            if len(self._epochs) >= 2:
+                self._epochs.pop(next(iter(self._epochs)))
+            self._epochs[epoch] = (order, np.concatenate([[0], np.cumsum(window_len)]))
         return self._epochs[epoch]
 
+    def _plan(self, epoch: int, w: int):
+        """(row indices in shuffled order, contiguous (start, stop) reads, the shuffle)."""
+        order = self._epoch(epoch)[0]
+        chunks = np.sort(order[w * self.per_window : (w + 1) * self.per_window])  # sequential IO
+        starts = chunks * self.chunk
+        stops = np.minimum(starts + self.chunk, self.train.n)
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+        shuffle = np.random.default_rng([self.seed, epoch, w, 1]).permutation(len(rows))
+        return rows[shuffle], list(_runs(starts, stops)), shuffle
+
     def _window(self, epoch: int, w: int, data: bool):
-        """(row indices, rows) of window w of an epoch, in shuffled order; keeps the last two."""
+        """(row indices, rows) of window w of an epoch, in shuffled order; keeps the last two,
+        and has the next one prepared in the background when the rows are asked for."""
         cached = self._windows.get((epoch, w))
         if cached is None or (data and cached[1] is None):
-            order = self._epoch(epoch)[0]
-            per_window = max(1, self.buffer // self.chunk)
-            chunks = np.sort(order[w * per_window : (w + 1) * per_window])  # sorted: sequential IO
-            starts = chunks * self.chunk
-            stops = np.minimum(starts + self.chunk, self.train.n)
-            rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
-            shuffle = np.random.default_rng([self.seed, epoch, w, 1]).permutation(len(rows))
-            x = None
-            if data:
-                x = torch.cat([self.train.read(int(a), int(b)) for a, b in _runs(starts, stops)])
-                x = x[torch.from_numpy(shuffle)]
-            cached = (rows[shuffle], x)
+            rows, runs, shuffle = self._plan(epoch, w)
+            x = self.loader.load((epoch, w), runs, shuffle) if data else None
+            cached = (rows, x)
             if len(self._windows) >= 2:
                 self._windows.pop(next(iter(self._windows)))
             self._windows[(epoch, w)] = cached
+        if data:
+            following = self._following(epoch, w)
+            if following not in self._windows and self.loader.pending_key != following:
+                _, runs, shuffle = self._plan(*following)  # here: the plan caches epochs
+                self.loader.prefetch(following, runs, shuffle)
         return cached
+
+    def _following(self, epoch: int, w: int) -> tuple[int, int]:
+        """The window read after window w of an epoch."""
+        windows = len(self._epoch(epoch)[1]) - 1
+        return (epoch, w + 1) if w + 1 < windows else (epoch + 1, 0)
 
 
 def open_files(path: str, key: str | None) -> list[Shard]:

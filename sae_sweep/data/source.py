@@ -33,6 +33,10 @@ class ActivationSource(Protocol):
         """Held-out activations in (<= batch_size, d) chunks, the same on every call."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds (a background reader); called when the job ends."""
+        ...
+
 
 def estimate_norm_scale(source: ActivationSource, batches: int, batch_size: int) -> float:
     """The scalar s with E||s x|| = sqrt(d), estimated on the first training batches.

@@ -6,6 +6,12 @@ fire per sample. Firing is correlated through a Gaussian copula: a latent z ~ N(
 C = c * F F^T + (1 - c) I (F: G x r, unit-norm rows), and feature i fires when
 z_i < Phi^-1(p_i), so its marginal rate stays p_i. Active coefficients are U(0, 1).
 x = sum_i coef_i * direction_i + noise.
+
+Each training batch is drawn from a generator seeded by (data seed, run seed, step), on the
+training device: on a GPU the batch never crosses the bus, and on the CPU the batches are
+the ones this module has always drawn. A GPU draws other (equally distributed) batches than
+the CPU for the same seeds, the same on every run. The held-out split and the features are
+drawn on the CPU, so they are the same on every device.
 """
 
 from __future__ import annotations
@@ -35,31 +41,43 @@ class SyntheticData:
         gen = torch.Generator().manual_seed(cfg.seed)
         G, r = cfg.n_features, cfg.correlation_rank
         directions = torch.randn(G, cfg.d, generator=gen)
-        self.ground_truth = (directions / directions.norm(dim=1, keepdim=True)).to(device)
+        truth = directions / directions.norm(dim=1, keepdim=True)  # (G, d)
         self.firing_prob = _power_law_probs(G, cfg.power_law_exponent, cfg.mean_active)
         factor = torch.randn(G, r, generator=gen)
-        self._factor = (factor / factor.norm(dim=1, keepdim=True)).to(device)  # (G, r)
+        factor = factor / factor.norm(dim=1, keepdim=True)  # (G, r)
         normal = torch.distributions.Normal(0.0, 1.0)
-        self._threshold = normal.icdf(self.firing_prob.clamp(1e-7, 1 - 1e-7)).to(device)  # (G,)
-        self._eval = self._sample(cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM))
+        threshold = normal.icdf(self.firing_prob.clamp(1e-7, 1 - 1e-7))  # (G,)
+        self._train_gen = torch.Generator(device)
+        # the process on the CPU (for the held-out split) and on the training device
+        self._process = {torch.device("cpu"): (truth, factor, threshold)}
+        self._process[self._train_gen.device] = tuple(t.to(device) for t in (truth, factor,
+                                                                            threshold))  # fmt: skip
+        self.ground_truth = self._process[self._train_gen.device][0]
+        self._eval = self._sample(cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM)).to(device)
 
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
-        # One generator per (data seed, run seed, step): batches are reproducible and resumable.
+        # Seeded by (data seed, run seed, step): batches are reproducible and resumable.
         seed = (self.cfg.seed * 1_000_003 + self._run_seed) * 1_000_000_007 + step
-        return self._sample(batch_size, _generator(seed % (1 << 62)))
+        return self._sample(batch_size, self._train_gen.manual_seed(seed % (1 << 62)))
+
+    def close(self) -> None:
+        """Nothing to release (the ActivationSource interface)."""
 
     def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         yield from self._eval.split(batch_size)
 
     def _sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n samples drawn from `gen`, on its device."""
         G, c = self.cfg.n_features, self.cfg.correlation
-        shared = torch.randn(n, self.cfg.correlation_rank, generator=gen).to(self.device)
-        own = torch.randn(n, G, generator=gen).to(self.device)
-        z = math.sqrt(c) * shared @ self._factor.T + math.sqrt(1.0 - c) * own  # (n, G), unit var
-        coef = torch.rand(n, G, generator=gen).to(self.device) * (z < self._threshold)
-        x = coef @ self.ground_truth  # (n, d)
+        truth, factor, threshold = self._process[gen.device]
+        draw = dict(generator=gen, device=gen.device)
+        shared = torch.randn(n, self.cfg.correlation_rank, **draw)
+        own = torch.randn(n, G, **draw)
+        z = math.sqrt(c) * shared @ factor.T + math.sqrt(1.0 - c) * own  # (n, G), unit var
+        coef = torch.rand(n, G, **draw) * (z < threshold)
+        x = coef @ truth  # (n, d)
         if self.cfg.noise_std > 0:
-            x = x + self.cfg.noise_std * torch.randn(n, self.d, generator=gen).to(self.device)
+            x = x + self.cfg.noise_std * torch.randn(n, self.d, **draw)
         return x
 
 

@@ -6,7 +6,7 @@ One concept per file:
     policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request
     threads.py      each job's share of the cores (the thread budget)
     packing.py      pack=K: grid points sharing their data trained as one job
-    gpus.py         one GPU per job on a multi-GPU machine (job i -> GPU i mod N)
+    gpus.py         one GPU per job on a multi-GPU machine, claimed through a per-GPU lock
     task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures, job.json
     manifest.py     sweep.json: grid, git commit, versions, start/end of every launch
     table.py        the end-of-sweep table of done / failed / skipped jobs

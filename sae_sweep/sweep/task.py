@@ -1,4 +1,4 @@
-"""One job of a sweep: apply the skip/resume policy, pick a GPU, train, never raise.
+"""One job of a sweep: apply the skip/resume policy, claim a GPU, train, never raise.
 
 The multirun task function calls `run_sweep_job` instead of `run_job`. A failing job
 (exception, NaN divergence, out of memory, invalid config) leaves `status: failed` with its
@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from ..config.schema import Config, job_config
 from ..record import layout
 from ..record.atomic import atomic_write_json, atomic_write_text
-from .gpus import assign_gpu
+from .gpus import claim_gpu
 from .policy import Action, Decision, decide, prepare
 from .threads import apply_thread_budget
 
@@ -107,23 +107,25 @@ def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: 
 
 
 def _train(records: list[dict[str, Any]], job_num: int) -> None:
-    """Train the jobs (one, or a pack's members) on one GPU; contain every failure."""
+    """Train the jobs (one, or a pack's members) on one GPU, held while they train; contain
+    every failure."""
     from ..job import run_jobs  # imported late: keeps `import sae_sweep.sweep` light
 
-    jobs = []
-    gpu = assign_gpu(job_num, records[0]["_cfg"].device)
-    for record in records:
-        cfg, out_dir = record["_cfg"], record["_out_dir"]
-        if gpu is not None:
-            record["gpu"] = gpu
-            import torch
-
-            if torch.cuda.is_available():
+    with claim_gpu(job_num, records[0]["_cfg"].device) as gpu:
+        jobs = []
+        for record in records:
+            cfg, out_dir = record["_cfg"], record["_out_dir"]
+            if gpu is not None:
+                record["gpu"] = gpu
                 cfg = dataclasses.replace(cfg, device=str(gpu["device"]))
-        log.info("job %d: %s -> %s", record["job"], record["reason"], out_dir)
-        _write(out_dir, {**record, "outcome": "running"})
-        jobs.append((cfg, out_dir))
-    for record, outcome in zip(records, run_jobs(jobs), strict=True):
+            log.info("job %d: %s -> %s", record["job"], record["reason"], out_dir)
+            _write(out_dir, {**record, "outcome": "running"})
+            jobs.append((cfg, out_dir))
+        try:
+            outcomes = run_jobs(jobs)
+        finally:
+            _release_memory()  # a reused worker's next job starts with a clean GPU
+    for record, outcome in zip(records, outcomes, strict=True):
         cfg, out_dir = record["_cfg"], record["_out_dir"]
         if isinstance(outcome, dict):
             _finish(out_dir, record, outcome="done", summary=outcome)
@@ -139,8 +141,6 @@ def _train(records: list[dict[str, Any]], job_num: int) -> None:
         log.error("job %d failed: %s\n%s", record["job"], summary.get("error"),
                   summary.get("traceback") or "")  # fmt: skip
         _finish(out_dir, record, outcome="failed", summary=summary)
-    if any(r["outcome"] == "failed" for r in records):
-        _release_memory()
 
 
 def resolved_config(cfg: Config) -> dict[str, Any]:
@@ -170,9 +170,11 @@ def _write(out_dir: Path, record: dict) -> None:
 
 
 def _release_memory() -> None:
-    """After a failure (e.g. CUDA out of memory), give the memory back for the next job."""
+    """After a job (done, failed e.g. out of memory, or interrupted), give its memory back and
+    reset the peak-memory statistics, for the next job of a reused worker process."""
     gc.collect()
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # of the current device: the job's
