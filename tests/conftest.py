@@ -49,3 +49,13 @@ def small_config(**overrides) -> Config:
             node = getattr(node, p)
         setattr(node, leaf, value)
     return cfg
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run whenever CUDA is available and are skipped (reported) otherwise."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
