@@ -56,6 +56,8 @@ def test_entry_point_writes_the_whole_record(tmp_path):
         assert isinstance(summary[key], float), key
     assert summary["knobs"]["penalty.coefficient"] == 3.0
     assert summary["knobs"]["sae.kind"] == "gated"
+    assert summary["knobs"]["train.matmul_dtype"] == "tf32"  # the default: TF32 on CUDA ...
+    assert summary["matmul_precision"] == "float32"  # ... and float32 on a CPU, which has none
     assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
