@@ -73,6 +73,10 @@ class Workspace:
         """The buffers a forward pass filled, for its backward pass."""
         return [self._buffers[n] for n in names]
 
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (bench/step.py --memory reports them)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
     def fresh(self, name: str) -> bool:
         """True once after `name` was (re)allocated: the caller initialises it then."""
         if name in self._fresh:

@@ -188,7 +188,8 @@ def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:
         [source.train_batch(max(step - i, 0), tr.batch_size) for i in range(rs.loss_sample_batches)]
     ).to(device, dtype)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: seeded by step
-    n = resample_dead_features_(sae, optimizer, dead, inputs * norm_scale, rs.encoder_scale, gen)
+    n = resample_dead_features_(sae, optimizer, dead, inputs * norm_scale, rs.encoder_scale, gen,
+                                chunk_rows=tr.batch_size)  # fmt: skip
     last_fired.masked_fill_(dead, step)  # a fresh feature gets a full window before it is dead
     return n
 
