@@ -91,3 +91,14 @@ def test_auto_stays_dense_with_bf16_products():
     cfg = _config(train__sparse_density_threshold=1.0, train__matmul_dtype="bfloat16")
     _, rows = _train(cfg)
     assert [m["train/sparse_path"] for _, m in rows] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.gpu
+def test_auto_stays_dense_on_cuda():
+    """The switch threshold was tuned on CPU cores; on CUDA `auto` keeps the dense kernels."""
+    cfg = _config(train__sparse_density_threshold=1.0, device="cuda")
+    sae = build_sae(cfg.sae, d_in=16, seed=0).cuda()
+    stepper = Stepper(cfg, sae, make_optimizer(sae, 1e-3, (0.9, 0.999)))
+    assert stepper.update_path(0.0) == LossPath.dense
+    cfg.train.sparse_path = SparsePath.on  # asked for explicitly: it runs
+    assert Stepper(cfg, sae, make_optimizer(sae, 1e-3, (0.9, 0.999))).path == LossPath.sparse
