@@ -53,7 +53,7 @@ class Workspace:
         accumulate in fp32 (train.matmul_dtype); None: the inputs' own dtype."""
         self.bool_masks = bool_masks
         """0/1 masks (the gate, f > 0) as bool, a quarter of float32's memory; None = on a
-        GPU only. On a CPU, torch's float-times-bool kernels measured ~8x slower than
+        GPU only. On a CPU, torch's float-times-bool kernels measured 6-8x slower than
         float-times-float (torch 2.13, 2 cores), and the results are the same either way."""
 
     def mask_dtype(self, like: torch.Tensor) -> torch.dtype:
