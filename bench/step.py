@@ -12,6 +12,15 @@ machine that gets busier mid-run slows all of them alike.
     python bench/step.py --paths dense sparse --density 0.01
     python bench/step.py --kinds gated --paths reference dense --compare
     python bench/step.py --kinds topk batchtopk --paths sparse   # k = 1% of d_sae by default
+    python bench/step.py --device cuda --matmul-dtype bfloat16    # bf16 products (tf32 default)
+    python bench/step.py --memory --d-sae 32768 131072 --d-in 768  # peak memory, no timing
+
+`--memory` runs each item alone, in a fresh process, for 2 steps, one dictionary size after
+another, and prints its peak memory above what was allocated before it was built (its
+parameters, Adam state, gradients and every temporary): on CUDA
+`torch.cuda.max_memory_allocated`, exact; on a CPU the peak resident set size (Linux VmHWM,
+reset through /proc/self/clear_refs), which also counts allocator slack. `workspace` is the
+bytes of the (B, M) buffers the fused kernels keep from step to step.
 
 TopK and BatchTopK have only the sparse path: their bound is the one dense product they keep,
 the encoder's (`--dead` marks a fraction of latents dead, so that AuxK runs too). The paths
@@ -23,6 +32,7 @@ an architecture does not have are skipped (its registry entry lists its kernels)
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import statistics
 import sys
@@ -35,6 +45,7 @@ from sae_sweep.config.schema import (
     AuxDecoder,
     Config,
     LoggerConfig,
+    MatmulDtype,
     NormGrad,
     PenaltyConfig,
     PenaltyKind,
@@ -43,6 +54,7 @@ from sae_sweep.config.schema import (
     TrainConfig,
 )
 from sae_sweep.models import TopKSAE, architecture, build_sae
+from sae_sweep.training.precision import products_dtype, set_matmul_precision
 from sae_sweep.training.step import LossPath, Stepper, make_optimizer
 
 PATHS = {
@@ -56,13 +68,17 @@ PATHS = {
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     device = torch.device(args.device)
+    precision = set_matmul_precision(MatmulDtype(args.matmul_dtype), device)
+    if args.memory:
+        return _memory_report(args, device, precision)
+    args.d_sae = args.d_sae[0]
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.d_in, device=device)
     print(
         f"device={device} ({_device_name(device)}), torch {torch.__version__}, "
         f"threads={torch.get_num_threads()}; d_in={args.d_in} d_sae={args.d_sae} "
-        f"batch={args.batch} fp32 Adam; penalty={args.penalty} aux={args.aux}; "
-        f"{args.rounds} rounds x {args.steps} steps, medians"
+        f"batch={args.batch} fp32 Adam, {precision} products; penalty={args.penalty} "
+        f"aux={args.aux}; {args.rounds} rounds x {args.steps} steps, medians"
     )
     items: dict[str, Callable[[], None]] = {}
     bounds: dict[str, str] = {}
@@ -70,7 +86,8 @@ def main(argv=None) -> None:
         arch = architecture(kind)
         if arch.l0_knob is None:
             chain = f"{kind}/matmul-chain"
-            items[chain] = _matmul_chain(kind, args.aux, x, args.d_sae)
+            low = products_dtype(MatmulDtype(args.matmul_dtype))
+            items[chain] = _matmul_chain(kind, args.aux, x, args.d_sae, low)
         else:  # L0 set by k: the encoder product is the only dense one
             chain = "encoder-product"
         for path in args.paths:
@@ -114,7 +131,9 @@ def main(argv=None) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--d-in", type=int, default=512)
-    p.add_argument("--d-sae", type=int, default=4096)
+    p.add_argument(
+        "--d-sae", type=int, nargs="+", default=[4096], help="several only with --memory"
+    )
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=20, help="timed steps per round and item")
     p.add_argument("--rounds", type=int, default=3)
@@ -132,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="TopK/BatchTopK k (default: d_sae / 100)")
     p.add_argument("--dead", type=float, default=0.0, help="TopK: fraction of latents dead")
     p.add_argument("--compare", action="store_true", help="also time SAELens, dictionary_learning")
+    p.add_argument(
+        "--matmul-dtype", default="tf32", choices=[m.value for m in MatmulDtype],
+        help="train.matmul_dtype of the steps and their bound (tf32: float32 on a CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--memory", action="store_true", help="peak memory of each item per --d-sae, no timing"
+    )
     return p
 
 
@@ -151,7 +177,9 @@ def _config(args, kind: str, path: str) -> Config:
         ),
         data=SyntheticDataConfig(d=args.d_in),
         logger=LoggerConfig(),
-        train=TrainConfig(batch_size=args.batch, grad_clip=1.0, **PATHS[path]),
+        train=TrainConfig(
+            batch_size=args.batch, grad_clip=1.0, matmul_dtype=args.matmul_dtype, **PATHS[path]
+        ),
         device=args.device,
     )
 
@@ -172,6 +200,7 @@ def _trainer_step(args, kind: str, path: str, x: torch.Tensor):
         out = stepper.step(x, 1e-6, 1.0)
         step.l0 = out.counts  # read after timing: no sync inside the timed region
 
+    step.workspace = stepper.workspace
     return step
 
 
@@ -189,16 +218,19 @@ def _set_density_(sae, x: torch.Tensor, density: float) -> None:
             param.copy_(-thresholds)
 
 
-def _matmul_chain(kind: str, aux: str, x: torch.Tensor, M: int):
+def _matmul_chain(kind: str, aux: str, x: torch.Tensor, M: int, dtype=None):
     """The matrix products of one step, alone: gated 7 (8 with a trainable aux decoder),
-    standard 5; every output preallocated, inputs of the right shapes."""
+    standard 5; every output preallocated, inputs of the right shapes (in `dtype`, the
+    products dtype, when it is set)."""
     B, d = x.shape
-    W = torch.randn(M, d, device=x.device) * 0.05  # encoder (M, d)
-    D = torch.randn(d, M, device=x.device) * 0.05  # decoder (d, M)
-    A = torch.randn(B, M, device=x.device).relu_()  # a (B, M) activation
-    A2 = torch.randn(B, M, device=x.device).relu_()
-    bd, bm = torch.empty(B, d, device=x.device), torch.empty(B, M, device=x.device)
-    dm, md = torch.empty(d, M, device=x.device), torch.empty(M, d, device=x.device)
+    dev, dtype = x.device, dtype or x.dtype
+    x = x.to(dtype)
+    W = torch.randn(M, d, device=dev, dtype=dtype) * 0.05  # encoder (M, d)
+    D = torch.randn(d, M, device=dev, dtype=dtype) * 0.05  # decoder (d, M)
+    A = torch.randn(B, M, device=dev, dtype=dtype).relu_()  # a (B, M) activation
+    A2 = torch.randn(B, M, device=dev, dtype=dtype).relu_()
+    bd, bm = torch.empty(B, d, device=dev, dtype=dtype), torch.empty(B, M, device=dev, dtype=dtype)
+    dm, md = torch.empty(d, M, device=dev, dtype=dtype), torch.empty(M, d, device=dev, dtype=dtype)
     gated, trainable = kind == "gated", aux == "trainable"
 
     def run():
@@ -221,6 +253,72 @@ def _encoder_product(x: torch.Tensor, M: int):
     W = torch.randn(M, x.shape[1], device=x.device)
     out = torch.empty(x.shape[0], M, device=x.device)
     return lambda: torch.mm(x, W.t(), out=out)
+
+
+def _memory_report(args, device: torch.device, precision: str) -> None:
+    """Peak memory of each kind/path step, alone, at every --d-sae (2 steps each)."""
+    measure = "max_memory_allocated" if device.type == "cuda" else "peak RSS delta (VmHWM)"
+    print(
+        f"device={device} ({_device_name(device)}), torch {torch.__version__}; d_in={args.d_in} "
+        f"batch={args.batch} fp32 Adam, {precision} products; memory = {measure} above the "
+        "memory before the item was built"
+    )
+    print(f"\n{'item':<22}{'d_sae':>8}{'peak MiB':>11}{'workspace MiB':>15}{'(B, M) fp32':>13}")
+    # each item in a fresh process: memory another item freed cannot hide its peak
+    spawn = multiprocessing.get_context("spawn")
+    for d_sae in args.d_sae:
+        for kind in args.kinds:
+            for path in args.paths:
+                if path in ("dense", "sparse") and path not in architecture(kind).kernels:
+                    continue
+                with spawn.Pool(1) as pool:
+                    peak, workspace = pool.apply(_peak_of, (args, kind, path, d_sae))
+                one = args.batch * d_sae * 4 / 2**20
+                print(f"{kind + '/' + path:<22}{d_sae:>8}{peak:>11.0f}{workspace:>15.0f}"
+                      f"{one:>13.0f}", flush=True)  # fmt: skip
+    print("\n'(B, M) fp32' = one float32 buffer of the batch's pre-activations, for scale.")
+
+
+def _peak_of(args, kind: str, path: str, d_sae: int) -> tuple[float, float]:
+    """(peak MiB above the memory before the item was built, its workspace's MiB)."""
+    device = torch.device(args.device)
+    set_matmul_precision(MatmulDtype(args.matmul_dtype), device)
+    # a tiny step first: the libraries' lazy set-up and code pages are not the item's memory
+    tiny = argparse.Namespace(**{**vars(args), "d_sae": 64, "batch": 8, "density": None})
+    warm = _trainer_step(tiny, kind, path, torch.randn(8, args.d_in, device=device))
+    warm(), warm()
+    del warm
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _reset_peak_rss()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.d_in, device=device)
+    step = _trainer_step(argparse.Namespace(**{**vars(args), "d_sae": d_sae}), kind, path, x)
+    for _ in range(2):  # the first allocates the workspace and Adam's state
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        peak = _status_kib("VmHWM") * 1024 - before
+    return peak / 2**20, step.workspace.nbytes() / 2**20
+
+
+def _reset_peak_rss() -> int:
+    """Reset this process's peak RSS to its current RSS (Linux); returns the RSS in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _peers(args, x: torch.Tensor) -> dict[str, Callable[[], None]]:

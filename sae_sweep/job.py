@@ -192,6 +192,7 @@ class _Member:
             "steps": result.steps,
             "resumed_from_step": result.resumed_from_step,
             "loss_paths": result.loss_paths,
+            "matmul_precision": result.matmul_precision,
             "train_wall_s": result.train_wall_s,
             "activations_per_s": result.activations_per_s,
             "norm_scale": self.norm_scale,

@@ -52,10 +52,10 @@ def small_config(**overrides) -> Config:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run whenever CUDA is present, and are skipped (not failed) without it."""
+    """Tests marked `gpu` run whenever CUDA is available and are skipped (reported) otherwise."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -105,3 +105,45 @@ def test_unit_norm_with_decoder_norm_allowed_when_explicit():
         )  # fmt: skip
     )
     validate(cfg)
+
+
+PRECISION_OK = [
+    ["train.matmul_dtype=bfloat16"],  # gated: the fused dense kernels, auto stays dense
+    ["sae=standard", "penalty=l1", "train.matmul_dtype=float32"],
+    ["train.autocast=true", "train.fast_path=false"],  # autocast where the reference loss runs
+    ["sae=jumprelu", "train.autocast=true"],  # no fused kernels to lose
+]
+
+PRECISION_BAD = [
+    (["dtype=bfloat16"], "dtype=bfloat16", "lose every update", "train.matmul_dtype=bfloat16"),
+    (["dtype=float16"], "dtype=float16", "overflows the squared error", "dtype=float32"),
+    (["train.autocast=true"], "train.autocast=true", "reference loss", "matmul_dtype=bfloat16"),
+    (
+        ["train.matmul_dtype=bfloat16", "train.sparse_path=on"],
+        "train.sparse_path=on",
+        "float32 only",
+        "train.sparse_path=auto or off",
+    ),
+    (["sae=topk", "train.matmul_dtype=bfloat16"], "matmul_dtype", "no fused dense", "tf32"),
+    (
+        ["train.matmul_dtype=bfloat16", "train.fast_path=false"],
+        "matmul_dtype",
+        "selects the reference loss",
+        "train.autocast=true",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides", PRECISION_OK)
+def test_safe_precision_settings_validate(overrides):
+    validate(OmegaConf.to_object(_compose(*overrides)))
+
+
+@pytest.mark.parametrize(("overrides", "key", "reason", "fix"), PRECISION_BAD)
+def test_unsafe_precision_fails_at_start_with_the_reason_and_the_fix(overrides, key, reason, fix):
+    cfg = OmegaConf.to_object(_compose(*overrides))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value).replace("\n", " ")
+    assert key in message and reason in message
+    assert fix in message[message.index("Fix:") :]

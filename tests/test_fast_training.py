@@ -73,12 +73,32 @@ def test_auto_threshold_and_hysteresis():
     ("knobs", "path"),
     [
         ({"train__compile": True}, LossPath.compiled),
-        ({"train__autocast": True}, LossPath.reference),
+        ({"train__autocast": True, "train__fast_path": False}, LossPath.reference),
+        ({"train__matmul_dtype": "bfloat16"}, LossPath.dense),
     ],
 )
 def test_gpu_knobs_smoke_on_cpu(knobs, path):
-    """compile and bf16 autocast run on a CPU (tiny shapes); on a GPU they are the fast options."""
-    cfg = _config(train__steps=2, train__log_every=1, train__tf32=True, **knobs)
+    """compile, bf16 autocast and bf16 products run on a CPU (tiny shapes); on a GPU they are
+    the fast options."""
+    cfg = _config(train__steps=2, train__log_every=1, **knobs)
     sae, rows = _train(cfg)
     assert len(rows) == 2 and all(torch.isfinite(p).all() for p in sae.parameters())
     assert Stepper(cfg, sae, make_optimizer(sae, 1e-3, (0.9, 0.999))).path == path
+
+
+def test_auto_stays_dense_with_bf16_products():
+    """The sparse kernels are float32 only: `auto` never switches to them from bf16 products."""
+    cfg = _config(train__sparse_density_threshold=1.0, train__matmul_dtype="bfloat16")
+    _, rows = _train(cfg)
+    assert [m["train/sparse_path"] for _, m in rows] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.gpu
+def test_auto_stays_dense_on_cuda():
+    """The switch threshold was tuned on CPU cores; on CUDA `auto` keeps the dense kernels."""
+    cfg = _config(train__sparse_density_threshold=1.0, device="cuda")
+    sae = build_sae(cfg.sae, d_in=16, seed=0).cuda()
+    stepper = Stepper(cfg, sae, make_optimizer(sae, 1e-3, (0.9, 0.999)))
+    assert stepper.update_path(0.0) == LossPath.dense
+    cfg.train.sparse_path = SparsePath.on  # asked for explicitly: it runs
+    assert Stepper(cfg, sae, make_optimizer(sae, 1e-3, (0.9, 0.999))).path == LossPath.sparse

@@ -56,6 +56,8 @@ def test_entry_point_writes_the_whole_record(tmp_path):
         assert isinstance(summary[key], float), key
     assert summary["knobs"]["penalty.coefficient"] == 3.0
     assert summary["knobs"]["sae.kind"] == "gated"
+    assert summary["knobs"]["train.matmul_dtype"] == "tf32"  # the default: TF32 on CUDA ...
+    assert summary["matmul_precision"] == "float32"  # ... and float32 on a CPU, which has none
     assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -85,9 +87,11 @@ def test_default_job_learns_the_ground_truth(tmp_path):
     assert 1 < summary["l0"] < 8  # about the 3 true features active per sample
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, device):
+    """On CUDA too: fused Adam reads its step counter on the device after the resume."""
     cfg = small_config(resample__enabled=True, resample__at_steps=[20, 40],
-                       resample__dead_window_steps=5)  # fmt: skip
+                       resample__dead_window_steps=5, device=device)  # fmt: skip
     run_job(cfg, tmp_path / "full")
 
     # The same run killed right after its checkpoint at step 30, then started again.

@@ -104,6 +104,19 @@ def test_resampling_prefers_badly_reconstructed_inputs():
     )
 
 
+def test_resampling_runs_its_forward_pass_in_chunks():
+    """4 batches of inputs at once would hold 4 x (B, M) activations per intermediate."""
+    sae = build_sae(SAEConfig(kind=SAEKind.gated), d_in=8, seed=0)
+    rows_seen = []
+    sae.register_forward_hook(lambda module, args, out: rows_seen.append(len(args[0])))
+    dead = torch.zeros(sae.d_sae, dtype=torch.bool)
+    dead[:4] = True
+    opt = torch.optim.Adam(sae.parameters())
+    n = resample_dead_features_(sae, opt, dead, torch.randn(100, 8), 0.2,
+                                torch.Generator().manual_seed(0), chunk_rows=32)  # fmt: skip
+    assert n == 4 and rows_seen == [32, 32, 32, 4]
+
+
 def test_lr_schedule_warmup_constant_decay():
     kw = dict(base_lr=1.0, steps=100, warmup_steps=10, decay_fraction=0.2)
     assert lr_at(0, **kw) == pytest.approx(0.1)

@@ -81,6 +81,15 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class MatmulDtype(str, Enum):
+    """Precision of the training step's matrix products; parameters, Adam moments, sums and
+    the loss stay float32 whatever this says (training/precision.py)."""
+
+    float32 = "float32"  # strict IEEE float32 products
+    tf32 = "tf32"  # TF32 tensor-core products on CUDA (float32 accumulation); CPU: float32
+    bfloat16 = "bfloat16"  # bfloat16 inputs, float32 accumulation (the fused dense kernels)
+
+
 @dataclass
 class SAEConfig:
     """What every architecture shares; each architecture's module extends it with its own
@@ -155,9 +164,11 @@ class TrainConfig:
     compile: bool = False
     """Run the reference loss under `torch.compile` instead of the fused kernels."""
     autocast: bool = False
-    """bf16 autocast of the reference loss (meant for GPUs; uses the reference path)."""
-    tf32: bool = False
-    """Allow TF32 matrix products on CUDA (no effect on CPU)."""
+    """bf16 autocast of the reference loss: only where it runs (train.fast_path=false,
+    train.compile, JumpReLU); on the fused kernels use train.matmul_dtype=bfloat16."""
+    matmul_dtype: MatmulDtype = MatmulDtype.tf32
+    """Matrix products: `tf32` (CUDA: TF32 tensor cores; CPU: float32), `float32` (strict) or
+    `bfloat16` (fused dense kernels: bf16 inputs, fp32 accumulation; parameters stay fp32)."""
     pin_memory: bool = True
     """CUDA only: the stored-activation reader stages each shuffled window in pinned host
     memory and copies it to the GPU asynchronously, on a side stream (off: a blocking copy).
@@ -315,7 +326,8 @@ class Config:
     """`auto` (CUDA if available; in a sweep, a free GPU claimed by the job), `cpu`, `cuda` or
     `cuda:N`."""
     dtype: DType = DType.float32
-    """Dtype of the SAE parameters and activations."""
+    """Dtype of the SAE parameters, Adam moments and training inputs: float32 only (bf16 or
+    TF32 matrix products: train.matmul_dtype)."""
     variant: str | None = None
     """Name of the recipe variant (set by sweeps; free-form)."""
     sweep: str | None = None

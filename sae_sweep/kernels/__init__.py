@@ -16,6 +16,9 @@ and the same parameter gradients (tests/test_fast_*.py check every freeze corner
 
 Each returns the same `LossTerms` as the reference (only `total` carries gradients) and the
 (M,) per-feature firing counts of the batch, so the training loop never scans f again.
+The dense kernels run their (B, d) x (d, M) products at `Workspace.products_dtype`
+(train.matmul_dtype=bfloat16: bf16 inputs, float32 accumulation; training/precision.py) and
+keep their 0/1 masks as bool on a GPU; the sparse and TopK kernels compute in float32.
 Signature: fn(sae, x, penalty, coefficient, workspace).
 """
 

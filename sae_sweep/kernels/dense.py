@@ -38,11 +38,27 @@ class Workspace:
     overwrite them). Nothing returned to the caller aliases a buffer.
     """
 
-    def __init__(self, small_op_threads: int = 1):
+    def __init__(
+        self,
+        small_op_threads: int = 1,
+        products_dtype: torch.dtype | None = None,
+        bool_masks: bool | None = None,
+    ):
         self._buffers: dict[str, torch.Tensor] = {}
         self._fresh: set[str] = set()
         self.small_op_threads = small_op_threads
         """CPU threads for nnz-sized work (sparse path); 0 = torch's setting."""
+        self.products_dtype = products_dtype
+        """bfloat16: the dense kernels' (B, d) x (d, M) products take bf16 inputs and
+        accumulate in fp32 (train.matmul_dtype); None: the inputs' own dtype."""
+        self.bool_masks = bool_masks
+        """0/1 masks (the gate, f > 0) as bool, a quarter of float32's memory; None = on a
+        GPU only. On a CPU, torch's float-times-bool kernels measured 6-8x slower than
+        float-times-float (torch 2.13, 2 cores), and the results are the same either way."""
+
+    def mask_dtype(self, like: torch.Tensor) -> torch.dtype:
+        bool_masks = like.device.type != "cpu" if self.bool_masks is None else self.bool_masks
+        return torch.bool if bool_masks else like.dtype
 
     def get(self, name: str, shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
         """The buffer `name`, (re)allocated uninitialised when shape, dtype or device change."""
@@ -56,6 +72,10 @@ class Workspace:
     def take(self, *names: str) -> list[torch.Tensor]:
         """The buffers a forward pass filled, for its backward pass."""
         return [self._buffers[n] for n in names]
+
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (bench/step.py --memory reports them)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
     def fresh(self, name: str) -> bool:
         """True once after `name` was (re)allocated: the caller initialises it then."""
@@ -116,6 +136,37 @@ def colsum(A: torch.Tensor, ws: Workspace) -> torch.Tensor:
     return ones @ A
 
 
+def count_columns(S: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    """(M,) number of ones in each column of a (B, M) 0/1 mask, float or bool."""
+    if S.dtype == torch.bool:
+        return S.sum(0, dtype=torch.float32)
+    return colsum(S, ws)
+
+
+def mask(A: torch.Tensor, name: str, ws: Workspace) -> torch.Tensor:
+    """1[A > 0] into the workspace buffer `name` (bool or float: `Workspace.mask_dtype`)."""
+    return torch.gt(A, 0, out=ws.get(name, A.shape, A, ws.mask_dtype(A)))
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, ws: Workspace, out=None) -> torch.Tensor:
+    """a @ b (float32 result); with `ws.products_dtype` the inputs are rounded to it and the
+    product accumulates in float32 (cuBLAS, oneDNN), its result widened into `out`."""
+    low = ws.products_dtype
+    if low is None:
+        return torch.mm(a, b, out=out)
+    product = torch.mm(a.to(low), b.to(low))
+    return product.float() if out is None else out.copy_(product)
+
+
+def addmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ws: Workspace, out, beta=1.0):
+    """beta c + a @ b into `out` (which may be c), the product as in `mm`."""
+    if ws.products_dtype is None:
+        return torch.addmm(c, a, b, beta=beta, out=out)
+    if out is c:  # the product must not overwrite c before c is read
+        return out.mul_(beta).add_(mm(a, b, ws))
+    return mm(a, b, ws, out=out).add_(c, alpha=beta)
+
+
 def sqnorm(a: torch.Tensor) -> torch.Tensor:
     """sum of squares of every entry, without a squared temporary."""
     flat = a.reshape(-1)
@@ -137,18 +188,18 @@ class _GatedDense(torch.autograd.Function):
     def forward(ctx, x, W_gate, b_gate, r_mag, b_mag, W_dec, b_dec, spec, ws):
         B, M = x.shape[0], W_gate.shape[0]
         xc = torch.sub(x, b_dec, out=ws.get("xc", x.shape, x))
-        P = torch.addmm(b_gate, xc, W_gate.t(), out=ws.get("P", (B, M), x))  # pi_gate
+        P = addmm(b_gate, xc, W_gate.t(), ws, out=ws.get("P", (B, M), x))  # pi_gate
         G = torch.clamp_min(P, 0, out=ws.get("G", (B, M), x))  # g = relu(pi_gate)
-        Sg = torch.sign(G, out=ws.get("Sg", (B, M), x))  # the gate, 1[pi_gate > 0]
+        Sg = mask(P, "Sg", ws)  # the gate, 1[pi_gate > 0]
         er = r_mag.exp()
         # pi_mag = e^r (P - b_gate) + b_mag, from the same product; f = gate * relu(pi_mag)
         F = torch.addcmul(b_mag - er * b_gate, P, er, out=ws.get("F", (B, M), x))
         F.mul_(Sg).relu_()
-        Sf = torch.sign(F, out=ws.get("Sf", (B, M), x))
-        counts = colsum(Sf, ws)  # (M,) firing counts
+        Sf = mask(F, "Sf", ws)
+        counts = count_columns(Sf, ws)  # (M,) firing counts
         # x_hat - x = F W_dec^T - (x - b_dec), and the same for the aux reconstruction
-        e = torch.addmm(xc, F, W_dec.t(), beta=-1, out=ws.get("e", x.shape, x))
-        ea = torch.addmm(xc, G, W_dec.t(), beta=-1, out=ws.get("ea", x.shape, x))
+        e = addmm(xc, F, W_dec.t(), ws, out=ws.get("e", x.shape, x), beta=-1)
+        ea = addmm(xc, G, W_dec.t(), ws, out=ws.get("ea", x.shape, x), beta=-1)
         recon = sqnorm(e) / B
         aux = sqnorm(ea) / B
         gsum = colsum(G, ws)
@@ -168,18 +219,18 @@ class _GatedDense(torch.autograd.Function):
         ec, eac = e.mul_(2 * s / B), ea.mul_(2 * s / B)  # dL/dx_hat, dL/d(aux recon.)
         trainable = spec.aux_trainable
 
-        dW_dec = ec.t() @ F
+        dW_dec = mm(ec.t(), F, ws)
         if trainable:
-            dW_dec.addmm_(eac.t(), G)
+            addmm(dW_dec, eac.t(), G, ws, out=dW_dec)
         add_norm_grad_(dW_dec, W_dec, gsum, norms, spec, B, s)
 
-        D = torch.mm(ec, W_dec, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi_mag
+        D = mm(ec, W_dec, ws, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi_mag
         db_mag = colsum(D, ws)
         dr_mag = er * (colsum(torch.mul(D, P, out=F), ws) - b_gate * db_mag)  # h = P - b_gate
-        D2 = torch.addmm(dg_pen * s, eac, W_dec, out=ws.get("D2", (B, M), xc)).mul_(Sg)
+        D2 = addmm(dg_pen * s, eac, W_dec, ws, out=ws.get("D2", (B, M), xc)).mul_(Sg)
         db_gate = colsum(D2, ws)  # dL/dpi_gate
         dh = D2.addcmul_(D, er)  # dL/dh = dpi_gate + e^r dpi_mag
-        dW_gate = dh.t() @ xc
+        dW_gate = mm(dh.t(), xc, ws)
         db_dec = colsum(ec, ws) - (db_gate + er * db_mag) @ W_gate
         if trainable:
             db_dec += colsum(eac, ws)
@@ -191,10 +242,10 @@ class _StandardDense(torch.autograd.Function):
     def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, spec, ws):
         B, M = x.shape[0], W_enc.shape[0]
         xc = torch.sub(x, b_dec, out=ws.get("xc", x.shape, x))
-        F = torch.addmm(b_enc, xc, W_enc.t(), out=ws.get("F", (B, M), x)).relu_()  # f = g
-        Sf = torch.sign(F, out=ws.get("Sf", (B, M), x))
-        counts = colsum(Sf, ws)
-        e = torch.addmm(xc, F, W_dec.t(), beta=-1, out=ws.get("e", x.shape, x))  # x_hat - x
+        F = addmm(b_enc, xc, W_enc.t(), ws, out=ws.get("F", (B, M), x)).relu_()  # f = g
+        Sf = mask(F, "Sf", ws)
+        counts = count_columns(Sf, ws)
+        e = addmm(xc, F, W_dec.t(), ws, out=ws.get("e", x.shape, x), beta=-1)  # x_hat - x
         recon = sqnorm(e) / B
         fsum = colsum(F, ws)
         sparse, dg_pen, norms = penalty_terms(fsum, W_dec, spec, B)
@@ -212,10 +263,10 @@ class _StandardDense(torch.autograd.Function):
         F, Sf, xc, e = ws.take("F", "Sf", "xc", "e")
         B, M = F.shape
         ec = e.mul_(2 * s / B)
-        dW_dec = ec.t() @ F
+        dW_dec = mm(ec.t(), F, ws)
         add_norm_grad_(dW_dec, W_dec, fsum, norms, spec, B, s)
-        D = torch.addmm(dg_pen * s, ec, W_dec, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi
+        D = addmm(dg_pen * s, ec, W_dec, ws, out=ws.get("D", (B, M), xc)).mul_(Sf)  # dL/dpi
         db_enc = colsum(D, ws)
-        dW_enc = D.t() @ xc
+        dW_enc = mm(D.t(), xc, ws)
         db_dec = colsum(ec, ws) - db_enc @ W_enc
         return None, dW_enc, db_enc, dW_dec, db_dec, None, None

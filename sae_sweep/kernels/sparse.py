@@ -51,24 +51,28 @@ def gated_sparse_loss(sae, x, penalty: Penalty, coefficient, ws: Workspace):
 
 class _Pattern:
     """The active entries (pi = H + b > 0) of a (B, M) pre-activation, in row-major and
-    column-major order. H is the bias-free product: the bias is added at active entries only."""
+    column-major order. H is the bias-free product: the bias is added at active entries only.
+
+    Row and column indices and offsets are int32 (half the memory traffic of int64, and
+    half the radix passes of the column sort on a GPU); only the flat index into the
+    (B, M) matrix, which can pass 2^31, stays int64."""
 
     def __init__(self, H: torch.Tensor, b: torch.Tensor, ws: Workspace):
         B, M = H.shape
         mask = torch.gt(H, -b, out=ws.get("mask", (B, M), H, torch.bool))
         with threads(ws.small_op_threads, H.device):
             flat = mask.view(-1).nonzero().squeeze(1)  # row-major
-            self.rows, self.cols = flat // M, flat % M
+            self.rows, self.cols = (flat // M).int(), (flat % M).int()
             self.values = H.view(-1)[flat] + b[self.cols]  # (nnz,) pi there, all > 0
-            arange = torch.arange(max(B, M) + 1, device=H.device)
-            self.row_offsets = torch.searchsorted(self.rows, arange[: B + 1])
+            arange = torch.arange(max(B, M) + 1, device=H.device, dtype=torch.int32)
+            self.row_offsets = torch.searchsorted(self.rows, arange[: B + 1], out_int32=True)
         self.shape, self._arange = (B, M), arange
 
     def column_order(self):
         """(rows, offsets of each feature's bag, permutation row-major -> column-major)."""
         M = self.shape[1]
         perm = torch.argsort(self.cols, stable=True)  # rows stay sorted within a feature
-        offsets = torch.searchsorted(self.cols[perm], self._arange[: M + 1])
+        offsets = torch.searchsorted(self.cols[perm], self._arange[: M + 1], out_int32=True)
         return self.rows[perm], offsets, perm
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:

@@ -91,14 +91,7 @@ def _restore(directory, sae, optimizer, required_extra, required_meta):
     flat = load_file(str(directory / STATE_FILE))
     device = next(sae.parameters()).device
     sae.load_state_dict({k[4:]: v for k, v in flat.items() if k.startswith("sae.")})
-    for name, param in sae.named_parameters():
-        state = {
-            k.rsplit(".", 1)[1]: v.to(device) if not k.endswith(".step") else v
-            for k, v in flat.items()
-            if k.startswith(f"optim.{name}.")
-        }
-        if state:
-            optimizer.state[param] = state
+    optimizer.load_state_dict(_optimizer_state_dict(flat, sae, optimizer))
     extra = {k[6:]: v.to(device) for k, v in flat.items() if k.startswith("extra.")}
     for key in required_extra:  # a checkpoint missing them is as unusable as a corrupt one
         if key not in extra:
@@ -107,3 +100,22 @@ def _restore(directory, sae, optimizer, required_extra, required_meta):
         if key not in meta:
             raise KeyError(f"{META_FILE} lacks {key!r}")
     return int(meta.pop("step")), extra, meta
+
+
+def _optimizer_state_dict(flat: dict[str, torch.Tensor], sae, optimizer) -> dict:
+    """The optimizer's own state_dict, its per-parameter state replaced by the stored tensors.
+
+    Loading goes through `optimizer.load_state_dict` because it puts each tensor where the
+    optimizer's update reads it: moments on the parameter's device and dtype, Adam's `step`
+    on the device for the fused and capturable kernels (on the CPU otherwise). Stored
+    tensors are named by parameter, so a checkpoint does not depend on parameter order.
+    """
+    current = optimizer.state_dict()
+    index = {id(p): i for i, p in enumerate(q for g in optimizer.param_groups for q in g["params"])}
+    state = {}
+    for name, param in sae.named_parameters():
+        prefix = f"optim.{name}."
+        entry = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+        if entry:
+            state[index[id(param)]] = entry
+    return {"state": state, "param_groups": current["param_groups"]}

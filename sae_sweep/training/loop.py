@@ -18,10 +18,11 @@ from ..data.source import ActivationSource, DataError
 from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
+from .precision import set_matmul_precision
 from .progress import JobProgress
 from .resampling import resample_dead_features_
 from .schedules import lambda_at, lr_at
-from .step import LossPath, StepOutput, Stepper, make_optimizer, set_matmul_precision, to_device
+from .step import LossPath, StepOutput, Stepper, make_optimizer, to_device
 
 
 class TrainingDivergedError(RuntimeError):
@@ -36,6 +37,8 @@ class TrainResult:
     resumed_from_step: int
     loss_paths: list[str]
     """The loss implementations the steps ran on (training/step.py: reference, dense, ...)."""
+    matmul_precision: str
+    """What the step's matrix products ran at: float32, tf32 or bfloat16 (precision.py)."""
 
 
 def train(
@@ -70,7 +73,7 @@ class TrainingRun:
         tr, rs = cfg.train, cfg.resample
         self.device, self.dtype = sae.W_dec.device, sae.W_dec.dtype
         self.optimizer = make_optimizer(sae, tr.lr, tr.adam_betas)
-        set_matmul_precision(tr.tf32)
+        self.matmul_precision = set_matmul_precision(tr.matmul_dtype, self.device)
         self.last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=self.device)
         self.start, self.wall_before = 0, 0.0
         if checkpoint_dir is not None:
@@ -149,7 +152,9 @@ class TrainingRun:
         trained = steps - self.start
         speed = trained * self.cfg.train.batch_size / max(wall - self.wall_before, 1e-9)
         paths = [p.value for p in self.stepper.paths_used]
-        return TrainResult(steps, wall, speed if trained else 0.0, self.start, paths)
+        return TrainResult(
+            steps, wall, speed if trained else 0.0, self.start, paths, self.matmul_precision
+        )
 
 
 def _divergence_fix(cfg: Config) -> str:
@@ -183,7 +188,8 @@ def _resample(cfg, sae, optimizer, source, last_fired, step, norm_scale) -> int:
         [source.train_batch(max(step - i, 0), tr.batch_size) for i in range(rs.loss_sample_batches)]
     ).to(device, dtype)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: seeded by step
-    n = resample_dead_features_(sae, optimizer, dead, inputs * norm_scale, rs.encoder_scale, gen)
+    n = resample_dead_features_(sae, optimizer, dead, inputs * norm_scale, rs.encoder_scale, gen,
+                                chunk_rows=tr.batch_size)  # fmt: skip
     last_fired.masked_fill_(dead, step)  # a fresh feature gets a full window before it is dead
     return n
 

@@ -23,16 +23,20 @@ def resample_dead_features_(
     inputs: torch.Tensor,
     encoder_scale: float,
     generator: torch.Generator,
+    chunk_rows: int | None = None,
 ) -> int:
     """Re-initialise the features where `dead` (M,) is True; returns how many were.
 
     inputs: (N, d) activations (already normalised) to draw new directions from.
+    chunk_rows: rows per forward pass (the loop passes train.batch_size): N rows at once
+    would hold several (N, M) activations, N = resample.loss_sample_batches x the batch.
     """
     idx = dead.nonzero().squeeze(1)
     n_dead = idx.numel()
     if n_dead == 0:
         return 0
-    errors = (inputs - sae(inputs).x_hat).pow(2).sum(-1).float()  # (N,)
+    chunks = inputs.split(chunk_rows or len(inputs))
+    errors = torch.cat([(x - sae(x).x_hat).pow(2).sum(-1).float() for x in chunks])  # (N,)
     if errors.sum() <= 0:  # perfect reconstruction: fall back to uniform sampling
         errors = torch.ones_like(errors)
     # Without replacement while there are enough inputs with non-zero error to go round.

@@ -9,7 +9,9 @@ reference loss, `sae.loss_terms`); the architecture's registry entry says which 
 - dense: its "dense" kernel, the minimum of matrix products with reused buffers;
 - sparse: its "sparse" kernel, only the encoder product dense (train.sparse_path; `auto`
   switches on once the logged L0 falls to train.sparse_density_threshold * d_sae; TopK and
-  BatchTopK have only this one and use it from the first step).
+  BatchTopK have only this one and use it from the first step). On CUDA, and with bf16
+  products, `auto` stays dense: the threshold was tuned on CPU cores, and no GPU benchmark
+  has yet shown the sparse kernels (fp32 only, one host sync per step) faster there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..models.base import SparseAutoencoder
 from ..models.registry import architecture
 from ..penalties import make_penalty
 from .constraint import remove_parallel_grad_, unit_norm_decoder_
+from .precision import products_dtype
 
 
 class LossPath(str, Enum):
@@ -63,7 +66,7 @@ class Stepper:
         self.sae, self.optimizer, self.tr = sae, optimizer, tr
         self.penalty = make_penalty(cfg.penalty)
         self.kernels = architecture(sae.kind).kernels
-        self.workspace = Workspace(small_op_threads=tr.cpu_small_op_threads)
+        self.workspace = Workspace(tr.cpu_small_op_threads, products_dtype(tr.matmul_dtype))
         self.base_path = _base_path(cfg, self.kernels)
         self.path = self.base_path
         has_sparse = "sparse" in self.kernels
@@ -119,6 +122,8 @@ class Stepper:
             self.tr.sparse_path != SparsePath.auto
             or self.base_path != LossPath.dense
             or "sparse" not in self.kernels
+            or self.sae.W_dec.device.type == "cuda"
+            or self.workspace.products_dtype is not None
         ):
             return self.path
         limit = self.tr.sparse_density_threshold * self.sae.d_sae
@@ -140,12 +145,6 @@ def _base_path(cfg: Config, kernels: dict) -> LossPath:
     if "sparse" in kernels and SparsePath(tr.sparse_path) != SparsePath.off:
         return LossPath.sparse  # sparse by construction (TopK): no dense kernel to fall back on
     return LossPath.reference
-
-
-def set_matmul_precision(tf32: bool) -> None:
-    """TF32 matmuls on CUDA (train.tf32); no effect on CPU."""
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def to_device(batch: torch.Tensor, device: torch.device, dtype, pin_memory: bool):
