@@ -60,6 +60,21 @@ def test_packed_members_end_as_when_each_trains_alone_and_a_diverging_one_fails_
         assert together["threads"] == torch.get_num_threads()
 
 
+def test_a_pack_estimates_the_normalisation_once_per_setting(tmp_path, monkeypatch):
+    import sae_sweep.job as job
+
+    calls = []
+    estimate = job.estimate_norm_scale
+    monkeypatch.setattr(job, "estimate_norm_scale", lambda *a: calls.append(a[1]) or estimate(*a))
+    configs = [small_config(train__steps=2, penalty__coefficient=c) for c in (1.0, 2.0, 4.0)]
+    configs.append(small_config(train__steps=2, train__norm_estimate_batches=3))
+    outcomes = run_jobs([(cfg, tmp_path / str(i)) for i, cfg in enumerate(configs)])
+
+    assert sorted(calls) == [3, 8]  # the three members with the default setting share one
+    alone = run_job(configs[1], tmp_path / "alone")
+    assert outcomes[1]["norm_scale"] == alone["norm_scale"] != outcomes[3]["norm_scale"]
+
+
 def test_an_interrupted_pack_resumes_every_member_to_the_same_weights(tmp_path, monkeypatch):
     """Through the sweep job: the pack file, the skip/resume policy per member, job.json."""
     # threads: this process keeps its thread count (a sweep job sets its share of the cores)
