@@ -187,8 +187,8 @@ def training_per_worker(sweep_dir: Path, workers: int) -> tuple[float, int]:
     """(sum of the jobs' train_wall_s, a pack counted once) / workers, and the SAEs done.
 
     The members of a pack train together, and each records the pack's training time."""
-    summaries = dict(layout.summaries(sweep_dir))
-    packs = [[Path(m["dir"]) for m in layout.read_json(f)["members"]]
+    summaries = {d.resolve(): s for d, s in layout.summaries(sweep_dir)}
+    packs = [[Path(m["dir"]).resolve() for m in layout.read_json(f)["members"]]
              for f in (sweep_dir / layout.PACKS_DIR).glob("*/*.json")]  # fmt: skip
     in_pack = {d for pack in packs for d in pack}
     train = sum(max((summaries.get(d) or {}).get("train_wall_s") or 0.0 for d in pack)
