@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit  # the t quantile (a fifth of scipy.stats's import)
 
 CONFIDENCE = 0.95
 
@@ -55,7 +55,7 @@ def paired_diff(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) ->
         return PairedDiff(0, math.nan, math.nan)
     if n == 1:
         return PairedDiff(1, float(d[0]), math.nan)
-    t = stats.t.ppf(0.5 + confidence / 2, df=n - 1)
+    t = stdtrit(n - 1, 0.5 + confidence / 2)  # = scipy.stats.t.ppf, bit for bit
     return PairedDiff(n, float(d.mean()), float(t * d.std(ddof=1) / math.sqrt(n)))
 
 

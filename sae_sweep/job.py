@@ -109,7 +109,8 @@ def _train_on(members: list[_Member], source, device: torch.device) -> None:
         for m in members:
             with replace_atomically(m.out_dir / layout.GROUND_TRUTH) as tmp:
                 save_file(truth, str(tmp))
-    live = [m for m in members if m.guard(m.build, source, device)]
+    norm_scales: dict[int, float] = {}  # one estimate per pack, shared by members that agree
+    live = [m for m in members if m.guard(m.build, source, device, norm_scales)]
     steps = max((m.cfg.train.steps for m in live), default=0)
     for step in range(min((m.run.start for m in live), default=steps), steps):
         batch = None
@@ -160,16 +161,22 @@ class _Member:
         stack.push(self.log)  # closed (W&B run finished) when the job ends, however it ends
         self.log.open()  # W&B starts here: a run that cannot start fails the job like any fault
 
-    def build(self, source, device: torch.device) -> None:
+    def build(self, source, device: torch.device, norm_scales: dict[int, float]) -> None:
+        """norm_scales: the estimates made so far in this job, by `train.norm_estimate_batches`
+        (members share source and batch size, so equal settings give the same scalar)."""
         cfg, tr = self.cfg, self.cfg.train
         dtype = getattr(torch, cfg.dtype.value if hasattr(cfg.dtype, "value") else cfg.dtype)
-        self.norm_scale = (
+        self.norm_scale = 1.0
+        if tr.normalize_input:
             # a cache records its dataset-wide scalar; other sources estimate it on a few batches
-            getattr(source, "norm_scale", None)
-            or estimate_norm_scale(source, tr.norm_estimate_batches, tr.batch_size)
-            if tr.normalize_input
-            else 1.0
-        )
+            self.norm_scale = getattr(source, "norm_scale", None) or norm_scales.get(
+                tr.norm_estimate_batches
+            )
+            if self.norm_scale is None:
+                self.norm_scale = estimate_norm_scale(
+                    source, tr.norm_estimate_batches, tr.batch_size
+                )
+                norm_scales[tr.norm_estimate_batches] = self.norm_scale
         self.sae = build_sae(cfg.sae, d_in=source.d, seed=cfg.seed).to(device, dtype)
         self.run = TrainingRun(cfg, self.sae, source, self.log, norm_scale=self.norm_scale,
                                checkpoint_dir=layout.checkpoint_dir(self.out_dir),

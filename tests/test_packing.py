@@ -13,7 +13,14 @@ from sae_sweep.job import run_job, run_jobs
 from sae_sweep.models import StandardSAEConfig
 from sae_sweep.record import layout
 from sae_sweep.sweep import task
-from sae_sweep.sweep.packing import member_config, pack_file, pack_jobs, pack_key, write_pack
+from sae_sweep.sweep.packing import (
+    member_config,
+    pack_file,
+    pack_jobs,
+    pack_key,
+    read_pack,
+    write_pack,
+)
 from sae_sweep.training.loop import TrainingDivergedError
 from tests.conftest import small_config
 
@@ -58,6 +65,21 @@ def test_packed_members_end_as_when_each_trains_alone_and_a_diverging_one_fails_
         assert {k: together[k] for k in METRICS} == pytest.approx({k: alone[k] for k in METRICS})
         _assert_same_weights(tmp_path / "alone" / str(i), tmp_path / "packed" / str(i))
         assert together["threads"] == torch.get_num_threads()
+
+
+def test_a_pack_estimates_the_normalisation_once_per_setting(tmp_path, monkeypatch):
+    import sae_sweep.job as job
+
+    calls = []
+    estimate = job.estimate_norm_scale
+    monkeypatch.setattr(job, "estimate_norm_scale", lambda *a: calls.append(a[1]) or estimate(*a))
+    configs = [small_config(train__steps=2, penalty__coefficient=c) for c in (1.0, 2.0, 4.0)]
+    configs.append(small_config(train__steps=2, train__norm_estimate_batches=3))
+    outcomes = run_jobs([(cfg, tmp_path / str(i)) for i, cfg in enumerate(configs)])
+
+    assert sorted(calls) == [3, 8]  # the three members with the default setting share one
+    alone = run_job(configs[1], tmp_path / "alone")
+    assert outcomes[1]["norm_scale"] == alone["norm_scale"] != outcomes[3]["norm_scale"]
 
 
 def test_an_interrupted_pack_resumes_every_member_to_the_same_weights(tmp_path, monkeypatch):
@@ -126,3 +148,30 @@ def test_jobs_pack_only_with_jobs_that_share_their_batches():
     assert pack_jobs(configs, 2) == [[0, 2], [1], [3], [4, 5]]
     assert pack_jobs(configs, 8) == [[0, 2, 4, 5], [1], [3]]
     assert sorted(i for p in pack_jobs(configs, 3) for i in p) == list(range(6))
+
+
+def test_every_job_of_a_packed_sweep_carries_its_grid_number(tmp_path, monkeypatch):
+    """A pack of one gets a pack file too: the target-L0 sweeper finds each result's overrides
+    by grid number, and a lone job's launch number differs from it once others are packed."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.sae_sweep_packing.packing_sweeper import PackingSweeper
+
+    monkeypatch.setenv(task.ENV_LAUNCH_ID, "L")
+    sweeper = PackingSweeper()
+    sweeper.config = OmegaConf.create({"hydra": {"launcher": {"_target_": "basic"},
+                                                 "sweep": {"dir": str(tmp_path)}}})  # fmt: skip
+    seeds = [0, 1, 0, 0, 1]  # seed 1's jobs train on another stream than seed 0's
+
+    def compose(overrides, job_num):
+        config = {**_resolved(seed=seeds[job_num]), "pack": 2}
+        member = {"job": job_num, "subdir": str(job_num), "dir": str(tmp_path / str(job_num)),
+                  "config": config}  # fmt: skip
+        return {"task": config, "member": member, "pack": 2}
+
+    monkeypatch.setattr(sweeper, "_compose", compose)
+    launched = sweeper.pack_batch([[f"seed={s}", f"n={i}"] for i, s in enumerate(seeds)])
+
+    assert len(launched) == 3  # packs [0, 2], [1, 4], [3]
+    grid_numbers = [[m["job"] for m in read_pack(pack_file(tmp_path, "L", n))] for n in range(3)]
+    assert grid_numbers == [[0, 2], [1, 4], [3]]

@@ -34,6 +34,10 @@ def test_an_offline_job_stages_its_saelens_folder_as_an_artifact(tmp_path, monke
     assert sae_artifact_name(run_id).encode() in data
     for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
         assert str(run / "saelens" / name).encode() in data, name
+    # per-run work a sweep job does not need stays off: no package list, no machine scan
+    (files,) = run.glob("wandb/offline-run-*/files")
+    assert not (files / "requirements.txt").exists()
+    assert not (files / "wandb-metadata.json").exists()
 
 
 class _FakeWandbRun:

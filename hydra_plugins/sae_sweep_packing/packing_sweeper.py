@@ -41,7 +41,7 @@ class PackingSweeper(BasicSweeper):
         launched = []
         for n, members in enumerate(packs, start=self.launched):
             launched.append(batch[members[0]])
-            if len(members) > 1:
+            if k > 1:  # a pack of one too: its record then carries its grid number, as members'
                 path = pack_file(self._sweep_dir(), os.environ.get(ENV_LAUNCH_ID, "launch"), n)
                 write_pack(path, [configs[i]["member"] for i in members])
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)

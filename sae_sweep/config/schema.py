@@ -310,6 +310,10 @@ class LoggerConfig:
     lines) or `off`; `progress.json` is written in every mode."""
     progress_every_s: float = 30.0
     """Seconds between progress lines and `progress.json` rewrites (`sae-sweep-status` reads it)."""
+    system_metrics: bool = False
+    """W&B's system metrics (CPU/GPU use, sampled every 15 s) and machine metadata per run.
+    Off by default: it costs every job a sampling process, and the record already holds
+    the versions, the device and the peak memory."""
 
 
 @dataclass

@@ -35,6 +35,9 @@ from typing import Any
 
 import yaml
 
+# libyaml's safe loader where PyYAML has it: the same result, about 10x faster
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # -- a job folder --
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -93,7 +96,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def read_yaml(path: Path) -> dict[str, Any] | None:
     """A YAML mapping from `path`, or None when missing, unreadable or not a mapping."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = yaml.load(Path(path).read_text(), Loader=_SafeLoader)
     except (OSError, yaml.YAMLError):
         return None
     return loaded if isinstance(loaded, dict) else None
