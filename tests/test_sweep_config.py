@@ -183,6 +183,16 @@ def test_policy_ignores_logger_and_device_but_not_knobs(tmp_path):
     assert d.action == policy.Action.CONFLICT and "train.steps" in d.reason
 
 
+def test_a_record_of_another_version_is_not_a_conflict_over_added_or_removed_knobs(tmp_path):
+    # Upgrading in the middle of a sweep: the records lack knobs added since (and hold ones
+    # removed since); the finished jobs are still this sweep's, not conflicts.
+    _record(tmp_path, {**CFG, "train": {"steps": 100, "tf32": False}}, "done", 100)
+    newer = {**CFG, "train": {"steps": 100, "matmul_dtype": "tf32"}}
+    assert policy.decide(tmp_path, newer, False).action == policy.Action.SKIP_DONE
+    d = policy.decide(tmp_path, {**newer, "train": {"steps": 200, "matmul_dtype": "tf32"}}, False)
+    assert d.action == policy.Action.CONFLICT and "train.steps" in d.reason
+
+
 def test_prepare_keeps_the_metrics_up_to_the_checkpoint(tmp_path):
     _record(tmp_path, CFG, "interrupted", 50, metrics_steps=(25, 50, 75))
     d = policy.decide(tmp_path, CFG, False)

@@ -14,6 +14,9 @@ named by variant, lambda and seed, not by job number). Per folder:
 
 RERUN and RESUME both continue from the last checkpoint when there is one (a job that ran
 out of memory or lost its node loses no work); delete the folder to start a job over.
+Configs differ when a knob both have is set differently (`differing_keys`): logging,
+device and launch options never count, nor do knobs only one of them has (a record
+written by another version of sae-sweep).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from ..record.layout import checkpoint_step
 # grid. A recipe name only labels a preset.
 IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
                 "l0_target", "recipe")  # fmt: skip
+# Nested knobs that check or move data without changing it.
+IGNORED_PATHS = ("data.verify_hashes", "train.pin_memory")
 
 
 class Action(str, Enum):
@@ -61,7 +66,7 @@ def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decisio
     """What to do with `job_dir` for a job whose resolved config is `config`."""
     job_dir = Path(job_dir)
     recorded = layout.read_yaml(job_dir / layout.CONFIG)
-    if recorded is not None and _comparable(recorded) != _comparable(config):
+    if recorded is not None and differing_keys(recorded, config):
         keys = ", ".join(differing_keys(recorded, config)[:5])
         return Decision(
             Action.CONFLICT,
@@ -106,9 +111,13 @@ def prepare(job_dir: Path, decision: Decision) -> None:
 
 
 def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The knobs set differently in two configs. A knob that only one of them has is left
+    out: a record written by an earlier (or later) sae-sweep lacks the knobs added since (or
+    holds ones removed since), and upgrading in the middle of a sweep must not turn every
+    finished job into a conflict."""
     fa, fb = _flatten(_comparable(a)), _flatten(_comparable(b))
-    absent = object()
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, absent) != fb.get(k, absent))
+    both = (fa.keys() & fb.keys()) - set(IGNORED_PATHS)
+    return sorted(k for k in both if fa[k] != fb[k])
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
