@@ -324,7 +324,7 @@ class Verdict:
 
     def answer(self) -> str:
         """Does the comparison say what the claim expects?"""
-        if self.result is None or not len(self.result.rows) or self.expect == "context":
+        if self.result is None or self.result.pooled.n == 0 or self.expect == "context":
             return ""
         won = [w for _, w in self.winners]
         want = {"a": self.result.a, "b": self.result.b}.get(self.expect)
