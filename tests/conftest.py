@@ -59,3 +59,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def killed_after_checkpoint(monkeypatch, run, at: int = 30) -> None:
+    """Call `run()` as a job killed right after its checkpoint at step `at`: the training loop
+    raises KeyboardInterrupt once that checkpoint is written (then saving is restored)."""
+    import sae_sweep.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(directory, *, step: int, **kw):
+        real_save(directory, step=step, **kw)
+        if step == at:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import killed_after_checkpoint, small_config
 from safetensors.torch import save_file
 
 from sae_sweep.config.schema import ActivationsDataConfig, LoggerFallback, LoggerMode
@@ -198,19 +198,9 @@ def test_unreadable_shard_is_a_data_error_naming_the_file(tmp_path, fmt, damage)
 
 def _interrupted_job(job_dir: Path, monkeypatch) -> None:
     """A sweep job killed right after its checkpoint at step 30 (of 60)."""
-    import sae_sweep.training.loop as loop
-
-    real_save = loop.save_checkpoint
-
-    def save_then_die(directory, *, step, **kw):
-        real_save(directory, step=step, **kw)
-        if step == 30:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep_job(small_config(), job_dir, job_num=0, subdir="job")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    killed_after_checkpoint(
+        monkeypatch, lambda: run_sweep_job(small_config(), job_dir, job_num=0, subdir="job")
+    )
 
 
 @pytest.mark.parametrize("damaged", ["state.safetensors", "meta.json"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
+from conftest import killed_after_checkpoint, small_config
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -95,19 +95,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, device):
     run_job(cfg, tmp_path / "full")
 
     # The same run killed right after its checkpoint at step 30, then started again.
-    import sae_sweep.training.loop as loop
-
-    real_save = loop.save_checkpoint
-
-    def save_then_die(directory, *, step, **kw):
-        real_save(directory, step=step, **kw)
-        if step == 30:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_job(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    killed_after_checkpoint(monkeypatch, lambda: run_job(cfg, tmp_path / "resumed"))
     summary = run_job(cfg, tmp_path / "resumed")
     assert summary["resumed_from_step"] == 30
     a = load_file(str(tmp_path / "full" / "sae.safetensors"))
