@@ -35,16 +35,18 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository, when run as a script
 
+from analysis import render  # noqa: E402
 from analysis.frontier import METRICS, finished  # noqa: E402
 from analysis.matched import (  # noqa: E402
     MAX_L0_FRACTION,
     PairResult,
     compare_matched,
+    hib,
     relative_to,
     sweep_targets,
 )
 from analysis.model import Analysis, analyse  # noqa: E402
-from analysis.paired import fmt  # noqa: E402
+from analysis.paired import PairedDiff, fmt, winner  # noqa: E402
 from analysis.plots import frontier_plot, relative_plot  # noqa: E402
 from analysis.report import write_report  # noqa: E402
 from analysis.variants import LABEL, Variants, assign_variants  # noqa: E402
@@ -293,12 +295,10 @@ class Verdict:
         out = []
         if self.result is None:
             return out
+        a, b = self.result.a, self.result.b
         for r in self.result.rows.itertuples(index=False):
-            w = None
-            if r.seeds >= 2 and math.isfinite(r.ci_lo) and (r.ci_lo > 0 or r.ci_hi < 0):
-                better_b = (r.diff > 0) == _higher_is_better(self.metric)
-                w = self.result.b if better_b else self.result.a
-            out.append((float(r.l0), w))
+            diff = PairedDiff(int(r.seeds), r.diff, r.ci_hi - r.diff)  # the row's symmetric CI
+            out.append((float(r.l0), winner(diff, a, b, hib(self.metric))))
         return out
 
     def words(self) -> str:
@@ -364,10 +364,6 @@ def _runs_of(won: list[tuple[float, str | None]]):
     return out
 
 
-def _higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else False
-
-
 def verdicts(sweeps: list[Sweep]) -> list[Verdict]:
     out = []
     for claim in CLAIMS:
@@ -394,12 +390,7 @@ def _compare(s: Sweep, c: Comparison, metric: str) -> PairResult | None:
 
 
 def md_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(none)"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return render.md_table(pd.DataFrame(rows))
 
 
 def verdict_table(vs: list[Verdict]) -> str:
