@@ -267,8 +267,17 @@ def _frame(rows: list[dict[str, Any]], knobs: Iterable[str]) -> pd.DataFrame:
             df[c] = None if c != "l0" else math.nan
     metrics = [c for c in df.columns if c not in knob_list and c not in BOOKKEEPING_COLUMNS]
     df = df[BOOKKEEPING_COLUMNS + [k for k in knob_list if k in df] + metrics]
-    df.attrs["knobs"] = [k for k in knob_list if k in df]
+    df.attrs["knobs"] = KnobNames(k for k in knob_list if k in df)
     return df.reset_index(drop=True)
+
+
+class KnobNames(tuple):
+    """The knob column names kept in `df.attrs["knobs"]`. pandas deep-copies `attrs` into
+    every frame an operation returns (a report made about 390k such copies of a 100-name
+    list); the names never change, so the copy is the tuple itself."""
+
+    def __deepcopy__(self, memo: dict) -> KnobNames:
+        return self
 
 
 def load_runs(sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
