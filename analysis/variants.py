@@ -9,7 +9,10 @@ A variant is one setting of every knob that varies across the loaded runs, excep
   the seed one-to-one (REPLICATE, e.g. `data.seed=${seed}`: every seed draws its own
   synthetic data), which makes each paired seed a replicate of data and initialisation;
 - bookkeeping keys (`logger.*`, names, paths, `device`, logging intervals): they never
-  change what is trained.
+  change what is trained;
+- knobs of one code version only (`train.tf32`, renamed `train.matmul_dtype`): set to one
+  value in the records of some sae-sweep commits and absent from those of others. A sweep
+  resumed across an upgrade keeps its variants (its launch policy allows the same).
 A knob derived from another (`sae.d_sae` from `sae.expansion_factor` at a fixed input
 width, see DERIVED) is folded into it when the two vary one-to-one, so two variants that
 differ in expansion factor differ in one knob, not two. Knobs that merely vary together in
@@ -39,6 +42,8 @@ REPLICATE = ("data.seed",)
 """Knobs folded into the seed when each seed has one value of them (and vice versa)."""
 VARIANT_NAME = "variant"
 LABEL = "variant_label"
+CODE_VERSION = ("versions.git_commit", "versions.sae-sweep")
+"""Record columns that name the code a run was trained with, most precise first."""
 
 DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 """{knob: the knob it is computed from}."""
@@ -142,7 +147,9 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     varying = [
         k
         for k in candidates
-        if keys[k].nunique() > 1 and not (k in REPLICATE and _follows_seed(df, keys[k]))
+        if keys[k].nunique() > 1
+        and not (k in REPLICATE and _follows_seed(df, keys[k]))
+        and not _one_version_only(df, keys[k])
     ]
     kept: list[str] = []
     aliases: dict[str, str] = {}
@@ -155,6 +162,24 @@ def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
                 continue
         kept.append(k)
     return kept, aliases
+
+
+def _one_version_only(df: pd.DataFrame, keys: pd.Series) -> bool:
+    """True when a knob has one value where it is set and is absent (null) elsewhere, and no
+    code version wrote both kinds of record: a knob added, removed or renamed between two
+    versions, not a setting of the sweep. Runs that recorded no version (still running)
+    are left out of the check; without any version column it never applies."""
+    if keys[keys != "None"].nunique() != 1:
+        return False
+    for col in CODE_VERSION:
+        if col not in df or df[col].nunique() < 2:
+            continue  # one version wrote every record (or none says): the null is a setting
+        version = df[col].map(value_key)
+        known = version != "None"
+        with_knob = set(version[known & (keys != "None")])
+        without = set(version[known & (keys == "None")])
+        return bool(with_knob) and bool(without) and not (with_knob & without)
+    return False
 
 
 def _follows_seed(df: pd.DataFrame, keys: pd.Series) -> bool:

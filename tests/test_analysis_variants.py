@@ -121,6 +121,40 @@ def test_a_data_seed_crossed_with_the_seed_is_a_knob(tmp_path):
     assert v.knobs == ["sae.aux_decoder", "data.seed"]
 
 
+def _upgraded_sweep(root: Path, commits: tuple[str, str]) -> Path:
+    """Two variants x 2 seeds x 2 lambdas; the first lambda's runs written by a version that
+    recorded `train.tf32`, the second's by one that records `train.matmul_dtype` instead."""
+    i = 0
+    for aux in ("frozen", "trainable"):
+        for lam, commit in zip((0.1, 1.0), commits, strict=True):
+            for seed in (0, 1):
+                cfg = config(seed=seed, **{"sae.aux_decoder": aux, "penalty.coefficient": lam})
+                if lam == 0.1:
+                    cfg["train"]["tf32"] = False
+                else:
+                    cfg["train"]["matmul_dtype"] = "tf32"
+                summ = summary(cfg, l0=10 / lam, fvu=0.1 * lam)
+                summ["versions"] = {"sae-sweep": "0.1.0", "git_commit": commit}
+                write_job(root / str(i), cfg, summ)
+                i += 1
+    return root
+
+
+def test_a_knob_renamed_between_code_versions_is_not_a_variant(tmp_path):
+    # A sweep resumed after an upgrade: its old records hold train.tf32, its new ones
+    # train.matmul_dtype. Each run still belongs to its recipe, and seeds stay paired.
+    labelled, v = assign_variants(load_runs(_upgraded_sweep(tmp_path, ("c0ffee1", "c0ffee2"))))
+    assert v.knobs == ["sae.aux_decoder"]
+    assert labelled.groupby("variant_label").size().tolist() == [4, 4]
+
+
+def test_one_version_setting_a_knob_for_some_runs_only_is_a_variant(tmp_path):
+    # The same records written by one version: a knob set in some runs and null in others is
+    # a setting of the sweep, so it still tells variants apart.
+    _, v = assign_variants(load_runs(_upgraded_sweep(tmp_path, ("c0ffee1", "c0ffee1"))))
+    assert set(v.knobs) == {"sae.aux_decoder", "train.tf32", "train.matmul_dtype"}
+
+
 def test_named_variants_keep_their_names_and_knobs(tmp_path):
     variants = []
     for name, kind in (("paper", "l1"), ("anthropic", "decoder_norm")):
