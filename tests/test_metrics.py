@@ -45,6 +45,17 @@ def test_l2_ratio_is_the_mean_of_per_token_ratios():
     assert l2_ratio(x, x_hat).item() == pytest.approx(1.5)  # ratio of means: 12/11
 
 
+def test_l2_ratio_leaves_out_tokens_of_zero_norm():
+    # Synthetic data draws all-zero tokens; the decoder bias alone made their "ratio" 1e11.
+    x = torch.tensor([[1.0, 0.0], [0.0, 0.0], [10.0, 0.0]])
+    x_hat = torch.tensor([[2.0, 0.0], [0.1, 0.0], [0.0, 10.0]])
+    assert l2_ratio(x, x_hat).item() == pytest.approx(1.5)
+    acc = StreamingMetrics(1, torch.device("cpu"))
+    acc.update(x[:2], x_hat[:2], torch.ones(2, 1))
+    acc.update(x[2:], x_hat[2:], torch.ones(1, 1))
+    assert acc.result()["l2_ratio"] == pytest.approx(1.5)
+
+
 def test_alive_and_dense_fractions_count_firing_tokens_per_latent():
     # 20 tokens, 4 latents: fires on 0, 1 (5%), 2 (exactly 10%: not dense), 20 (100%) tokens
     f = torch.zeros(20, 4)

@@ -30,8 +30,24 @@ def shrinkage(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 
 def l2_ratio(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Mean over tokens of ||x_hat|| / ||x|| (SAEBench's l2_ratio; a ratio per token, then mean)."""
-    return (x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
+    """Mean over tokens of ||x_hat|| / ||x|| (SAEBench's l2_ratio; a ratio per token, then mean),
+    over the tokens where the ratio is defined (`l2_ratio_terms`)."""
+    total, count = l2_ratio_terms(x, x_hat)
+    return total / count.clamp_min(1)
+
+
+ZERO_NORM = 1e-6
+"""A token whose norm is below this fraction of its batch's mean norm has no L2 ratio."""
+
+
+def l2_ratio_terms(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of ||x_hat|| / ||x||, number of tokens summed). Tokens of (near) zero norm are
+    left out: their ratio is undefined, and synthetic data draws all-zero tokens (no feature
+    active), where the decoder bias alone once made the mean ratio about 1e9."""
+    x_norm, x_hat_norm = x.norm(dim=-1), x_hat.norm(dim=-1)
+    defined = x_norm > ZERO_NORM * x_norm.mean()
+    ratio = torch.where(defined, x_hat_norm / torch.where(defined, x_norm, 1.0), 0.0)
+    return ratio.sum(), defined.sum()
 
 
 def firing_frequency(f: torch.Tensor) -> torch.Tensor:
@@ -71,6 +87,7 @@ class StreamingMetrics:
         self.sq_xhat = z()
         self.dot = z()
         self.l2_ratio = z()
+        self.l2_ratio_tokens = torch.zeros((), dtype=torch.int64, device=device)
         self.fires = torch.zeros(d_sae, dtype=torch.int64, device=device)  # tokens per latent
 
     @torch.no_grad()
@@ -85,7 +102,9 @@ class StreamingMetrics:
         self.sum_x = sum_x if self.sum_x is None else self.sum_x + sum_x
         self.sq_xhat += x_hat.pow(2).sum()
         self.dot += (x_hat * x).sum()
-        self.l2_ratio += (x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).sum()
+        ratios, tokens = l2_ratio_terms(x, x_hat)
+        self.l2_ratio += ratios
+        self.l2_ratio_tokens += tokens
         self.fires += nz.sum(0)
 
     def firing_frequency(self) -> torch.Tensor:
@@ -105,7 +124,7 @@ class StreamingMetrics:
             "explained_variance": 1.0 - fvu_value,
             "shrinkage": gamma,
             "relative_reconstruction_bias": gamma,  # SAEBench's name for the same quantity
-            "l2_ratio": (self.l2_ratio / n).item(),
+            "l2_ratio": (self.l2_ratio / self.l2_ratio_tokens.clamp_min(1)).item(),
             "dead_fraction": (frequency == 0).double().mean().item(),
             "alive_fraction": (frequency > 0).double().mean().item(),
             "dense_fraction": (frequency > DENSE_THRESHOLD).double().mean().item(),
