@@ -77,6 +77,18 @@ def test_synthetic_batches_are_the_ones_drawn_before():
     assert _digest(torch.cat(list(src.eval_batches(64)))) == GOLDEN_SYNTHETIC["eval"]
 
 
+def test_a_worker_draws_a_synthetic_process_and_its_held_out_split_once():
+    # A sweep worker's next job on the same data reuses them; other data draws its own.
+    cfg = SyntheticDataConfig(d=8, n_features=24, mean_active=3, n_eval=64, seed=41)
+    a = SyntheticData(cfg, run_seed=0, device=CPU)
+    b = SyntheticData(SyntheticDataConfig(**vars(cfg)), run_seed=1, device=CPU)
+    assert b._eval is a._eval and b.ground_truth is a.ground_truth
+    assert not torch.equal(a.train_batch(0, 6), b.train_batch(0, 6))  # its own run seed
+    other = SyntheticData(SyntheticDataConfig(**{**vars(cfg), "seed": 42}), 0, device=CPU)
+    assert not torch.equal(other._eval, a._eval)
+    assert not torch.equal(other.ground_truth, a.ground_truth)
+
+
 def test_the_next_window_is_read_on_the_background_thread(tmp_path, monkeypatch):
     readers: list[str] = []
     real = Rows.read_into

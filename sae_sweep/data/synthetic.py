@@ -16,6 +16,8 @@ drawn on the CPU, so they are the same on every device.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -38,22 +40,9 @@ class SyntheticData:
         self.d = cfg.d
         self.device = device
         self._run_seed = run_seed
-        gen = torch.Generator().manual_seed(cfg.seed)
-        G, r = cfg.n_features, cfg.correlation_rank
-        directions = torch.randn(G, cfg.d, generator=gen)
-        truth = directions / directions.norm(dim=1, keepdim=True)  # (G, d)
-        self.firing_prob = _power_law_probs(G, cfg.power_law_exponent, cfg.mean_active)
-        factor = torch.randn(G, r, generator=gen)
-        factor = factor / factor.norm(dim=1, keepdim=True)  # (G, r)
-        normal = torch.distributions.Normal(0.0, 1.0)
-        threshold = normal.icdf(self.firing_prob.clamp(1e-7, 1 - 1e-7))  # (G,)
         self._train_gen = torch.Generator(device)
-        # the process on the CPU (for the held-out split) and on the training device
-        self._process = {torch.device("cpu"): (truth, factor, threshold)}
-        self._process[self._train_gen.device] = tuple(t.to(device) for t in (truth, factor,
-                                                                            threshold))  # fmt: skip
+        self.firing_prob, self._process, self._eval = _drawn(_key(cfg), str(device))
         self.ground_truth = self._process[self._train_gen.device][0]
-        self._eval = self._sample(cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM)).to(device)
 
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
         # Seeded by (data seed, run seed, step): batches are reproducible and resumable.
@@ -67,18 +56,49 @@ class SyntheticData:
         yield from self._eval.split(batch_size)
 
     def _sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """n samples drawn from `gen`, on its device."""
-        G, c = self.cfg.n_features, self.cfg.correlation
-        truth, factor, threshold = self._process[gen.device]
-        draw = dict(generator=gen, device=gen.device)
-        shared = torch.randn(n, self.cfg.correlation_rank, **draw)
-        own = torch.randn(n, G, **draw)
-        z = math.sqrt(c) * shared @ factor.T + math.sqrt(1.0 - c) * own  # (n, G), unit var
-        coef = torch.rand(n, G, **draw) * (z < threshold)
-        x = coef @ truth  # (n, d)
-        if self.cfg.noise_std > 0:
-            x = x + self.cfg.noise_std * torch.randn(n, self.d, **draw)
-        return x
+        return _sample(self.cfg, self._process, n, gen)
+
+
+def _sample(cfg: SyntheticDataConfig, process: dict, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n samples drawn from `gen`, on its device."""
+    G, c = cfg.n_features, cfg.correlation
+    truth, factor, threshold = process[gen.device]
+    draw = dict(generator=gen, device=gen.device)
+    shared = torch.randn(n, cfg.correlation_rank, **draw)
+    own = torch.randn(n, G, **draw)
+    z = math.sqrt(c) * shared @ factor.T + math.sqrt(1.0 - c) * own  # (n, G), unit var
+    coef = torch.rand(n, G, **draw) * (z < threshold)
+    x = coef @ truth  # (n, d)
+    if cfg.noise_std > 0:
+        x = x + cfg.noise_std * torch.randn(n, cfg.d, **draw)
+    return x
+
+
+@functools.lru_cache(maxsize=4)
+def _drawn(key: tuple, device: str):
+    """(firing probabilities, {device: (truth, factor, threshold)}, held-out split) of one
+    data-generating process. Kept per process: a sweep worker's next job on the same data
+    would draw them again, bit for bit (0.2 s a job at the defaults). Read-only to callers."""
+    cfg = SyntheticDataConfig(**dict(key))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    G, r = cfg.n_features, cfg.correlation_rank
+    directions = torch.randn(G, cfg.d, generator=gen)
+    truth = directions / directions.norm(dim=1, keepdim=True)  # (G, d)
+    firing_prob = _power_law_probs(G, cfg.power_law_exponent, cfg.mean_active)
+    factor = torch.randn(G, r, generator=gen)
+    factor = factor / factor.norm(dim=1, keepdim=True)  # (G, r)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    threshold = normal.icdf(firing_prob.clamp(1e-7, 1 - 1e-7))  # (G,)
+    # the process on the CPU (for the held-out split) and on the training device
+    train_device = torch.Generator(torch.device(device)).device
+    process = {torch.device("cpu"): (truth, factor, threshold)}
+    process[train_device] = tuple(t.to(train_device) for t in (truth, factor, threshold))
+    held_out = _sample(cfg, process, cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM))
+    return firing_prob, process, held_out.to(train_device)
+
+
+def _key(cfg: SyntheticDataConfig) -> tuple:
+    return tuple(sorted(dataclasses.asdict(cfg).items()))
 
 
 def _generator(seed: int) -> torch.Generator:
