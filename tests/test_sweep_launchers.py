@@ -158,3 +158,29 @@ def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
     calibrate.main([str(d), "--l0", "2", "20"])
     out = capsys.readouterr().out
     assert out.count("lambda_scale:") == 2 and "measured (lambda, L0)" in out
+
+
+def test_a_bad_override_in_any_job_fails_the_sweep_before_a_job_runs(tmp_path, monkeypatch,
+                                                                      capfd):  # fmt: skip
+    # Only the jobs that hold every override value are composed up front (covering_jobs);
+    # the bad value sits in the grid's second job, not its first.
+    from tests.sweep_fixtures import TINY, run_cli_in_process
+
+    d = tmp_path / "sweep"
+    code, out = run_cli_in_process(monkeypatch, capfd, *TINY, "hydra.mode=MULTIRUN",
+                                   "seed=0,1", "train.steps=20,twenty",
+                                   f"hydra.sweep.dir={d}")  # fmt: skip
+    assert code != 0
+    assert "twenty" in out
+    assert not list(d.glob("**/summary.json")) and not list(d.glob("**/job.json"))
+
+
+def test_the_covering_jobs_hold_every_override_of_a_grid():
+    from hydra_plugins.sae_sweep_packing.packing_sweeper import covering_jobs
+
+    grid = [[f"variant={v}", f"lambda_multiplier={m}", f"seed={s}"]
+            for v in "abcd" for m in (1, 2, 4) for s in (0, 1, 2)]  # fmt: skip
+    chosen = covering_jobs(grid)
+    assert chosen[0] == 0
+    assert {o for i in chosen for o in grid[i]} == {o for job in grid for o in job}
+    assert len(chosen) == 8  # of 36: (a,1,0) (a,1,1) (a,1,2) (a,2,0) (a,4,0) (b..) (c..) (d..)

@@ -1,8 +1,9 @@
 """The sweeper of every multirun: Hydra's basic grid, plus packing and the thread budget.
 
-Per batch of grid jobs: compose each job's config (as the launcher will), tell the jobs how
-many of them run at once (sae_sweep/sweep/threads.py), and with `pack=K` launch one job per pack
-(sae_sweep/sweep/packing.py). Selected in conf/config.yaml (`hydra/sweeper: packing`).
+Per batch of grid jobs: compose the jobs' configs before launching any (a bad override fails
+at once), tell the jobs how many of them run at once (sae_sweep/sweep/threads.py), and with
+`pack=K` launch one job per pack (sae_sweep/sweep/packing.py). The sweeper of conf/config.yaml
+(`hydra/sweeper: sae_sweep`) is its subclass with target-L0 rounds.
 """
 
 from __future__ import annotations
@@ -32,12 +33,23 @@ class PackingSweeper(BasicSweeper):
     def pack_batch(self, batch: list[list[str]]) -> list[list[str]]:
         """The jobs to launch for a batch of grid jobs: one per pack (each member's config
         written to the pack's file), every job told how many run at once. Grid job numbers
-        continue across batches, so later batches (e.g. target-L0 rounds) pack the same way."""
-        configs = [
-            self._compose(overrides, self.grid_jobs + i) for i, overrides in enumerate(batch)
-        ]
-        k = max(int(configs[0].get("pack") or 1), 1) if configs else 1
-        packs = pack_jobs([c["task"] for c in configs], k)
+        continue across batches, so later batches (e.g. target-L0 rounds) pack the same way.
+
+        Every job is composed here, before any is launched, so a bad override fails the sweep
+        at once; unpacked, only the jobs that cover every override value (`covering_jobs`),
+        since each launched job composes its own config again."""
+        first = self._compose(batch[0], self.grid_jobs) if batch else None
+        k = max(int(first["pack"] or 1), 1) if first else 1
+        if k > 1:  # packing needs every member's resolved config
+            configs = [first] + [
+                self._compose(overrides, self.grid_jobs + i)
+                for i, overrides in enumerate(batch) if i > 0
+            ]  # fmt: skip
+            packs = pack_jobs([c["task"] for c in configs], k)
+        else:
+            for i in covering_jobs(batch)[1:]:
+                self._compose(batch[i], self.grid_jobs + i)
+            packs = [[i] for i in range(len(batch))]
         launched = []
         for n, members in enumerate(packs, start=self.launched):
             launched.append(batch[members[0]])
@@ -54,8 +66,8 @@ class PackingSweeper(BasicSweeper):
         return launched
 
     def validate_batch_is_legal(self, batch) -> None:
-        """Already done: get_job_batch composed every job of the batch (composing each twice
-        cost the launching process about as much again)."""
+        """Already done by get_job_batch (composing each job twice cost the launching process
+        about as much again)."""
 
     def _compose(self, overrides: list[str], job_num: int) -> dict[str, Any]:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -71,3 +83,20 @@ class PackingSweeper(BasicSweeper):
 
     def _sweep_dir(self) -> Path:
         return Path(str(self.config.hydra.sweep.dir))
+
+
+def covering_jobs(batch: list[list[str]]) -> list[int]:
+    """Indices of jobs (the first always) that together hold every override of the batch.
+
+    Composing these catches what composing all would: an unknown key, a group option that does
+    not exist, a value of the wrong type, a key the chosen group lacks (every job holds every
+    swept key, so each group option is composed with all of them). Composing a job took
+    0.3 s; a quick sweep's 84 jobs kept both workers idle for 24 s, a 1000-job grid for 5 min.
+    """
+    seen: set[str] = set()
+    chosen = []
+    for i, overrides in enumerate(batch):
+        if i == 0 or not seen.issuperset(overrides):
+            chosen.append(i)
+            seen.update(overrides)
+    return chosen

@@ -66,7 +66,7 @@ class TargetSweeper(PackingSweeper):
             rounds += 1
             log.info("target-L0 round %d: %d jobs", rounds, len(batch))
             first_job = self.launched
-            launched = self.pack_batch(batch)  # composes every job: catches a bad override
+            launched = self.pack_batch(batch)  # composes the jobs: catches a bad override
             results = self.launcher.launch(launched, initial_job_idx=first_job)
             returns.append(results)
             records += _records([results], plan, self.grid_overrides)
