@@ -441,10 +441,14 @@ def scale_table(sweeps: list[Sweep]) -> str:
                 "seeds": len(seeds),
                 "data seeds": data_seeds,
                 "target L0s hit": f"{hit} / {len(t)}" if t else "no targets (grid only)",
-                "CPU hours": f"{pd.to_numeric(r.get('wall_s'), errors='coerce').sum() / 3600:.1f}",
+                "SAE wall hours": f"{_numbers(r, 'wall_s').sum() / 3600:.1f}",
             }
         )
     return md_table(rows)
+
+
+def _numbers(r: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(r.get(column), errors="coerce")
 
 
 def _unique_pair(r: pd.DataFrame, a: str, b: str) -> str:
