@@ -72,12 +72,18 @@ def read_pack(path: Path) -> list[dict[str, Any]] | None:
 
 def member_config(resolved: dict[str, Any]) -> LaunchConfig:
     """A member's typed config from its resolved config (the one its job records)."""
+    return OmegaConf.to_object(OmegaConf.merge(config_schema(resolved), resolved))
+
+
+def config_schema(resolved: dict[str, Any]):
+    """The structured schema a resolved job config is typed by (its data kind's and its
+    architecture's sections)."""
     kind = resolved.get("data", {}).get("kind")
     if kind not in _DATA_SCHEMAS:
-        raise ValueError(f"a pack member has data.kind={kind!r}, not one of {list(_DATA_SCHEMAS)}")
+        raise ValueError(f"a job config has data.kind={kind!r}, not one of {list(_DATA_SCHEMAS)}")
     from ..models import architecture  # the models import the config package
 
     schema = OmegaConf.structured(LaunchConfig)
     schema.data = OmegaConf.structured(_DATA_SCHEMAS[kind])
     schema.sae = OmegaConf.structured(architecture(resolved.get("sae", {}).get("kind")).config)
-    return OmegaConf.to_object(OmegaConf.merge(schema, resolved))
+    return schema
