@@ -431,6 +431,7 @@ def scale_table(sweeps: list[Sweep]) -> str:
         done = r[r["status"] == "done"]
         t = (s.targets or {}).get("targets", [])
         hit = sum(x.get("status") == "hit" for x in t)
+        wall_hours = pd.to_numeric(r.get("wall_s"), errors="coerce").sum() / 3600
         seeds = sorted(pd.to_numeric(r["seed"], errors="coerce").dropna().astype(int).unique())
         data_seeds = (
             len(pd.to_numeric(r["data.seed"], errors="coerce").dropna().unique())
@@ -447,14 +448,10 @@ def scale_table(sweeps: list[Sweep]) -> str:
                 "seeds": len(seeds),
                 "data seeds": data_seeds,
                 "target L0s hit": f"{hit} / {len(t)}" if t else "no targets (grid only)",
-                "SAE wall hours": f"{_numbers(r, 'wall_s').sum() / 3600:.1f}",
+                "SAE wall hours": f"{wall_hours:.1f}",
             }
         )
     return md_table(rows)
-
-
-def _numbers(r: pd.DataFrame, column: str) -> pd.Series:
-    return pd.to_numeric(r.get(column), errors="coerce")
 
 
 def _unique_pair(r: pd.DataFrame, a: str, b: str) -> str:

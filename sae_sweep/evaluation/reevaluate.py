@@ -35,10 +35,11 @@ CHECKED = ("l0", "fvu", "mse", "shrinkage", "mmcs", "dead_fraction", "delta_lm_l
 TOLERANCE = 1e-5
 
 
-def reevaluate(job_dir: Path, metrics: list[str]) -> tuple[dict[str, Any], list[str]]:
+def reevaluate(
+    job_dir: Path, summary: dict[str, Any], metrics: list[str]
+) -> tuple[dict[str, Any], list[str]]:
     """(the job's held-out metrics evaluated again, the checked metrics that differ from its
-    summary)."""
-    summary = layout.read_summary(job_dir) or {}
+    `summary`)."""
     resolved = OmegaConf.to_container(OmegaConf.load(job_dir / layout.CONFIG), resolve=True)
     cfg = member_config(_known_keys(resolved))
     sae, _ = load_sae(job_dir)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     done = [(d, s) for d, s in jobs if s.get("status") == "done"]
     refused = 0
     for job_dir, summary in done:
-        fresh, differ = reevaluate(job_dir, args.metrics)
+        fresh, differ = reevaluate(job_dir, summary, args.metrics)
         if differ:
             refused += 1
             print(f"{job_dir}: {', '.join(differ)} no longer reproduce the record: left as is")
