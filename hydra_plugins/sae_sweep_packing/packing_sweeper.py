@@ -2,8 +2,9 @@
 
 Per batch of grid jobs: compose the jobs' configs before launching any (a bad override fails
 at once), tell the jobs how many of them run at once (sae_sweep/sweep/threads.py), and with
-`pack=K` launch one job per pack (sae_sweep/sweep/packing.py). The sweeper of conf/config.yaml
-(`hydra/sweeper: sae_sweep`) is its subclass with target-L0 rounds.
+`pack=K` launch one job per pack (sae_sweep/sweep/packing.py). Here and in the launched jobs,
+configs are composed by `CachingConfigLoader` (sae_sweep/sweep/compose.py). The sweeper of
+conf/config.yaml (`hydra/sweeper: sae_sweep`) is its subclass with target-L0 rounds.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from omegaconf import OmegaConf, open_dict
+from hydra.core.utils import HydraContext
+from hydra.types import TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sae_sweep.sweep.compose import caching_context
 from sae_sweep.sweep.packing import pack_file, pack_jobs, write_pack
 from sae_sweep.sweep.task import ENV_LAUNCH_ID
 from sae_sweep.sweep.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
@@ -26,6 +30,12 @@ class PackingSweeper(BasicSweeper):
         self.grid_jobs = 0  # grid jobs handed out so far (the members' job numbers)
         self.grid_overrides: dict[int, list[str]] = {}  # grid job number -> its overrides
         self.launched = 0  # jobs launched so far (Hydra's job numbers)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:  # fmt: skip
+        # The launcher and every job it runs compose with the caching loader too.
+        super().setup(hydra_context=caching_context(hydra_context), task_function=task_function,
+                      config=config)  # fmt: skip
 
     def get_job_batch(self) -> list[list[str]]:
         return self.pack_batch([list(o) for o in super().get_job_batch()])
