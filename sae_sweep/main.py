@@ -26,6 +26,7 @@ from .sweep import (
     run_sweep_job,
     sweep_exit_code,
 )
+from .sweep.task import skip_collection_at_exit
 from .sweep.threads import apply_thread_budget
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -63,6 +64,7 @@ def hydra_main(dcfg: DictConfig) -> float | dict | None:
 
 
 def main() -> None:
+    skip_collection_at_exit()  # the jobs of a sweep's workers call it too
     try:
         hydra_main()
     finally:  # Hydra skips on_multirun_end when a job or the launcher raised
