@@ -77,6 +77,10 @@ def test_killed_sweep_resumes(tmp_path):
     actions = {k.split("/")[1]: v["action"] for k, v in jobs(d).items()}
     assert actions == {"lam1.0_seed0": "skip_done", "lam2.0_seed0": "resume",
                        "lam4.0_seed0": "new"}  # fmt: skip
+    # The finished job is settled by the sweeper, not launched only to skip itself (on SLURM
+    # that would be a queued job), and the end table still lists it.
+    assert "Launching 2 jobs locally" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert jobs(d)["gated_dn_trainable_live/lam1.0_seed0"]["outcome"] == "skipped"
     resumed = summary(second)
     assert resumed["status"] == "done" and resumed["resumed_from_step"] > 0
     lines = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]

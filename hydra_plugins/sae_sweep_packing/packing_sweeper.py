@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.utils import HydraContext
+from hydra.core.utils import HydraContext, JobReturn, JobStatus
 from hydra.types import TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sae_sweep.config.schema import job_config
 from sae_sweep.sweep.compose import caching_context
-from sae_sweep.sweep.packing import pack_file, pack_jobs, write_pack
-from sae_sweep.sweep.task import ENV_LAUNCH_ID
+from sae_sweep.sweep.manifest import read_manifest
+from sae_sweep.sweep.packing import member_config, pack_file, pack_jobs, write_pack
+from sae_sweep.sweep.task import ENV_LAUNCH_ID, settle_without_training
 from sae_sweep.sweep.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
 
 
@@ -30,12 +32,15 @@ class PackingSweeper(BasicSweeper):
         self.grid_jobs = 0  # grid jobs handed out so far (the members' job numbers)
         self.grid_overrides: dict[int, list[str]] = {}  # grid job number -> its overrides
         self.launched = 0  # jobs launched so far (Hydra's job numbers)
+        self.settled_returns: list[JobReturn] = []  # the last batch's jobs not launched
+        self._resume: bool | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:  # fmt: skip
         # The launcher and every job it runs compose with the caching loader too.
         super().setup(hydra_context=caching_context(hydra_context), task_function=task_function,
                       config=config)  # fmt: skip
+        self.launcher = _WithSettledJobs(self.launcher, self)
 
     def get_job_batch(self) -> list[list[str]]:
         return self.pack_batch([list(o) for o in super().get_job_batch()])
@@ -50,22 +55,34 @@ class PackingSweeper(BasicSweeper):
         since each launched job composes its own config again."""
         first = self._compose(batch[0], self.grid_jobs) if batch else None
         k = max(int(first["pack"] or 1), 1) if first else 1
-        if k > 1:  # packing needs every member's resolved config
+        settled: dict[int, dict[str, Any]] = {}  # batch index -> outcome of a job not launched
+        if k > 1 or self._resuming():  # packing and settling need every resolved config
             configs = [first] + [
                 self._compose(overrides, self.grid_jobs + i)
                 for i, overrides in enumerate(batch) if i > 0
             ]  # fmt: skip
-            packs = pack_jobs([c["task"] for c in configs], k)
+            if self._resuming():
+                settled = self._settle(configs)
+            todo = [i for i in range(len(batch)) if i not in settled]
+            packs = [[todo[j] for j in pack]
+                     for pack in pack_jobs([configs[i]["task"] for i in todo], k)]  # fmt: skip
         else:
             for i in covering_jobs(batch)[1:]:
                 self._compose(batch[i], self.grid_jobs + i)
             packs = [[i] for i in range(len(batch))]
+        # Through a pack file (a pack of one too) a launched job's record carries its grid
+        # number, which differs from its launch number once jobs are packed or settled.
+        through_files = k > 1 or bool(settled)
         launched = []
         for n, members in enumerate(packs, start=self.launched):
             launched.append(batch[members[0]])
-            if k > 1:  # a pack of one too: its record then carries its grid number, as members'
+            if through_files:
                 path = pack_file(self._sweep_dir(), os.environ.get(ENV_LAUNCH_ID, "launch"), n)
                 write_pack(path, [configs[i]["member"] for i in members])
+        self.settled_returns = [
+            JobReturn(overrides=batch[i], status=JobStatus.COMPLETED, _return_value=outcome)
+            for i, outcome in settled.items()
+        ]
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
         at_once = jobs_at_once(launcher, len(launched), machine_cores())
         os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every launcher's jobs
@@ -74,6 +91,26 @@ class PackingSweeper(BasicSweeper):
         self.grid_jobs += len(batch)
         self.launched += len(launched)
         return launched
+
+    def _resuming(self) -> bool:
+        """Whether an earlier launch went into this sweep folder (its jobs may be finished)."""
+        if self._resume is None:
+            self._resume = len(read_manifest(self._sweep_dir()).get("launches", [])) > 1
+        return self._resume
+
+    def _settle(self, configs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Batch index -> outcome, for the jobs that need no training (`settle_without_training`);
+        their folders say so, so they are not launched."""
+        settled = {}
+        for i, config in enumerate(configs):
+            member, task = config["member"], config["task"]
+            outcome = settle_without_training(
+                job_config(member_config(task)), Path(member["dir"]), member["job"],
+                member["subdir"], bool(task.get("rerun_failed")),
+            )  # fmt: skip
+            if outcome is not None:
+                settled[i] = outcome
+        return settled
 
     def validate_batch_is_legal(self, batch) -> None:
         """Already done by get_job_batch (composing each job twice cost the launching process
@@ -110,3 +147,21 @@ def covering_jobs(batch: list[list[str]]) -> list[int]:
             chosen.append(i)
             seen.update(overrides)
     return chosen
+
+
+class _WithSettledJobs:
+    """The configured launcher, returning with each batch's launched jobs the outcomes of the
+    jobs the sweeper settled without launching them (finished in an earlier launch), so the
+    sweep (and its target-L0 rounds) sees every job of the batch."""
+
+    def __init__(self, launcher, sweeper: PackingSweeper):
+        self.launcher, self.sweeper = launcher, sweeper
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        settled, self.sweeper.settled_returns = self.sweeper.settled_returns, []
+        if not job_overrides:
+            return settled
+        return [*self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx), *settled]
+
+    def __getattr__(self, name: str) -> Any:  # anything else is the launcher's
+        return getattr(self.launcher, name)

@@ -65,26 +65,39 @@ def run_sweep_job(
     rerun_failed = getattr(cfg, "rerun_failed", False)
     records, to_train = [], []
     for member_cfg, member_dir, num, member_subdir in jobs:
-        record, decision = _start(job_config(member_cfg), member_dir, num, member_subdir,
-                                  rerun_failed, threads)  # fmt: skip
+        member_cfg = job_config(member_cfg)
+        decision = decide(member_dir, resolved_config(member_cfg), rerun_failed)
+        record = _start(member_cfg, member_dir, num, member_subdir, decision, threads)
         records.append(record)
         if decision.action.trains:
             to_train.append(record)
         else:
-            outcome = "conflict" if decision.action == Action.CONFLICT else "skipped"
-            log.info("job %d %s: %s (%s)", num, outcome, member_dir, decision.reason)
-            summary = layout.read_summary(member_dir)
-            _finish(member_dir, record, outcome=outcome, summary=summary)
+            _settle(record, decision)
     if to_train:
         _train(to_train, job_num)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
     return public[0] if members is None else public
 
 
-def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: bool,
-           threads: int) -> tuple[dict[str, Any], Decision]:  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
+def settle_without_training(cfg: Config, out_dir: Path, job_num: int, subdir: str,
+                            rerun_failed: bool) -> dict[str, Any] | None:  # fmt: skip
+    """The outcome of a job that needs no training (finished or failed in an earlier launch,
+    or in conflict with its record), recorded in its job.json as its worker would; None when
+    the job must be launched.
+
+    The sweeper calls it in the launching process when a sweep resumes, so that finished
+    jobs are not launched only to be skipped (on SLURM, a queued job each)."""
     decision = decide(out_dir, resolved_config(cfg), rerun_failed)
+    if decision.action.trains:
+        return None
+    record = _start(cfg, out_dir, job_num, subdir, decision, threads=None)
+    _settle(record, decision)
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, decision: Decision,
+           threads: int | None) -> dict[str, Any]:  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "job": job_num,
         "dir": subdir,
@@ -106,7 +119,15 @@ def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, rerun_failed: 
     }
     if decision.action.trains:
         prepare(out_dir, decision)
-    return record, decision
+    return record
+
+
+def _settle(record: dict[str, Any], decision: Decision) -> None:
+    """Record the outcome of a job that is not trained: skipped, or in conflict."""
+    outcome = "conflict" if decision.action == Action.CONFLICT else "skipped"
+    out_dir = record["_out_dir"]
+    log.info("job %d %s: %s (%s)", record["job"], outcome, out_dir, decision.reason)
+    _finish(out_dir, record, outcome=outcome, summary=layout.read_summary(out_dir))
 
 
 def _train(records: list[dict[str, Any]], job_num: int) -> None:
