@@ -181,6 +181,12 @@ def test_the_covering_jobs_hold_every_override_of_a_grid():
     grid = [[f"variant={v}", f"lambda_multiplier={m}", f"seed={s}"]
             for v in "abcd" for m in (1, 2, 4) for s in (0, 1, 2)]  # fmt: skip
     chosen = covering_jobs(grid)
-    assert chosen[0] == 0
-    assert {o for i in chosen for o in grid[i]} == {o for job in grid for o in job}
-    assert len(chosen) == 8  # of 36: (a,1,0) (a,1,1) (a,1,2) (a,2,0) (a,4,0) (b..) (c..) (d..)
+    assert chosen == [0, 9, 18, 27]  # of 36: one per variant; integers of a key compose alike
+    # A target-L0 round: a lambda of its own per job, seeds, one variant -> one job composed.
+    lambdas = [["variant=a", f"lambda_multiplier={m}", f"seed={s}"]
+               for m in (1.37, 2.9, 5.13) for s in (0, 1, 2)]  # fmt: skip
+    assert covering_jobs(lambdas) == [0]
+    # A value of another kind for the same key is composed: a string, or a real for an int.
+    mixed = [["train.steps=20", "seed=0"], ["train.steps=30", "seed=1"],
+             ["train.steps=2.5", "seed=0"], ["train.steps=twenty", "seed=0"]]  # fmt: skip
+    assert covering_jobs(mixed) == [0, 2, 3]
