@@ -188,7 +188,7 @@ def relative_plot(
     better = "above 1" if (m and m.higher_is_better) else "below 1"
     ax.set_ylabel(f"{metric} / {metric} of {reference}\n(band: 95% paired CI)", fontsize=8)
     ax.set_title(
-        title or f"{metric} relative to {reference} at matched L0 ({better} is better)",
+        title or f"{metric} relative to {reference}\nat matched L0 ({better} is better)",
         fontsize=8,
     )
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
