@@ -52,7 +52,8 @@ class PackingSweeper(BasicSweeper):
 
         Every job is composed here, before any is launched, so a bad override fails the sweep
         at once; unpacked, only the jobs that cover every override value (`covering_jobs`),
-        since each launched job composes its own config again."""
+        since each launched job composes its own config again. On a resume every job is
+        composed, and those that need no training are settled here, not launched."""
         first = self._compose(batch[0], self.grid_jobs) if batch else None
         k = max(int(first["pack"] or 1), 1) if first else 1
         settled: dict[int, dict[str, Any]] = {}  # batch index -> outcome of a job not launched
