@@ -22,12 +22,13 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def loaders():
+def loaders(tmp_path_factory):
     """(Hydra's loader, the caching loader, the sweep's master config)."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")  # composing never writes there
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_loader = GlobalHydra.instance().config_loader()
         master = hydra_loader.load_configuration(
-            "config", ["+sweep=quick", "hydra.sweep.dir=/tmp/s"], RunMode.MULTIRUN
+            "config", ["+sweep=quick", f"hydra.sweep.dir={sweep_dir}"], RunMode.MULTIRUN
         )
         yield hydra_loader, CachingConfigLoader(hydra_loader.get_search_path()), master
 

@@ -75,7 +75,7 @@ def run_sweep_job(
             _settle(record, decision)
     if to_train:
         _train(to_train, job_num)
-    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+    public = [_public(r) for r in records]
     return public[0] if members is None else public
 
 
@@ -92,7 +92,7 @@ def settle_without_training(cfg: Config, out_dir: Path, job_num: int, subdir: st
         return None
     record = _start(cfg, out_dir, job_num, subdir, decision, threads=None)
     _settle(record, decision)
-    return {k: v for k, v in record.items() if not k.startswith("_")}
+    return _public(record)
 
 
 def _start(cfg: Config, out_dir: Path, job_num: int, subdir: str, decision: Decision,
@@ -190,7 +190,13 @@ def _finish(out_dir: Path, record: dict, *, outcome: str, summary: dict | None) 
 
 
 def _write(out_dir: Path, record: dict) -> None:
-    atomic_write_json(out_dir / layout.JOB, {k: v for k, v in record.items() if k[0] != "_"})
+    atomic_write_json(out_dir / layout.JOB, _public(record))
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record without its in-process entries (`_cfg`, `_out_dir`): what job.json holds
+    and the launcher returns."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
 def _release_memory() -> None:
