@@ -207,10 +207,14 @@ CLAIMS = (
 
 def read_runs(folder: Path) -> pd.DataFrame:
     """A sweep's committed runs table, with tuples and lists restored from their text."""
-    runs = pd.read_csv(folder / "runs.csv", low_memory=False)
-    for c in runs.columns:
-        if not pd.api.types.is_numeric_dtype(runs[c]):
-            runs[c] = runs[c].map(_literal)
+    raw = pd.read_csv(folder / "runs.csv", low_memory=False)
+    # one frame built at once: assigning column after column fragments it (pandas warns)
+    runs = pd.DataFrame(
+        {
+            c: col if pd.api.types.is_numeric_dtype(col) else col.map(_literal)
+            for c, col in raw.items()
+        }
+    )
     if "shrinkage" in runs:
         runs["shrinkage_gap"] = (1 - pd.to_numeric(runs["shrinkage"], errors="coerce")).abs()
     return runs
