@@ -118,6 +118,8 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
             "train.steps=120", "l0_targets=[6]"]  # fmt: skip
     proc = run_sweep(d, *args, "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
+    summary = {line.split()[0]: line for line in proc.stdout.splitlines() if " hit " in line}
+    assert " at k 6" in summary["topk"] and " at lambda " in summary["gated_dn_trainable_live"]
     report = json.loads((d / "targets.json").read_text())
     assert report["rounds"] >= 1
     for s in report["targets"]:

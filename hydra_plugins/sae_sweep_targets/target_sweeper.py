@@ -72,7 +72,7 @@ class TargetSweeper(PackingSweeper):
             records += _records([results], plan, self.grid_overrides)
         points = tg.points_from_runs(records, plan.n_seeds)
         states = tg.give_up_pending(states, points, rounds)
-        self._write(states, l0_targets, rounds)
+        self._write(states, l0_targets, rounds, direct)
         return returns
 
     def _place(self, plan, records, l0_targets, direct) -> list[tg.TargetState]:
@@ -104,7 +104,9 @@ class TargetSweeper(PackingSweeper):
                 direct.add(v)
         return direct
 
-    def _write(self, states: list[tg.TargetState], l0_targets: list[float], rounds: int) -> None:
+    def _write(
+        self, states: list[tg.TargetState], l0_targets: list[float], rounds: int, direct: set[str]
+    ) -> None:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         atomic_write_json(
             sweep_dir / TARGETS_FILE,
@@ -118,7 +120,8 @@ class TargetSweeper(PackingSweeper):
         )
         print(f"\ntarget L0s after {rounds} refinement rounds ({TARGETS_FILE}):", flush=True)
         for s in states:
-            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at lambda {s.lam:.4g}"
+            knob = "k" if s.variant in direct else "lambda"  # TopK's position is its k
+            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {knob} {s.lam:.4g}"
             print(f"  {s.variant:<32} L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}",
                   flush=True)  # fmt: skip
 
