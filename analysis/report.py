@@ -211,7 +211,9 @@ def targets_table(targets: dict[str, Any]) -> pd.DataFrame:
             "variant": t["variant"],
             "target L0": t["target"],
             "status": t["status"],
-            "lambda": t.get("lam"),
+            # the knob that placed the target: lambda, or k for TopK and BatchTopK
+            "knob": t.get("knob", "lambda"),
+            "knob value": t.get("lam"),
             "achieved L0 (seed mean)": t.get("l0"),
             "seeds": len(t.get("l0_seeds") or []),
             "reason": t.get("reason", ""),

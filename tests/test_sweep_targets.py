@@ -97,7 +97,14 @@ def test_direct_k_variant_is_run_at_k_equal_target():
     s = tg.place_direct("topk", [], 16, 0.1)
     assert s.status == tg.TargetStatus.PENDING and s.lam == 16
     done = [tg.Point(16.0, (16.0, 16.0), True)]
-    assert tg.place_direct("topk", done, 16, 0.1).status == tg.TargetStatus.HIT
+    hit = tg.place_direct("topk", done, 16, 0.1)
+    assert hit.status == tg.TargetStatus.HIT
+    missed = tg.place_direct("topk", [tg.Point(16.0, (9.0, 9.0), True)], 16, 0.1)
+    assert missed.status == tg.TargetStatus.UNREACHABLE
+    # Every state of a direct variant says its position is a k, not a lambda.
+    assert s.knob == hit.knob == missed.knob == tg.K
+    assert hit.as_dict()["knob"] == "k"
+    assert tg.place("v", [], 8.0, 0.1, tried=set()).knob == tg.LAMBDA
     assert tg.direct_l0_knob({"kind": "topk", "k": 32}) == "sae.k"
     assert tg.direct_l0_knob({"kind": "gated"}) is None
 
@@ -122,6 +129,8 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
     assert " at k 6" in summary["topk"] and " at lambda " in summary["gated_dn_trainable_live"]
     report = json.loads((d / "targets.json").read_text())
     assert report["rounds"] >= 1
+    knobs = {s["variant"]: s["knob"] for s in report["targets"]}
+    assert knobs == {"topk": "k", "gated_dn_trainable_live": "lambda"}
     for s in report["targets"]:
         assert s["status"] == "hit", s  # both variants reach L0 6 on this data
         assert abs(s["l0"] - 6) <= 0.6 and len(s["l0_seeds"]) == 2

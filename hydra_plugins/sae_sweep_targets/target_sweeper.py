@@ -60,7 +60,7 @@ class TargetSweeper(PackingSweeper):
         rounds = 0
         while True:
             states = self._place(plan, records, l0_targets, direct)
-            batch = plan.batch(states, direct)
+            batch = plan.batch(states)
             if not batch or rounds >= int(cfg.l0_max_rounds):
                 break
             rounds += 1
@@ -72,7 +72,7 @@ class TargetSweeper(PackingSweeper):
             records += _records([results], plan, self.grid_overrides)
         points = tg.points_from_runs(records, plan.n_seeds)
         states = tg.give_up_pending(states, points, rounds)
-        self._write(states, l0_targets, rounds, direct)
+        self._write(states, l0_targets, rounds)
         return returns
 
     def _place(self, plan, records, l0_targets, direct) -> list[tg.TargetState]:
@@ -104,9 +104,7 @@ class TargetSweeper(PackingSweeper):
                 direct.add(v)
         return direct
 
-    def _write(
-        self, states: list[tg.TargetState], l0_targets: list[float], rounds: int, direct: set[str]
-    ) -> None:
+    def _write(self, states: list[tg.TargetState], l0_targets: list[float], rounds: int) -> None:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         atomic_write_json(
             sweep_dir / TARGETS_FILE,
@@ -120,8 +118,7 @@ class TargetSweeper(PackingSweeper):
         )
         print(f"\ntarget L0s after {rounds} refinement rounds ({TARGETS_FILE}):", flush=True)
         for s in states:
-            knob = "k" if s.variant in direct else "lambda"  # TopK's position is its k
-            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {knob} {s.lam:.4g}"
+            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {s.knob} {s.lam:.4g}"
             print(f"  {s.variant:<32} L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}",
                   flush=True)  # fmt: skip
 
@@ -162,7 +159,7 @@ class _Plan:
                 return v
         return "?"
 
-    def batch(self, states: list[tg.TargetState], direct: set[str]) -> list[list[str]]:
+    def batch(self, states: list[tg.TargetState]) -> list[list[str]]:
         """The jobs of the next round: every seed at every proposed lambda (or k)."""
         jobs = []
         seen = set()
@@ -170,10 +167,11 @@ class _Plan:
             if s.status != tg.TargetStatus.PENDING or (s.variant, s.lam) in seen:
                 continue
             seen.add((s.variant, s.lam))
-            knob = K_KEY if s.variant in direct else self.lam_key
-            value = int(s.lam) if s.variant in direct else s.lam
+            direct = s.knob == tg.K
+            knob = K_KEY if direct else self.lam_key
+            value = int(s.lam) if direct else s.lam
             where = []
-            if s.variant in direct and self.subdir:
+            if direct and self.subdir:
                 where = [f"{SUBDIR_KEY}='{_direct_subdir(self.subdir, value)}'"]
             for seed in self.seeds or [None]:
                 job = [*self.templates[s.variant], f"{knob}={value}", f"{TARGET_KEY}={s.target:g}"]

@@ -40,6 +40,11 @@ SIGNIFICANT = 4
 identical proposals on a re-run)."""
 
 
+LAMBDA = "lambda"
+K = "k"
+"""The knob a target is placed with: the penalty's lambda, or (TopK, BatchTopK) `sae.k`."""
+
+
 class TargetStatus(str, Enum):
     HIT = "hit"
     PENDING = "pending"  # a lambda is proposed (or running)
@@ -70,14 +75,16 @@ class TargetState:
     target: float
     status: TargetStatus
     lam: float | None = None
-    """HIT: the lambda whose runs hit the target; PENDING: the proposed lambda; else the
-    lambda of the closest run."""
+    """The value of `knob`. HIT: the one whose runs hit the target; PENDING: the proposed one;
+    else the one of the closest run. (Named `lam` because lambda is the usual knob.)"""
     l0: float | None = None
     """Seed-mean L0 at `lam` (None for a proposal not run yet)."""
     l0_seeds: list[float] = field(default_factory=list)
     reason: str = ""
     dirs: list[str] = field(default_factory=list)
     """The job folders (relative to the sweep folder) of the runs at `lam`."""
+    knob: str = LAMBDA
+    """What `lam` is: LAMBDA, or K for a variant whose L0 is set directly."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -238,12 +245,12 @@ def place_direct(variant: str, points: list[Point], target: float, tolerance: fl
     k = float(max(1, round(target)))
     at_k = [p for p in points if p.complete and p.lam == k]
     if not at_k:
-        return _proposal(variant, target, k)
+        return _proposal(variant, target, k, knob=K)
     p = at_k[0]
     if within(p.l0, target, tolerance):
-        return _state(variant, target, TargetStatus.HIT, p)
+        return _state(variant, target, TargetStatus.HIT, p, knob=K)
     return _state(variant, target, TargetStatus.UNREACHABLE, p,
-                  f"sae.k={k:g} gives L0 {_g(p.l0)}")  # fmt: skip
+                  f"sae.k={k:g} gives L0 {_g(p.l0)}", knob=K)  # fmt: skip
 
 
 def direct_l0_knob(sae_config: Mapping[str, Any]) -> str | None:
@@ -255,14 +262,18 @@ def direct_l0_knob(sae_config: Mapping[str, Any]) -> str | None:
     return "sae.k" if sae_config.get("k") is not None else None
 
 
-def _state(variant, target, status, p: Point | None, reason: str = "") -> TargetState:
+def _state(
+    variant, target, status, p: Point | None, reason: str = "", knob: str = LAMBDA
+) -> TargetState:
     if p is None:
-        return TargetState(variant, target, status, reason=reason)
-    return TargetState(variant, target, status, p.lam, p.l0, list(p.l0s), reason, list(p.dirs))
+        return TargetState(variant, target, status, reason=reason, knob=knob)
+    return TargetState(
+        variant, target, status, p.lam, p.l0, list(p.l0s), reason, list(p.dirs), knob
+    )
 
 
-def _proposal(variant: str, target: float, lam: float) -> TargetState:
-    return TargetState(variant, target, TargetStatus.PENDING, lam)
+def _proposal(variant: str, target: float, lam: float, knob: str = LAMBDA) -> TargetState:
+    return TargetState(variant, target, TargetStatus.PENDING, lam, knob=knob)
 
 
 def _loglog(a: Point, b: Point, target: float) -> float:
