@@ -4,6 +4,11 @@ Each (variant, lambda) point is the mean over its seeds of L0 and of the metric,
 seed spread (sample std, min, max). A point is on its variant's frontier when no other
 point of that variant has L0 <= its L0 and a metric at least as good, one of them strictly.
 Identical points are both kept (neither dominates the other).
+
+Only a metric that L0 buys (reconstruction: FVU, delta LM loss, ...) has such a frontier.
+Another (MMCS, dead latents) can get worse as L0 grows: MMCS peaks near the true number of
+active features. Its frontier would keep the best value of lower L0s and hide that decline,
+so its variant's curve is every point, in L0 order (`Metric.frontier`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ class Metric:
     """False: lower-left of the (L0, metric) plane is better; True: upper-left."""
     default: bool = True
     """Analysed unless the metrics are chosen (`sae-analysis --metrics ...`)."""
+    frontier: bool = True
+    """L0 buys this metric, so each variant's curve is its Pareto frontier. False: the curve
+    is every point, and a comparison at matched L0 reads the value there, not the best one
+    at a lower L0."""
 
 
 METRICS = {
@@ -33,11 +42,23 @@ METRICS = {
     for m in [
         Metric("fvu", "FVU (fraction of variance unexplained)", False),
         Metric("mse", "MSE", False),
-        Metric("mmcs", "MMCS with true features", True),
+        Metric("mmcs", "MMCS with true features", True, frontier=False),
         Metric("loss_recovered", "loss recovered", True),
         Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
-        Metric("dead_fraction", "dead latents (never fire on the eval set)", False, False),
-        Metric("dense_fraction", "dense latents (fire on > 10% of eval tokens)", False, False),
+        Metric(
+            "dead_fraction",
+            "dead latents (never fire on the eval set)",
+            False,
+            False,
+            frontier=False,
+        ),
+        Metric(
+            "dense_fraction",
+            "dense latents (fire on > 10% of eval tokens)",
+            False,
+            False,
+            frontier=False,
+        ),
         Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", True),
         Metric("kl_div", "KL(clean || SAE spliced), nats/token", False),
         Metric("kl_score", "KL score (vs zero ablation)", True),
@@ -132,10 +153,15 @@ def aggregate_seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def frontier_points(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """`aggregate_seeds` plus a boolean `on_frontier` column (per variant)."""
+    """`aggregate_seeds` plus a boolean `on_frontier` column (per variant): the points of the
+    variant's curve. Every point for a metric without a frontier (`Metric.frontier`)."""
     agg = aggregate_seeds(runs, metric)
+    m = METRICS.get(metric)
+    if m is not None and not m.frontier:
+        agg["on_frontier"] = True
+        return agg
     agg["on_frontier"] = False
-    hib = METRICS[metric].higher_is_better if metric in METRICS else False
+    hib = m.higher_is_better if m is not None else False
     for _, g in agg.groupby(LABEL, sort=False):
         agg.loc[g.index, "on_frontier"] = pareto_mask(g["l0"], g[metric], hib)
     return agg

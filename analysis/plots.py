@@ -67,7 +67,8 @@ def frontier_plot(
     title: str | None = None,
     max_l0_fraction: float = MAX_L0_FRACTION,
 ) -> Figure:
-    """(L0, metric) frontiers of every variant on a log-L0 axis.
+    """(L0, metric) frontiers of every variant on a log-L0 axis (for a metric without a
+    frontier, such as MMCS, every seed-mean point: see `analysis.frontier`).
 
     runs: the runs DataFrame with a `variant_label` column (`assign_variants`).
     order: variant labels in legend order (default: order of appearance).
@@ -129,7 +130,8 @@ def frontier_plot(
     m = METRICS.get(metric)
     ax.set_ylabel(m.title if m else metric, fontsize=8)
     better = "upper-left" if (m and m.higher_is_better) else "lower-left"
-    ax.set_title(title or f"{metric} vs L0 frontier ({better} is better)", fontsize=9)
+    curve = "frontier" if (m is None or m.frontier) else "seed means"
+    ax.set_title(title or f"{metric} vs L0 {curve} ({better} is better)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.tick_params(which="both", labelsize=7)
     if labels:

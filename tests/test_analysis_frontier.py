@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.compare import interpolate
 from analysis.frontier import aggregate_seeds, frontier_of, frontier_points, pareto_mask
 
 
@@ -116,3 +117,19 @@ def test_topk_target_runs_are_points_of_their_own_k():
     assert sorted(points["lam"]) == [5, 8, 16, 59]
     assert sorted(points["l0"]) == [5.0, 8.0, 15.5, 40.0]
     assert (points["n_seeds"] == 2).all()
+
+
+def test_mmcs_curve_keeps_its_decline_and_is_compared_where_it_is():
+    # MMCS peaks near the true number of active features and falls after it. A Pareto
+    # frontier would drop the L0 16 and 32 points (a lower L0 has a better MMCS) and a
+    # comparison at L0 32 would read 0.99; the curve keeps every point and reads 0.56 there.
+    runs = _runs([("g", f"r{i}", lam, 0, l0, 0.1) for i, (lam, l0) in
+                  enumerate([(4.0, 4.0), (2.0, 8.0), (1.0, 16.0), (0.5, 32.0)])])  # fmt: skip
+    runs["mmcs"] = [0.99, 0.98, 0.86, 0.56]
+    curve = frontier_of(frontier_points(runs, "mmcs"), "g")
+    assert curve["l0"].tolist() == [4.0, 8.0, 16.0, 32.0]
+    mean, _ = interpolate(curve, "mmcs", np.array([32.0]))
+    assert mean[0] == pytest.approx(0.56)
+    # FVU is bought with L0: its frontier still drops dominated points.
+    runs["fvu"] = [0.3, 0.2, 0.25, 0.1]
+    assert frontier_of(frontier_points(runs, "fvu"), "g")["l0"].tolist() == [4.0, 8.0, 32.0]

@@ -541,7 +541,8 @@ def _paired_table(vs: list[Verdict]) -> str:
 
 
 def _claim_plots(claim: Claim, s: Sweep, metric: str, labels: list[str], plots: bool) -> str:
-    """The compared variants' frontiers, and each relative to the first (paired CI band)."""
+    """The compared variants vs L0 (frontiers, or curves: `Metric.frontier`), and each relative
+    to the first (paired CI band)."""
     stem = f"claim_{claim.key}_{s.data.key}_{metric}"
     plot_dir = HERE / "plots"
     runs = s.runs[s.runs[LABEL].isin(labels)]
@@ -553,7 +554,7 @@ def _claim_plots(claim: Claim, s: Sweep, metric: str, labels: list[str], plots: 
         fig = relative_plot(rel, metric, labels[0], order=labels)
         _save(fig, plot_dir, f"{stem}_relative")
     return (
-        f"![({claim.key}) {metric} frontiers, {s.data.title}](results/plots/{stem}_frontier.png) "
+        f"![({claim.key}) {metric} vs L0, {s.data.title}](results/plots/{stem}_frontier.png) "
         f"![({claim.key}) {metric} relative to {labels[0]}](results/plots/{stem}_relative.png)"
     )
 
