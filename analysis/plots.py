@@ -155,7 +155,9 @@ def relative_plot(
     """
     labels = list(dict.fromkeys(relative["variant"])) if len(relative) else []
     styles = variant_styles(order or [reference, *labels])
-    fig = _new_figure()
+    # Many or two-line labels go below the axes, where they cover no curve.
+    below = len(labels) > 4 or any("\n" in v for v in labels)
+    fig = _new_figure((FIGSIZE[0], FIGSIZE[1] * 1.45) if below else FIGSIZE)
     ax = fig.add_subplot()
     ax.axhline(
         1.0,
@@ -182,10 +184,14 @@ def relative_plot(
                 r["l0"], lo, hi, color=st["color"], alpha=0.18, linewidth=0, label=f"_ci: {v}"
             )
     _log_l0_axis(ax)
-    if len(relative):  # label the matched L0s themselves: often less than a decade apart
-        ticks = sorted(set(relative["l0"].round(6)))
+    ticks = sorted(set(relative["l0"].astype(float).round(6)))
+    # Label the matched L0s themselves (often less than a decade apart), unless two are so
+    # close that their labels would overlap (pairs matched at different interpolated L0s).
+    if ticks and all(b / a > 1.25 for a, b in zip(ticks[:-1], ticks[1:], strict=True)):
         ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    elif ticks and ticks[-1] / ticks[0] < 10:  # less than a decade: label every integer
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     m = METRICS.get(metric)
     better = "above 1" if (m and m.higher_is_better) else "below 1"
     ax.set_ylabel(f"{metric} / {metric} of {reference}\n(band: 95% paired CI)", fontsize=8)
@@ -196,7 +202,9 @@ def relative_plot(
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.grid(True, which="both", alpha=0.3)
     ax.tick_params(which="both", labelsize=7)
-    if labels:
+    if labels and below:
+        fig.legend(fontsize=7, loc="outside lower center", ncols=2)
+    elif labels:
         ax.legend(fontsize=7, loc="best")
     else:
         ax.text(0.5, 0.5, "no matched L0 to compare at", ha="center", transform=ax.transAxes)

@@ -73,3 +73,17 @@ def test_the_dense_regime_is_never_in_a_verdict(rebuild):
     v = _verdict(rebuild, sweep, "b")
     assert v.band() == "4-16"
     assert v.answer() == "not confirmed"
+
+
+def test_a_relative_panel_of_pairs_with_their_own_references_names_each_pair(rebuild):
+    # Claim (d) compares a knob on against off within each penalty: its relative panel draws
+    # each pair's b against its own a, labelled by what differs, then what they share.
+    assert (
+        rebuild._pair_label(
+            "gated_original, init off, warm-up on", "gated_original, init on, warm-up on"
+        )
+        == "init on vs init off\n(gated_original, warm-up on)"
+    )
+    assert rebuild._pair_label("standard_dn", "gated_dn_trainable_live") == (
+        "gated_dn_trainable_live vs standard_dn"
+    )

@@ -469,18 +469,12 @@ def evidence(claim: Claim, vs: list[Verdict], plots: bool) -> str:
     out = []
     for s in dict.fromkeys(v.sweep for v in vs if v.claim is claim):
         out.append(f"#### {s.data.title} ([report](results/{s.name}/report.md))")
-        labels = [
-            x
-            for v in vs
-            if v.claim is claim and v.sweep is s and v.result is not None
-            for x in (v.result.a, v.result.b)
-        ]
-        labels = list(dict.fromkeys(labels))
-        if not labels:
+        pairs = _pairs(vs, claim, s)
+        if not pairs:
             out.append("The sweep lacks the compared variants.")
             continue
         for metric in dict.fromkeys(v.metric for v in vs if v.claim is claim and v.sweep is s):
-            img = _claim_plots(claim, s, metric, labels, plots)
+            img = _claim_plots(claim, s, metric, pairs, plots)
             out.append(f"**{_title(metric)}**{_chance(s, metric)}\n\n{img}")
             out.append(_paired_table([v for v in vs if v.claim is claim and v.sweep is s
                                       and v.metric == metric]))  # fmt: skip
@@ -540,23 +534,54 @@ def _paired_table(vs: list[Verdict]) -> str:
     return md_table(rows)
 
 
-def _claim_plots(claim: Claim, s: Sweep, metric: str, labels: list[str], plots: bool) -> str:
-    """The compared variants vs L0 (frontiers, or curves: `Metric.frontier`), and each relative
-    to the first (paired CI band)."""
+def _claim_plots(
+    claim: Claim, s: Sweep, metric: str, pairs: list[tuple[str, str]], plots: bool
+) -> str:
+    """The compared variants vs L0 (frontiers, or curves: `Metric.frontier`), and the
+    compared ratios at matched L0 with their paired CI bands: each variant relative to the
+    common `a` when every pair has the same one, else each pair's b relative to its own a
+    (the difference a verdict is about, not one across pairs)."""
+    labels = list(dict.fromkeys(x for pair in pairs for x in pair))
     stem = f"claim_{claim.key}_{s.data.key}_{metric}"
     plot_dir = HERE / "plots"
     runs = s.runs[s.runs[LABEL].isin(labels)]
+    refs = list(dict.fromkeys(a for a, _ in pairs))
+    reference = refs[0] if len(refs) == 1 else "a"
     if plots:
         title = f"({claim.key}) {metric} vs L0, {s.data.title}"
         front = frontier_plot(runs, metric, order=labels, title=title)
         _save(front, plot_dir, f"{stem}_frontier")
-        rel = relative_to(runs, metric, labels[0], labels, MAX_L0_FRACTION)
-        fig = relative_plot(rel, metric, labels[0], order=labels)
+        if len(refs) == 1:
+            rel = relative_to(runs, metric, reference, labels, MAX_L0_FRACTION)
+            fig = relative_plot(rel, metric, reference, order=labels)
+        else:
+            # the selections' own short names: "gated_original, init on, warm-up on"
+            short = {s.label(x): x.__doc__ for c in claim.comparisons for x in (c.a, c.b)}
+            per_pair = [
+                relative_to(runs, metric, a, [a, b], MAX_L0_FRACTION).assign(
+                    variant=_pair_label(short.get(a, a), short.get(b, b))
+                )
+                for a, b in pairs
+            ]
+            compared = [r for r in per_pair if len(r)]  # a pair with no matched L0 draws nothing
+            rel = pd.concat(compared, ignore_index=True) if compared else per_pair[0]
+            fig = relative_plot(rel, metric, reference)
         _save(fig, plot_dir, f"{stem}_relative")
+    what = reference if len(refs) == 1 else "a, per compared pair"
     return (
         f"![({claim.key}) {metric} vs L0, {s.data.title}](results/plots/{stem}_frontier.png) "
-        f"![({claim.key}) {metric} relative to {labels[0]}](results/plots/{stem}_relative.png)"
+        f"![({claim.key}) {metric} relative to {what}](results/plots/{stem}_relative.png)"
     )
+
+
+def _pair_label(a: str, b: str) -> str:
+    """'b vs a' for two short names ("gated_original, init on, warm-up on"), naming what the
+    two share once, on a line of its own: "init on vs init off\n(gated_original, warm-up on)"."""
+    pa, pb = a.split(", "), b.split(", ")
+    shared = [p for p in pa if p in pb]
+    only_b = ", ".join(p for p in pb if p not in shared)
+    only_a = ", ".join(p for p in pa if p not in shared)
+    return f"{only_b} vs {only_a}" + (f"\n({', '.join(shared)})" if shared else "")
 
 
 def _save(fig, plot_dir: Path, stem: str) -> None:
