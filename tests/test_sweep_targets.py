@@ -105,6 +105,11 @@ def test_direct_k_variant_is_run_at_k_equal_target():
     assert s.knob == hit.knob == missed.knob == tg.K
     assert hit.as_dict()["knob"] == "k"
     assert tg.place("v", [], 8.0, 0.1, tried=set()).knob == tg.LAMBDA
+    # Rounds run out (l0_max_rounds=0) before k = 16 ran: the closest run is still a k.
+    grid = {"topk": [tg.Point(59.0, (40.0, 41.0), True)]}
+    (gave_up,) = tg.give_up_pending([s], grid, rounds=0)
+    assert gave_up.status == tg.TargetStatus.UNREACHABLE and gave_up.knob == tg.K
+    assert gave_up.lam == 59.0
     assert tg.direct_l0_knob({"kind": "topk", "k": 32}) == "sae.k"
     assert tg.direct_l0_knob({"kind": "gated"}) is None
 

@@ -223,7 +223,9 @@ def give_up_pending(states: list[TargetState], points: Mapping[str, list[Point]]
         pts = [p for p in points.get(s.variant, []) if p.complete]
         closest = min(pts, key=lambda p: abs(math.log(max(p.l0, 1e-9) / s.target)), default=None)
         reason = f"not within tolerance after {rounds} refinement rounds"
-        out.append(_state(s.variant, s.target, TargetStatus.UNREACHABLE, closest, reason))
+        out.append(
+            _state(s.variant, s.target, TargetStatus.UNREACHABLE, closest, reason, knob=s.knob)
+        )
     return out
 
 
