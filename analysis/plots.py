@@ -83,7 +83,8 @@ def frontier_plot(
     labels = [v for v in (order or list(dict.fromkeys(runs[LABEL]))) if v in set(points[LABEL])]
     styles = variant_styles(order or labels)
 
-    fig = _new_figure()
+    columns = _legend_columns(labels)
+    fig = _new_figure(_figsize(labels, columns, guides=2))  # true L0, chance level
     ax = fig.add_subplot()
     for v in labels:
         st = styles[v]
@@ -135,7 +136,7 @@ def frontier_plot(
     ax.grid(True, which="both", alpha=0.3)
     ax.tick_params(which="both", labelsize=7)
     if labels:
-        ax.legend(fontsize=7, loc="best", title="variant", title_fontsize=7)
+        _legend(fig, ax, columns, title="variant", title_fontsize=7)
     else:
         ax.text(0.5, 0.5, "no finished runs with this metric", ha="center", transform=ax.transAxes)
     return fig
@@ -155,9 +156,8 @@ def relative_plot(
     """
     labels = list(dict.fromkeys(relative["variant"])) if len(relative) else []
     styles = variant_styles(order or [reference, *labels])
-    # Many or two-line labels go below the axes, where they cover no curve.
-    below = len(labels) > 4 or any("\n" in v for v in labels)
-    fig = _new_figure((FIGSIZE[0], FIGSIZE[1] * 1.45) if below else FIGSIZE)
+    columns = _legend_columns(labels)
+    fig = _new_figure(_figsize(labels, columns, guides=1))
     ax = fig.add_subplot()
     ax.axhline(
         1.0,
@@ -202,13 +202,36 @@ def relative_plot(
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.grid(True, which="both", alpha=0.3)
     ax.tick_params(which="both", labelsize=7)
-    if labels and below:
-        fig.legend(fontsize=7, loc="outside lower center", ncols=2)
-    elif labels:
-        ax.legend(fontsize=7, loc="best")
+    if labels:
+        _legend(fig, ax, columns)
     else:
         ax.text(0.5, 0.5, "no matched L0 to compare at", ha="center", transform=ax.transAxes)
     return fig
+
+
+def _legend_columns(labels: list[str]) -> int:
+    """0: the legend fits inside the axes. Else many, long or two-line labels go below the
+    axes, where they cover no curve, in 2 columns (1 for labels too long to share a row)."""
+    widest = max((len(line) for v in labels for line in v.split("\n")), default=0)
+    if len(labels) <= 4 and widest <= 40 and not any("\n" in v for v in labels):
+        return 0
+    return 1 if widest > 40 else 2
+
+
+def _figsize(labels: list[str], columns: int, guides: int = 0) -> tuple[float, float]:
+    """Room below the axes for a legend of `columns` columns (the guides: extra entries)."""
+    if not columns:
+        return FIGSIZE
+    lines = [1 + v.count("\n") for v in labels] + [1] * guides
+    rows = sum(lines) if columns == 1 else max(sum(lines[0::2]), sum(lines[1::2]))
+    return (FIGSIZE[0], FIGSIZE[1] + 0.45 + 0.16 * rows)
+
+
+def _legend(fig: Figure, ax, columns: int, **kw) -> None:
+    if columns:
+        fig.legend(fontsize=7, loc="outside lower center", ncols=columns, **kw)
+    else:
+        ax.legend(fontsize=7, loc="best", **kw)
 
 
 def _log_l0_axis(ax) -> None:
