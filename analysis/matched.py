@@ -3,13 +3,23 @@
 Where the comparisons happen:
 - a target-L0 sweep (runs with `l0_targets`): at each target, each variant's runs at the
   lambda whose seed-mean L0 lies within the tolerance of the target (the closest such
-  lambda); no interpolation, and the spread of the achieved L0s is reported;
+  lambda), each seed's value moved to the target along the variant's local slope (below);
+  the spread of the achieved L0s is reported;
 - any other sweep: at a few log-spaced L0 values inside the range both variants cover, each
   seed's own (L0, metric) curve interpolated linearly in log L0, never outside that seed's
   measured range; the L0 gap bridged by the interpolation is reported beside each value.
 Only the sparse regime counts: runs with L0 above `max_l0_fraction` x d (d = activation
 dimension) reconstruct densely and never enter a comparison; in a target-L0 sweep, targets
 above that limit are not compared.
+
+The L0 correction at a target. Within a 10% tolerance two variants' runs can sit several
+percent apart in L0, and where the metric is steep in L0 that offset alone moves it by a few
+percent: the size of the differences some verdicts are about, and not covered by the seed
+CI. So each seed's value v at its own L0 l is moved to the target t to first order,
+v * (t / l)^s, with s the variant's local log-log slope at the hit: the three-point
+estimate from its seed-mean points on either side (one side where it has only one; linear
+in log L0 instead when a value is not positive). Every seed of every variant gets the same
+treatment, and TopK's runs at k = t need none. The note says how large the L0 offsets were.
 
 Per pair of variants (a, b) and metric this gives one row per matched L0 (paired
 difference b - a and its CI, see `analysis.paired`) and one headline: the per-seed
@@ -117,15 +127,65 @@ def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: fl
 
 def at_target(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
     """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol."""
+    hit = _hit_and_points(runs, variant, metric, target, tol)
+    return None if hit is None else hit[:2]
+
+
+def _hit_and_points(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
+    """`at_target`, plus the seed-mean (L0, metric) of every point of `variant`."""
     r = runs[runs[LABEL] == variant]
     if r.empty or frontier_axis(r) is None:
         return None
-    best = None
+    best, points = None, []
     for _, g in r.groupby(point_keys(r), sort=False):
         l0 = float(g["l0"].astype(float).mean())
+        points.append((l0, float(g[metric].astype(float).mean())))
         if abs(l0 - target) <= tol * target and (best is None or abs(l0 - target) < best[1]):
             best = (g, abs(l0 - target), l0)
-    return None if best is None else (best[0], best[2])
+    return None if best is None else (best[0], best[2], points)
+
+
+def local_slope(points: list[tuple[float, float]], l0: float, log_metric: bool) -> float | None:
+    """d metric / d log L0 at the point of seed-mean L0 `l0` (d log metric / d log L0 when
+    log_metric), from its nearest neighbours in L0 on either side: the three-point estimate
+    on an uneven grid, or the one-sided secant where there is one neighbour; None alone."""
+    f = (lambda v: math.log(v)) if log_metric else (lambda v: v)
+    at = [p for p in points if p[0] == l0]
+    if not at:
+        return None
+    x0, y0 = math.log(l0), f(at[0][1])
+    below = max((p for p in points if p[0] < l0), default=None, key=lambda p: p[0])
+    above = min((p for p in points if p[0] > l0), default=None, key=lambda p: p[0])
+    secants = [
+        (x0 - math.log(p[0]), (y0 - f(p[1])) / (x0 - math.log(p[0])))
+        for p in (below, above)
+        if p is not None
+    ]
+    if not secants:
+        return None
+    if len(secants) == 1:
+        return secants[0][1]
+    (h_lo, s_lo), (h_hi, s_hi) = secants[0], (-secants[1][0], secants[1][1])
+    return (h_hi * s_lo + h_lo * s_hi) / (h_lo + h_hi)
+
+
+def _at_target_l0(hit, metric: str, target: float, points) -> tuple[dict[int, float], str]:
+    """Each seed's value moved from its own L0 to `target` along the local slope (module
+    docstring), and a note of the largest L0 offset corrected."""
+    g, l0 = hit
+    values = _values(g, metric)
+    seeds_l0 = dict(zip(values, g["l0"].astype(float), strict=True))
+    offsets = [abs(math.log(target / x)) for x in seeds_l0.values()]
+    if not offsets or max(offsets) < 1e-9:
+        return values, ""
+    log_metric = all(v > 0 for v in values.values()) and all(p[1] > 0 for p in points)
+    slope = local_slope(points, l0, log_metric)
+    if slope is None:
+        return values, "not corrected to the target (no other point)"
+    for s, x in seeds_l0.items():
+        dx = math.log(target / x)
+        values[s] = values[s] * math.exp(slope * dx) if log_metric else values[s] + slope * dx
+    return values, f"offsets up to {100 * (math.exp(max(offsets)) - 1):.0f}%"
 
 
 def _values(g: pd.DataFrame, metric: str) -> dict[int, float]:
@@ -136,12 +196,17 @@ def _values(g: pd.DataFrame, metric: str) -> dict[int, float]:
 def match_at_targets(runs, metric, a, b, targets, tol) -> list[Matched]:
     out = []
     for t in targets:
-        ra, rb = at_target(runs, a, metric, t, tol), at_target(runs, b, metric, t, tol)
-        if ra is None or rb is None:
+        ha, hb = (_hit_and_points(runs, v, metric, t, tol) for v in (a, b))
+        if ha is None or hb is None:
             continue
-        l0s = np.concatenate([ra[0]["l0"].astype(float), rb[0]["l0"].astype(float)])
-        spread = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
-        out.append(Matched(t, _values(ra[0], metric), _values(rb[0], metric), spread, ra[1], rb[1]))
+        va, note_a = _at_target_l0(ha[:2], metric, t, ha[2])
+        vb, note_b = _at_target_l0(hb[:2], metric, t, hb[2])
+        l0s = np.concatenate([ha[0]["l0"].astype(float), hb[0]["l0"].astype(float)])
+        note = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
+        if note_a or note_b:
+            parts = [f"{n}: {x}" for n, x in (("a", note_a), ("b", note_b)) if x]
+            note += f", moved to L0 {fmt(t)} along the local slope ({'; '.join(parts)})"
+        out.append(Matched(t, va, vb, note, ha[1], hb[1]))
     return out
 
 

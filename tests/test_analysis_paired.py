@@ -110,3 +110,29 @@ def test_targets_compare_at_the_lambda_that_hit_each_target():
     rel = relative_to(runs, "fvu", "a", ["a", "b"])
     assert rel["ratio"].to_numpy() == pytest.approx([0.97, 0.97])
     assert (rel["ci_hi"] < 1).all()
+
+
+def _offset_runs(effect: float) -> pd.DataFrame:
+    """a and b on one curve, FVU = 0.5 / sqrt(L0) (b's x (1 + effect)), both hitting target
+    16 within its 10% tolerance but on either side of it: a at L0 15, b at L0 17."""
+    rows = []
+    for v, l0s, scale in (("a", (7.5, 15.0, 30.0), 1.0), ("b", (8.5, 17.0, 34.0), 1 + effect)):
+        for lam, l0 in zip((4, 2, 1), l0s, strict=True):
+            for s in (0, 1, 2):
+                rows.append({"variant_label": v, "lambda_multiplier": lam, "seed": s, "l0": l0,
+                             "fvu": 0.5 / math.sqrt(l0) * scale * (1 + 0.02 * s),
+                             "status": "done", "run_id": f"{v}{lam}{s}", "data.d": 64,
+                             "l0_targets": (16.0,), "l0_tolerance": 0.1})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_targets_correct_the_l0_offset_inside_the_tolerance():
+    # Read at their own L0s, b would look 6% better than a on the very same curve, only
+    # because it sits 13% higher in L0. Moved to L0 16 along the local slope, the two agree,
+    # and a real 3% effect is still found.
+    (same,) = compare_pairs(_offset_runs(0.0), "fvu", ["a", "b"])
+    assert same.rows["rel_diff_pct"].abs().max() < 1e-6
+    assert "moved to L0 16 along the local slope" in same.rows["note"][0]
+    (better,) = compare_pairs(_offset_runs(-0.03), "fvu", ["a", "b"])
+    assert better.rows["rel_diff_pct"][0] == pytest.approx(-3.0)
+    assert better.headline == "`b` lower fvu (CI excludes 0)"
