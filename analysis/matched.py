@@ -125,14 +125,9 @@ def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: fl
     return [t for t in targets if not np.isfinite(d) or t <= max_l0_fraction * d]
 
 
-def at_target(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
-    """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol."""
-    hit = _hit_and_points(runs, variant, metric, target, tol)
-    return None if hit is None else hit[:2]
-
-
 def _hit_and_points(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
-    """`at_target`, plus the seed-mean (L0, metric) of every point of `variant`."""
+    """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol, plus
+    the seed-mean (L0, metric) of every point of `variant`; None when no point is within."""
     r = runs[runs[LABEL] == variant]
     if r.empty or frontier_axis(r) is None:
         return None
