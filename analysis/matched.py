@@ -125,30 +125,42 @@ def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: fl
     return [t for t in targets if not np.isfinite(d) or t <= max_l0_fraction * d]
 
 
-def _hit_and_points(runs: pd.DataFrame, variant: str, metric: str, target: float, tol: float):
-    """(lambda point's runs, seed-mean L0) of `variant` closest to `target` within tol, plus
-    the seed-mean (L0, metric) of every point of `variant`; None when no point is within."""
+@dataclass
+class _Point:
+    """One lambda (or k) point of a variant: its runs, one per seed, and their seed means."""
+
+    runs: pd.DataFrame
+    l0: float
+    value: float
+
+
+def _variant_points(runs: pd.DataFrame, variant: str, metric: str) -> list[_Point]:
+    """Every point of `variant`, grouped once for all targets; empty without an L0 axis."""
     r = runs[runs[LABEL] == variant]
     if r.empty or frontier_axis(r) is None:
-        return None
-    best, points = None, []
-    for _, g in r.groupby(point_keys(r), sort=False):
-        l0 = float(g["l0"].astype(float).mean())
-        points.append((l0, float(g[metric].astype(float).mean())))
-        if abs(l0 - target) <= tol * target and (best is None or abs(l0 - target) < best[1]):
-            best = (g, abs(l0 - target), l0)
-    return None if best is None else (best[0], best[2], points)
+        return []
+    return [
+        _Point(g, float(g["l0"].astype(float).mean()), float(g[metric].astype(float).mean()))
+        for _, g in r.groupby(point_keys(r), sort=False)
+    ]
 
 
-def local_slope(points: list[tuple[float, float]], l0: float, log_metric: bool) -> float | None:
-    """d metric / d log L0 at the point of seed-mean L0 `l0` (d log metric / d log L0 when
-    log_metric), from its nearest neighbours in L0 on either side: the three-point estimate
-    on an uneven grid, or the one-sided secant where there is one neighbour; None alone."""
+def _hit(points: list[_Point], target: float, tol: float) -> _Point | None:
+    """The point whose seed-mean L0 is closest to `target`, if within tol x target."""
+    near = [p for p in points if abs(p.l0 - target) <= tol * target]
+    return min(near, key=lambda p: abs(p.l0 - target), default=None)
+
+
+def local_slope(
+    points: list[tuple[float, float]], at: tuple[float, float], log_metric: bool
+) -> float | None:
+    """d metric / d log L0 at the seed-mean point `at` = (L0, metric) of a variant whose
+    seed-mean points are `points` (d log metric / d log L0 when log_metric), from its nearest
+    neighbours in L0 on either side: the three-point estimate on an uneven grid, or the
+    one-sided secant where there is one neighbour; None where it has none."""
     f = (lambda v: math.log(v)) if log_metric else (lambda v: v)
-    at = [p for p in points if p[0] == l0]
-    if not at:
-        return None
-    x0, y0 = math.log(l0), f(at[0][1])
+    l0 = at[0]
+    x0, y0 = math.log(l0), f(at[1])
     below = max((p for p in points if p[0] < l0), default=None, key=lambda p: p[0])
     above = min((p for p in points if p[0] > l0), default=None, key=lambda p: p[0])
     secants = [
@@ -164,17 +176,19 @@ def local_slope(points: list[tuple[float, float]], l0: float, log_metric: bool) 
     return (h_hi * s_lo + h_lo * s_hi) / (h_lo + h_hi)
 
 
-def _at_target_l0(hit, metric: str, target: float, points) -> tuple[dict[int, float], str]:
+def _at_target_l0(
+    hit: _Point, points: list[_Point], metric: str, target: float
+) -> tuple[dict[int, float], str]:
     """Each seed's value moved from its own L0 to `target` along the local slope (module
     docstring), and a note of the largest L0 offset corrected."""
-    g, l0 = hit
-    values = _values(g, metric)
-    seeds_l0 = dict(zip(values, g["l0"].astype(float), strict=True))
+    values = _values(hit.runs, metric)
+    seeds_l0 = dict(zip(values, hit.runs["l0"].astype(float), strict=True))
     offsets = [abs(math.log(target / x)) for x in seeds_l0.values()]
     if not offsets or max(offsets) < 1e-9:
         return values, ""
-    log_metric = all(v > 0 for v in values.values()) and all(p[1] > 0 for p in points)
-    slope = local_slope(points, l0, log_metric)
+    means = [(p.l0, p.value) for p in points]
+    log_metric = all(v > 0 for v in values.values()) and all(v > 0 for _, v in means)
+    slope = local_slope(means, (hit.l0, hit.value), log_metric)
     if slope is None:
         return values, "not corrected to the target (no other point)"
     for s, x in seeds_l0.items():
@@ -189,19 +203,20 @@ def _values(g: pd.DataFrame, metric: str) -> dict[int, float]:
 
 
 def match_at_targets(runs, metric, a, b, targets, tol) -> list[Matched]:
+    pa, pb = (_variant_points(runs, v, metric) for v in (a, b))
     out = []
     for t in targets:
-        ha, hb = (_hit_and_points(runs, v, metric, t, tol) for v in (a, b))
+        ha, hb = _hit(pa, t, tol), _hit(pb, t, tol)
         if ha is None or hb is None:
             continue
-        va, note_a = _at_target_l0(ha[:2], metric, t, ha[2])
-        vb, note_b = _at_target_l0(hb[:2], metric, t, hb[2])
-        l0s = np.concatenate([ha[0]["l0"].astype(float), hb[0]["l0"].astype(float)])
+        va, note_a = _at_target_l0(ha, pa, metric, t)
+        vb, note_b = _at_target_l0(hb, pb, metric, t)
+        l0s = np.concatenate([ha.runs["l0"].astype(float), hb.runs["l0"].astype(float)])
         note = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
         if note_a or note_b:
             parts = [f"{n}: {x}" for n, x in (("a", note_a), ("b", note_b)) if x]
             note += f", moved to L0 {fmt(t)} along the local slope ({'; '.join(parts)})"
-        out.append(Matched(t, va, vb, note, ha[1], hb[1]))
+        out.append(Matched(t, va, vb, note, ha.l0, hb.l0))
     return out
 
 
