@@ -114,6 +114,22 @@ def test_direct_k_variant_is_run_at_k_equal_target():
     assert tg.direct_l0_knob({"kind": "gated"}) is None
 
 
+def test_summary_columns_line_up_with_long_recipe_labels():
+    """A recipe sweep's labels name several overrides (over 80 characters): the L0 and
+    status columns still start at one place on every line."""
+    long = "variant=gated_original, sae.encoder_init_transpose=True, penalty.warmup_steps=0"
+    states = [
+        tg.TargetState("topk", 8, tg.TargetStatus.HIT, 8, 8.0, [8.0, 8.0], knob=tg.K),
+        tg.TargetState(long, 16, tg.TargetStatus.HIT, 0.31, 15.2, [15.0, 15.4]),
+        tg.TargetState(long, 32, tg.TargetStatus.UNREACHABLE, 0.05, 60.0, reason="saturated"),
+    ]
+    lines = tg.summary_lines(states)
+    assert len({ln.index(" L0 ") for ln in lines}) == 1
+    assert len({ln.index(s.status.value) for ln, s in zip(lines, states, strict=True)}) == 1
+    assert "L0 8 at k 8" in lines[0] and "L0 15.2 at lambda 0.31" in lines[1]
+    assert lines[2].endswith("saturated")
+
+
 @pytest.mark.parametrize("targets,tol,msg", [([0, 8], 0.1, "positive"), ([8], 1.5, "l0_tolerance")])
 def test_bad_target_settings_name_the_fix(targets, tol, msg):
     with pytest.raises(ValueError, match=msg):

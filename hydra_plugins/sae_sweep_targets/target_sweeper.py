@@ -117,10 +117,7 @@ class TargetSweeper(PackingSweeper):
             },
         )
         print(f"\ntarget L0s after {rounds} refinement rounds ({TARGETS_FILE}):", flush=True)
-        for s in states:
-            got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {s.knob} {s.lam:.4g}"
-            print(f"  {s.variant:<32} L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}",
-                  flush=True)  # fmt: skip
+        print("\n".join(tg.summary_lines(states)), flush=True)
 
 
 class _Plan:

@@ -241,6 +241,18 @@ def validate_targets(targets: Iterable[float], tolerance: float, max_rounds: int
     return sorted(set(ts))
 
 
+def summary_lines(states: list[TargetState]) -> list[str]:
+    """One aligned line per (variant, target) for the end of a sweep. Columns are as wide as
+    the longest label: a recipe sweep's labels (several overrides) run past 80 characters."""
+    width = max((len(s.variant) for s in states), default=0)
+    out = []
+    for s in states:
+        got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {s.knob} {s.lam:.4g}"
+        line = f"  {s.variant:<{width}}  L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}"
+        out.append(line.rstrip())
+    return out
+
+
 def place_direct(variant: str, points: list[Point], target: float, tolerance: float) -> TargetState:
     """A variant whose L0 is set by `sae.k` (points keyed by k): run k = target once; the
     target is hit when the runs' L0 is within tolerance, else it cannot be hit by k."""
