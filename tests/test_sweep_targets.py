@@ -115,7 +115,7 @@ def test_direct_k_variant_is_run_at_k_equal_target():
 
 
 def test_summary_columns_line_up_with_long_recipe_labels():
-    """A recipe sweep's labels name several overrides (over 80 characters): the L0 and
+    """A recipe sweep's labels name several overrides (about 80 characters): the L0 and
     status columns still start at one place on every line."""
     long = "variant=gated_original, sae.encoder_init_transpose=True, penalty.warmup_steps=0"
     states = [
