@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config.schema import LaunchConfig, job_config, register_configs
 from .config.validation import ConfigError
 from .job import run_job
+from .resources import CONF_DIR
 from .sweep import (
     finish_pending_sweep,
     register_resolvers,
@@ -29,7 +30,6 @@ from .sweep import (
 from .sweep.task import skip_collection_at_exit
 from .sweep.threads import apply_thread_budget
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("sae_sweep")
 
 register_configs()

@@ -14,7 +14,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+from ..resources import SWEEPS_DIR
+
 GROUP = "sweep"
 
 
