@@ -33,14 +33,40 @@ def power_law(lam, seed):
     return min(120.0, max(0.5, 40.0 * lam**-1.3)) * (1 + 0.02 * (seed - 0.5))
 
 
-def test_reachable_targets_hit_within_tolerance_in_few_rounds():
+def test_reachable_targets_hit_within_tolerance_in_one_round():
     states, rounds, runs = _refine(power_law, [0.5, 1, 2, 4], [4, 8, 16, 32, 64])
-    assert rounds <= 2
+    assert rounds == 1
     assert [s.status for s in states] == [tg.TargetStatus.HIT] * 5
     for s in states:
         assert abs(s.l0 - s.target) <= 0.1 * s.target
         assert len(s.l0_seeds) == 2  # all seeds at the same lambda
         assert s.l0 == pytest.approx(sum(s.l0_seeds) / 2)
+
+
+@pytest.mark.parametrize("c,a", [(40.0, 1.3), (10.0, 0.7), (200.0, 2.5)])
+@pytest.mark.parametrize("grid", [[0.5, 1, 2, 4], [1, 4], [8, 16]])
+def test_an_exact_power_law_is_placed_in_exactly_one_round(c, a, grid):
+    """L0 = c lambda^-a is a line in log-log: the interpolation between the bracketing lambdas,
+    and the extrapolation of the end segment up to EXTRAPOLATE x beyond the grid, land on
+    every target at once (to the 4 significant digits of a proposed lambda)."""
+    l0s = [c * lam**-a for lam in grid]
+    span = (tg.EXTRAPOLATE**-a, tg.EXTRAPOLATE**a)  # the L0 range the fit may extrapolate to
+    lo, hi = min(l0s) * span[0], max(l0s) * span[1]
+    targets = [t for t in (1, 2, 4, 8, 16, 32, 64, 128) if lo < t < hi]
+    states, rounds, _ = _refine(lambda lam, seed: c * lam**-a, grid, targets, tol=0.002)
+    assert len(targets) >= 3 and rounds == 1
+    assert all(s.status == tg.TargetStatus.HIT for s in states), states
+    for s in states:
+        assert s.l0 == pytest.approx(s.target, rel=0.002)
+
+
+def test_two_close_proposals_do_not_read_as_saturation():
+    """One round's proposals can land 1% apart in lambda (one clamped at EXTRAPOLATE, one
+    inside): the change of L0 between them is small however steep the curve; extrapolating
+    from them declared L0 16 of an L0 = 40 lambda^-1.3 law unable to rise above 16.2."""
+    states, rounds, _ = _refine(lambda lam, seed: 40.0 * lam**-1.3, [8, 16], [16, 32, 64])
+    assert [s.status for s in states] == [tg.TargetStatus.HIT] * 3, states
+    assert rounds == 2  # 32 and 64 lie beyond EXTRAPOLATE x the grid: a second round
 
 
 def test_target_beyond_saturation_is_unreachable_with_reason():

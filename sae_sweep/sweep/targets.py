@@ -35,6 +35,9 @@ MIN_BRACKET = 1.02
 """Two lambdas closer than this ratio are not split further: L0 jumps between them."""
 SATURATED = 0.05
 """An end segment whose L0 changes by less than this (relative) does not respond to lambda."""
+MIN_SEGMENT = 1.5
+"""An end segment spans at least this ratio of lambdas when the points allow: a shorter one
+measures too small a change of L0 to tell saturation from slope."""
 SIGNIFICANT = 4
 """Proposed lambdas are rounded to this many significant digits (readable folder names,
 identical proposals on a re-run)."""
@@ -180,7 +183,7 @@ def place(
     if len(pts) == 1:
         lam = pts[0].lam / EXTRAPOLATE if above else pts[0].lam * EXTRAPOLATE
     else:
-        a, b = (pts[0], pts[1]) if above else (pts[-2], pts[-1])
+        a, b = _end_segment(pts, above)
         end = a if above else b  # the lambda at the end of the range, towards the target
         if b.l0 >= a.l0 or abs(math.log(a.l0 / b.l0)) < SATURATED:
             side = "rises above" if above else "falls below"
@@ -288,6 +291,21 @@ def _state(
 
 def _proposal(variant: str, target: float, lam: float, knob: str = LAMBDA) -> TargetState:
     return TargetState(variant, target, TargetStatus.PENDING, lam, knob=knob)
+
+
+def _end_segment(pts: list[Point], above: bool) -> tuple[Point, Point]:
+    """The segment a target beyond the measured range is extrapolated from, lower lambda
+    first: the end of the range towards the target, and the nearest point at least
+    MIN_SEGMENT x away in lambda (else the farthest). Two proposals of one round can land
+    close together (one clamped at EXTRAPOLATE, one inside): between them L0 changes by
+    little however steep the curve, which read as saturation."""
+    end, others = (pts[0], pts[1:]) if above else (pts[-1], pts[-2::-1])
+    far = next((p for p in others if _ratio(p.lam, end.lam) >= MIN_SEGMENT), others[-1])
+    return (end, far) if above else (far, end)
+
+
+def _ratio(x: float, y: float) -> float:
+    return max(x, y) / min(x, y)
 
 
 def _loglog(a: Point, b: Point, target: float) -> float:
