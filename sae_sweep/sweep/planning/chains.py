@@ -1,0 +1,235 @@
+"""Target chains: which jobs a target-L0 sweep launches after its grid, and which finished job
+answers which chain.
+
+A chain is one (variant, target L0). The sweep's grid gives every variant its first points;
+each refinement round then launches, for every chain still open, its proposed lambda (or k)
+with every seed of the grid, and reads the finished jobs back into points:
+
+    plan = plan_targets(grid, subdir)               # variants, the lambda key, the seeds
+    runs = match_runs(returns, plan, grid_overrides)  # finished jobs -> (variant, lam, seed, L0)
+    states = place_targets(plan, runs, targets, tolerance, direct)   # targets.py's fit
+    jobs = next_jobs(plan, states)                 # the next round: every seed, every proposal
+
+Plain functions of override lists and job records (no Hydra launcher, no training), so the
+whole plan is unit-tested (tests/test_sweep_chains.py). The sweep (sweep/lifecycle.py) launches
+the jobs, packs them like the grid, and hands the launcher's returns back here.
+
+The lambda key is `penalty.coefficient` when the grid sets it (it replaces the coefficient the
+variant preset derives from `lambda_multiplier`), else `lambda_multiplier`. A variant whose L0
+is set by a knob (TopK's `sae.k`) is placed by that knob, and its points are keyed by it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from .. import targets as tg
+
+MULTIPLIER_KEY = "lambda_multiplier"
+COEFFICIENT_KEY = "penalty.coefficient"
+SEED_KEY = "seed"
+TARGET_KEY = "l0_target"
+K_KEY = "sae.k"
+SUBDIR_KEY = "hydra.sweep.subdir"
+FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef", K_KEY: "k"}
+"""How a round job's folder names its knob when the sweep's folder pattern does not."""
+_MULTIPLIER_TAG = "lam${lambda_multiplier}"
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """The grid's jobs grouped by variant: per variant, its overrides but lambda, seed and
+    target (the template of its round jobs); the lambda key; the grid's seeds."""
+
+    templates: dict[str, tuple[str, ...]]
+    lam_key: str
+    seeds: tuple[str, ...]
+    subdir: str | None = None
+    """The sweep's job-folder pattern (`hydra.sweep.subdir`), interpolations unresolved."""
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.templates)
+
+    @property
+    def n_seeds(self) -> int:
+        return max(1, len(self.seeds))
+
+    def variant_of(self, overrides: Sequence[str]) -> str | None:
+        """The variant a job (grid or round) belongs to, by its overrides; None if none."""
+        set_by_rounds = (self.lam_key, SEED_KEY, TARGET_KEY, SUBDIR_KEY)
+        wanted = {o for o in overrides if _key(o) not in set_by_rounds}
+        without_k = {o for o in wanted if _key(o) != K_KEY}  # a direct variant's round job
+        for variant, template in self.templates.items():
+            if set(template) in (wanted, without_k):
+                return variant
+        return None
+
+
+def plan_targets(grid: Sequence[Sequence[str]], subdir: str | None = None) -> TargetPlan:
+    """The plan of a sweep's grid (its jobs' overrides, in grid order)."""
+    parsed = [_parse(job) for job in grid]
+    lam_key = lambda_key(parsed)
+    seeds = tuple(dict.fromkeys(job[SEED_KEY] for job in parsed if SEED_KEY in job))
+    templates: dict[str, tuple[str, ...]] = {}
+    for job, raw in zip(parsed, grid, strict=True):
+        template = tuple(o for o in raw if _key(o) not in (lam_key, SEED_KEY, TARGET_KEY))
+        templates.setdefault(_label(job, parsed, lam_key), template)
+    return TargetPlan(templates, lam_key, seeds, subdir)
+
+
+def lambda_key(grid: Sequence[Mapping[str, str]]) -> str:
+    """`penalty.coefficient` when the grid sets it, else `lambda_multiplier`. A grid that sets
+    the coefficient and sweeps the multiplier cannot be refined: the multiplier has no effect
+    once the coefficient is set."""
+    if not any(COEFFICIENT_KEY in job for job in grid):
+        return MULTIPLIER_KEY
+    if len(_values(grid, MULTIPLIER_KEY)) > 1:
+        raise ValueError(
+            "the grid sets penalty.coefficient and sweeps lambda_multiplier, which then has no "
+            "effect: with l0_targets sweep one of them, e.g. lambda_multiplier=1 "
+            "penalty.coefficient=0.01,0.1,1"
+        )
+    return COEFFICIENT_KEY
+
+
+def match_runs(
+    returns: Iterable[tuple[Sequence[str] | None, Any]],
+    plan: TargetPlan,
+    grid_overrides: Mapping[int, Sequence[str]],
+) -> list[dict[str, Any]]:
+    """Flat run records {variant, lam, seed, l0, status, dir} from launched jobs' returns.
+
+    returns: (the launched job's overrides, its return value) per launched job: one job
+    record (a dict), or a packed job's list of member records. A lone job's record answers
+    for the overrides it was launched with; a pack's members were launched under the first
+    member's overrides, so each member's are found by its grid number (`job`) in
+    `grid_overrides`. A job whose folder holds another job's record (outcome `conflict`)
+    answers no chain: the L0 it reports is not its own.
+    """
+    out = []
+    for launched, value in returns:
+        packed = isinstance(value, list)
+        for record in value if packed else [value]:
+            if not isinstance(record, dict) or record.get("outcome") == "conflict":
+                continue
+            overrides = grid_overrides.get(record.get("job")) if packed else launched
+            run = _run(record, list(overrides or []), plan)
+            if run is not None:
+                out.append(run)
+    return out
+
+
+def _run(record: dict[str, Any], overrides: list[str], plan: TargetPlan) -> dict[str, Any] | None:
+    variant = plan.variant_of(overrides)
+    if variant is None:
+        return None
+    ov = _parse(overrides)
+    if record.get("k") is not None:  # TopK-like: its points are keyed by k, grid and rounds
+        lam = record["k"]
+    else:
+        lam = ov.get(plan.lam_key)
+        if lam is None:  # the preset's default lambda: the record says which it was
+            field = "coefficient" if plan.lam_key == COEFFICIENT_KEY else MULTIPLIER_KEY
+            lam = record.get(field)
+    if lam is None:
+        return None
+    return {
+        "variant": variant,
+        "lam": float(lam),
+        "seed": record.get("seed", ov.get(SEED_KEY)),
+        "l0": record.get("l0"),
+        "status": record.get("status"),
+        "dir": record.get("dir"),
+    }
+
+
+def place_targets(
+    plan: TargetPlan,
+    runs: Sequence[Mapping[str, Any]],
+    targets: Sequence[float],
+    tolerance: float,
+    direct: set[str] = frozenset(),
+) -> list[tg.TargetState]:
+    """Where every chain stands, variants in grid order, targets in the given order. `direct`:
+    the variants whose L0 is set by `sae.k` (placed at k = target)."""
+    points = tg.points_from_runs(runs, plan.n_seeds)
+    tried: dict[str, set[float]] = {}  # launched lambdas, failed ones too: never proposed again
+    for r in runs:
+        tried.setdefault(r["variant"], set()).add(tg.rounded(r["lam"]))
+    states = []
+    for v in plan.variants:
+        for t in targets:
+            if v in direct:
+                states.append(tg.place_direct(v, points.get(v, []), t, tolerance))
+            else:
+                states.append(tg.place(v, points.get(v, []), t, tolerance, tried.get(v, set())))
+    return states
+
+
+def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[str]]:
+    """The jobs of the next round: every seed at every proposed lambda (or k), once per
+    (variant, value) however many targets proposed it; [] when no chain is open."""
+    jobs = []
+    seen = set()
+    for s in states:
+        if s.status != tg.TargetStatus.PENDING or (s.variant, s.lam) in seen:
+            continue
+        seen.add((s.variant, s.lam))
+        knob = K_KEY if s.knob == tg.K else plan.lam_key
+        value = int(s.lam) if s.knob == tg.K else s.lam
+        folder = round_subdir(plan.subdir, knob, value)
+        where = [f"{SUBDIR_KEY}='{folder}'"] if folder else []
+        for seed in plan.seeds or [None]:
+            job = [*plan.templates[s.variant], f"{knob}={value}", f"{TARGET_KEY}={s.target:g}"]
+            jobs.append(job + where + ([f"{SEED_KEY}={seed}"] if seed is not None else []))
+    return jobs
+
+
+def round_subdir(pattern: str | None, knob: str, value: float) -> str | None:
+    """The folder pattern of a round job at `knob=value`, or None when the sweep's pattern
+    already names the knob (or there is none). A round job keeps the grid's other knobs
+    (a TopK run at sae.k = 6 keeps its preset's lambda_multiplier), so the sweep's pattern
+    alone would put it in a grid job's folder, or every round's in one."""
+    if pattern is None or f"${{{knob}}}" in pattern:
+        return None
+    tag = f"{FOLDER_TAGS[knob]}{value}"
+    if _MULTIPLIER_TAG in pattern:
+        return pattern.replace(_MULTIPLIER_TAG, tag)
+    return f"{pattern}_{tag}"
+
+
+def _label(job: Mapping[str, str], grid: Sequence[Mapping[str, str]], lam_key: str) -> str:
+    """The variant's name: the values of the knobs that vary across the grid."""
+    fixed_by_rounds = (lam_key, SEED_KEY, TARGET_KEY)
+    varying = [k for k in job if k not in fixed_by_rounds and len(_values(grid, k)) > 1]
+    if not varying:
+        return job.get("variant", "all")
+    if varying == ["variant"]:
+        return job["variant"]
+    return ", ".join(f"{k}={job[k]}" for k in varying)
+
+
+def _values(grid: Sequence[Mapping[str, str]], key: str) -> set[str | None]:
+    return {job.get(key) for job in grid}
+
+
+def _parse(overrides: Sequence[str]) -> dict[str, str]:
+    return {
+        o.get_key_element(): o.get_value_element_as_str()
+        for o in _parser().parse_overrides(list(overrides))
+    }
+
+
+@functools.cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def _key(override: str) -> str:
+    return _parse([override]).popitem()[0]
