@@ -77,3 +77,15 @@ def killed_after_checkpoint(monkeypatch, run, at: int = 30) -> None:
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """(model folder, stories .jsonl): a small Llama (3 blocks, d=32) trained for a few seconds
+    on the stories, with a BPE tokenizer, all made here: the Llama path runs on any machine (no
+    hub, no ../shared). The model trains on the stories it is later evaluated on."""
+    from data_fixtures import save_tiny_llama, write_chain_text, write_jsonl
+
+    root = tmp_path_factory.mktemp("llama")
+    stories = write_chain_text(root / "stories.txt")
+    return save_tiny_llama(root / "llama", stories), write_jsonl(root / "stories.jsonl", stories)
