@@ -332,8 +332,11 @@ def compare_matched(
     rows = []
     for m in matched:
         d = m.diff()
-        a_mean = float(np.mean(list(m.a.values()))) if m.a else math.nan
-        b_mean = float(np.mean(list(m.b.values()))) if m.b else math.nan
+        # the means of the paired seeds only, so that diff = b - a (a seed one variant
+        # lacks, a failed job say, is in neither)
+        paired = sorted(set(m.a) & set(m.b))
+        a_mean = float(np.mean([m.a[s] for s in paired])) if paired else math.nan
+        b_mean = float(np.mean([m.b[s] for s in paired])) if paired else math.nan
         rows.append(
             {
                 "l0": m.l0,

@@ -39,16 +39,39 @@ def test_one_seed_gives_no_verdict_however_large_the_difference():
 
 
 def test_verdict_never_contradicts_the_mean_difference():
+    """Over random paired samples, the verdict is exactly what the CI says: the side the mean
+    favours when the CI excludes 0, else no difference detected; both cases occur."""
     rng = np.random.default_rng(0)
+    seen = set()
     for _ in range(200):
         n = int(rng.integers(2, 6))
         a, b = rng.normal(size=n), rng.normal(size=n) + rng.normal()
         d = paired_diff(a, b)
+        excludes = abs(d.mean) > d.half_width
+        assert d.excludes_zero == excludes
         v = verdict(d, "a", "b", "fvu", False)
-        if "`b`" in v:
-            assert d.mean < 0
-        if "`a`" in v:
-            assert d.mean > 0
+        if excludes:
+            assert v == f"`{'b' if d.mean < 0 else 'a'}` lower fvu (CI excludes 0)"
+        else:
+            assert v.startswith(f"no difference detected with {n} seeds (CI ±")
+        seen.add(excludes)
+    assert seen == {True, False}
+
+
+def test_nan_pairs_are_dropped_and_not_counted():
+    """A seed whose value is NaN (or infinite) in either variant leaves the pairing; n counts
+    the pairs that remain, and the verdict names that count."""
+    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    b = np.array([0.9, np.nan, 3.0, 3.8, np.inf])
+    d = paired_diff(a, b)
+    assert d.n == 2 and d.mean == pytest.approx(-0.15)
+    assert d == paired_diff(a[[0, 3]], b[[0, 3]])
+    assert verdict(d, "a", "b", "fvu", False).startswith("no difference detected with 2 seeds")
+    one = paired_diff(np.array([1.0, np.nan]), np.array([0.5, 0.5]))
+    assert one.n == 1 and verdict(one, "a", "b", "fvu", False) == "one seed: no verdict"
+    none = paired_diff(np.array([np.nan, 1.0]), np.array([1.0, np.nan]))
+    assert none.n == 0 and math.isnan(none.mean) and not none.excludes_zero
+    assert verdict(none, "a", "b", "fvu", False) == "no paired seeds: no verdict"
 
 
 def _runs(effect=-0.03, seeds=(0, 1, 2), lams=(1, 2, 4, 8), d=64, targets=None):
@@ -136,3 +159,46 @@ def test_targets_correct_the_l0_offset_inside_the_tolerance():
     (better,) = compare_pairs(_offset_runs(-0.03), "fvu", ["a", "b"])
     assert better.rows["rel_diff_pct"][0] == pytest.approx(-3.0)
     assert better.headline == "`b` lower fvu (CI excludes 0)"
+
+
+def _drop(runs: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
+    return runs[~((runs["variant_label"] == variant) & (runs["seed"] == seed))]
+
+
+@pytest.mark.parametrize("targets", [None, (8.0, 16.0)], ids=["grid", "targets"])
+def test_a_seed_of_one_variant_only_is_left_out(targets):
+    """Seed 3 ran for b only (a's job failed, say), with a value far worse than b's others:
+    it pairs with nothing, so it changes neither the counts, nor the difference, nor the
+    columns beside it (the means of the paired seeds, whose difference the row reports)."""
+    runs = _runs(-0.03, seeds=(0, 1, 2, 3), targets=targets)
+    runs.loc[(runs["variant_label"] == "b") & (runs["seed"] == 3), "fvu"] *= 3
+    unequal = compare_matched(_drop(runs, "a", 3), "fvu", "a", "b", targets=targets)
+    equal = compare_matched(_drop(_drop(runs, "a", 3), "b", 3), "fvu", "a", "b", targets=targets)
+    assert (unequal.rows["seeds"] == 3).all() and unequal.pooled.n == 3
+    assert unequal.rows["rel_diff_pct"].to_numpy() == pytest.approx(-3.0)
+    pd.testing.assert_frame_equal(unequal.rows, equal.rows)
+    assert unequal.rows["diff"].to_numpy() == pytest.approx(
+        (unequal.rows["b"] - unequal.rows["a"]).to_numpy()
+    )
+    assert unequal.headline == "`b` lower fvu (CI excludes 0)"
+
+
+def test_variants_with_no_seed_in_common_get_no_verdict():
+    runs = _drop(_drop(_runs(-0.03, seeds=(0, 1)), "a", 1), "b", 0)
+    r = compare_matched(runs, "fvu", "a", "b")
+    assert len(r.rows) > 0 and (r.rows["seeds"] == 0).all()
+    assert (r.rows["verdict"] == "no paired seeds: no verdict").all()
+    assert r.pooled.n == 0 and r.headline == "no paired seeds: no verdict"
+
+
+def test_a_nan_run_leaves_its_seed_out_of_that_target_only():
+    """a's seed 1 has a NaN FVU at the lambda that hits L0 8 (a job whose metric could not be
+    computed): the L0-8 row pairs the two other seeds and says so in its count; the L0-16
+    row keeps all three; the headline averages each seed over the targets it has."""
+    runs = _runs(-0.03, targets=(8.0, 16.0))
+    nan = (runs["variant_label"] == "a") & (runs["seed"] == 1) & (runs["lambda_multiplier"] == 4)
+    runs.loc[nan, "fvu"] = math.nan
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"])
+    assert r.rows["l0"].tolist() == [8.0, 16.0] and r.rows["seeds"].tolist() == [2, 3]
+    assert r.rows["verdict"].tolist() == ["`b` lower fvu (CI excludes 0)"] * 2
+    assert r.pooled.n == 3 and r.pooled.mean == pytest.approx(-3.0)
