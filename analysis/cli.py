@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from analysis.pipeline import WandbLoadError, run_analysis
+from sae_sweep.evaluation.catalogue import names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         nargs="+",
         metavar="METRIC",
-        help="metrics to analyse (default: fvu, mse, mmcs, loss_recovered, delta_lm_loss "
-        "when present; also dead_fraction, dense_fraction)",
+        help=f"metrics to analyse (default: {', '.join(names(compared=True))} when present; "
+        "any summary key, e.g. dead_fraction, dense_fraction)",
     )
     return p
 

@@ -9,62 +9,19 @@ Only a metric that L0 buys (reconstruction: FVU, delta LM loss, ...) has such a 
 Another (MMCS, dead latents) can get worse as L0 grows: MMCS peaks near the true number of
 active features. Its frontier would keep the best value of lower L0s and hide that decline,
 so its variant's curve is every point, in L0 order (`Metric.frontier`).
+
+Each metric's direction and frontier rule is the metric catalogue's
+(`sae_sweep.evaluation.catalogue`); a column it does not name (a metric derived from the
+runs) is lower-is-better with a frontier.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis.variants import LABEL, frontier_axis, point_axis, point_keys
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    """Summary key (a column of the runs DataFrame)."""
-    title: str
-    """Axis label."""
-    higher_is_better: bool
-    """False: lower-left of the (L0, metric) plane is better; True: upper-left."""
-    default: bool = True
-    """Analysed unless the metrics are chosen (`sae-analysis --metrics ...`)."""
-    frontier: bool = True
-    """L0 buys this metric, so each variant's curve is its Pareto frontier. False: the curve
-    is every point, and a comparison at matched L0 reads the value there, not the best one
-    at a lower L0."""
-
-
-METRICS = {
-    m.name: m
-    for m in [
-        Metric("fvu", "FVU (fraction of variance unexplained)", False),
-        Metric("mse", "MSE", False),
-        Metric("mmcs", "MMCS with true features", True, frontier=False),
-        Metric("loss_recovered", "loss recovered", True),
-        Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False),
-        Metric(
-            "dead_fraction",
-            "dead latents (never fire on the eval set)",
-            False,
-            False,
-            frontier=False,
-        ),
-        Metric(
-            "dense_fraction",
-            "dense latents (fire on > 10% of eval tokens)",
-            False,
-            False,
-            frontier=False,
-        ),
-        Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", True),
-        Metric("kl_div", "KL(clean || SAE spliced), nats/token", False),
-        Metric("kl_score", "KL score (vs zero ablation)", True),
-    ]
-}
-"""The frontiers the report can draw, in order; the `default` ones when the runs have them."""
+from sae_sweep.evaluation.catalogue import METRICS, higher_is_better, names
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -75,14 +32,13 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_present(runs: pd.DataFrame) -> list[str]:
-    """Names of the default METRICS that at least one finished run has."""
+    """The metrics analysed by default (catalogue `compared`) that some finished run has, in
+    the catalogue's order."""
     done = finished(runs)
     return [
         m
-        for m in METRICS
-        if METRICS[m].default
-        and m in done.columns
-        and np.isfinite(pd.to_numeric(done[m], errors="coerce")).any()
+        for m in names(compared=True)
+        if m in done.columns and np.isfinite(pd.to_numeric(done[m], errors="coerce")).any()
     ]
 
 
@@ -161,9 +117,9 @@ def frontier_points(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
         agg["on_frontier"] = True
         return agg
     agg["on_frontier"] = False
-    hib = m.higher_is_better if m is not None else False
     for _, g in agg.groupby(LABEL, sort=False):
-        agg.loc[g.index, "on_frontier"] = pareto_mask(g["l0"], g[metric], hib)
+        mask = pareto_mask(g["l0"], g[metric], higher_is_better(metric))
+        agg.loc[g.index, "on_frontier"] = mask
     return agg
 
 

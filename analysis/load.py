@@ -10,7 +10,9 @@ Columns:
   ("done" | "failed" | "running" | "unfinished"), `error`, `last_step`;
 - knobs: the flattened, dotted config keys (`sae.kind`, `penalty.coefficient`, `seed`, ...);
   lists become tuples so they can be grouped on. Their names are in `df.attrs["knobs"]`;
-- metrics: the flat summary keys (`l0`, `fvu`, `mse`, `mmcs`, `loss_recovered`, ...).
+- metrics: the flat summary keys (`l0`, `fvu`, `mse`, `mmcs`, `loss_recovered`, ...): every
+  number of a summary, whether or not the metric catalogue (`sae_sweep.evaluation.catalogue`)
+  names it, so the records of older sae-sweep versions load as they were.
 
 A job with no `summary.json` never started or was killed: it is "unfinished" and kept,
 so the report can list it. Nothing is dropped silently.
@@ -28,44 +30,10 @@ from typing import Any
 
 import pandas as pd
 
+from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
 
 BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step"]
-
-# Summary keys that are metrics (floats); anything numeric in a summary is kept too.
-METRIC_COLUMNS = [
-    "l0",
-    "mse",
-    "mse_original_units",
-    "fvu",
-    "explained_variance",
-    "dead_fraction",
-    "dense_fraction",
-    "shrinkage",
-    "mmcs",
-    "frac_recovered",
-    "mmcs_random",
-    "loss_recovered",
-    "delta_lm_loss",
-    "ce_clean",
-    "ce_sae",
-    "ce_zero",
-    "loss_recovered_mean",
-    "ce_mean",
-    "kl_div",
-    "kl_zero",
-    "kl_mean",
-    "kl_score",
-    "kl_score_mean",
-    "relative_reconstruction_bias",
-    "l2_ratio",
-    "alive_fraction",
-    "steps",
-    "wall_s",
-    "activations_per_s",
-    "norm_scale",
-    "dead_window_tokens",
-]
 
 # Summary keys that are neither knobs nor metrics.
 _SUMMARY_SKIP = {"knobs", "versions", "status", "error", "traceback", "variant", "sweep"}
@@ -217,7 +185,7 @@ def make_row(
         if x is not None:
             row[k] = x
     # W&B summaries may carry only the `eval/...` names.
-    for m in METRIC_COLUMNS:
+    for m in METRICS:
         x = _number(summary.get(f"eval/{m}"))
         if pd.isna(row.get(m, math.nan)) and x is not None:
             row[m] = x

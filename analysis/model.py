@@ -25,10 +25,7 @@ from analysis.matched import (
     sweep_targets,
 )
 from analysis.variants import LABEL, Variants, assign_variants, value_key
-
-HEADLINE_METRICS = ("fvu", "mmcs", "delta_lm_loss")
-"""Metrics of the opening verdicts (MSE and loss recovered say the same as FVU and delta LM
-loss on one dataset); every metric has its own section below."""
+from sae_sweep.evaluation.catalogue import names, primary_order
 
 
 @dataclass
@@ -94,7 +91,10 @@ class Analysis:
         return pd.DataFrame(rows, columns=["run", "l0", "reason", "path"])
 
     def headline_metrics(self) -> list[str]:
-        chosen = [m for m in HEADLINE_METRICS if m in self.metrics]
+        """The analysed metrics of the opening verdicts (catalogue `headline`: MSE and loss
+        recovered say the same as FVU and delta LM loss on one dataset); every metric has its
+        own section below."""
+        chosen = [m for m in names(headline=True) if m in self.metrics]
         return chosen or list(self.metrics)[:1]
 
 
@@ -150,8 +150,9 @@ def _recipes(runs: pd.DataFrame) -> dict[str, str]:
 
 
 def primary_metric(a: Analysis) -> str | None:
-    """The metric of the headline verdicts: loss recovered on LM data, else FVU."""
-    for m in ("loss_recovered", "fvu", "mse", "mmcs", "delta_lm_loss"):
+    """The metric of the headline verdicts: loss recovered on LM data, else FVU (catalogue
+    `primary`)."""
+    for m in primary_order():
         if m in a.metrics:
             return m
     return next(iter(a.metrics), None)

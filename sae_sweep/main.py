@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config.schema import LaunchConfig, job_config, register_configs
 from .config.validation import ConfigError
+from .evaluation.catalogue import names
 from .job import run_job
 from .resources import CONF_DIR
 from .sweep import (
@@ -53,13 +54,8 @@ def hydra_main(dcfg: DictConfig) -> float | dict | None:
         log.error("%s", exc)
         raise
     log.info("record: %s", out_dir)
-    keys = ("l0", "mse", "fvu", "explained_variance", "dead_fraction", "shrinkage", "mmcs",
-            "frac_recovered", "mmcs_random", "loss_recovered", "delta_lm_loss",
-            "activations_per_s", "wall_s")  # fmt: skip
-    log.info(
-        "eval: %s",
-        "  ".join(f"{k}={summary[k]:.4g}" for k in keys if summary.get(k) is not None),
-    )
+    shown = [k for k in names(printed=True) if summary.get(k) is not None]
+    log.info("eval: %s", "  ".join(f"{k}={summary[k]:.4g}" for k in shown))
     return summary.get("fvu")
 
 

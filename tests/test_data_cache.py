@@ -152,7 +152,7 @@ def test_bfloat16_cache_keeping_every_position(tiny, tmp_path):
     x = src.train_batch(0, 64)
     assert x.dtype == torch.bfloat16 and torch.isfinite(x.float()).all()
     assert src.eval.n == 8 * 32  # every position of the held-out sequences, separators too
-    assert src.lm_eval.cache.manifest["special_ids_excluded"] == []
+    assert src.held_out_lm.exclude_ids == []
 
 
 def test_encoder_model_without_loss_recovered(tiny, tmp_path):
@@ -160,7 +160,7 @@ def test_encoder_model_without_loss_recovered(tiny, tmp_path):
     bert = save_tiny_bert(tmp_path / "bert")
     cfg = hf_cfg(bert, text, tmp_path / "cache", site="encoder.layer.1", n_tokens=400)
     src = build_source(cfg, run_seed=0, device=CPU)
-    assert src.d == 32 and src.lm_eval is None
+    assert src.d == 32 and src.held_out_lm is None
     tokens = np.load(open_cache(cfg).folder / "eval_tokens.npy")
     assert (tokens[:, 0] == 2).all()  # each sequence starts with [CLS], left out of the data
     assert src.eval.n == (tokens > 4).sum()

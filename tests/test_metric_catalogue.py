@@ -12,8 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sae_sweep.data.hf_model import load_model  # noqa: E402
-from sae_sweep.data.splice import loss_recovered, sae_reconstruction  # noqa: E402
 from sae_sweep.evaluation.catalogue import METRICS, names, primary_order  # noqa: E402
+from sae_sweep.evaluation.lm import lm_metrics, sae_reconstruction  # noqa: E402
 from sae_sweep.job import run_job  # noqa: E402
 from sae_sweep.models.base import SAEOutput  # noqa: E402
 from sae_sweep.record import layout  # noqa: E402
@@ -70,7 +70,7 @@ def test_the_lm_splice_returns_exactly_the_catalogued_lm_metrics(tmp_path):
     lm = load_model(str(folder), "cpu", "float32")
     ids = torch.randint(2, 33, (4, 16), generator=torch.Generator().manual_seed(0))
     ids[:, 0] = 0
-    out = loss_recovered(lm, "transformer.h.0", ids, sae_reconstruction(Identity(), 2.0), [0], 4)
+    out = lm_metrics(lm, "transformer.h.0", ids, sae_reconstruction(Identity(), 2.0), [0], 4)
     assert set(out) == set(names(source="lm"))
     assert out["loss_recovered"] == pytest.approx(1.0, abs=1e-5)
 

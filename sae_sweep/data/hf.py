@@ -1,9 +1,10 @@
 """`data=hf` and `data=activations`: stored activations behind the ActivationSource interface.
 
 `data=hf` opens (or builds) the sweep's activation cache, reads it through the shuffling
-reader, and exposes `lm_eval(sae, norm_scale)`, the loss-recovered metrics on the cache's
-held-out sequences (causal LMs only; the model is loaded only if this job did not build
-the cache). `data=activations` reads a user's shards through the same reader.
+reader, and exposes `held_out_lm`: the cache's held-out sequences and the model they came
+from, which the evaluation splices the SAE into for the language-model metrics
+(`evaluation.lm`; causal LMs only; the model is loaded only if this job did not build the
+cache). `data=activations` reads a user's shards through the same reader.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from .cache import Cache, open_cache
 from .hf_model import LoadedModel, load_model
 from .reader import Rows, Shard, ShuffledActivations, open_files
 from .source import DataError
-from .splice import loss_recovered, sae_reconstruction
 
 
 def hf_source(cfg, run_seed: int, device: torch.device,
@@ -25,7 +25,7 @@ def hf_source(cfg, run_seed: int, device: torch.device,
     bf16 = m["dtype"] == "bfloat16"
     train = Rows([Shard(cache.folder / s["file"], bfloat16=bf16) for s in m["train"]["shards"]])
     evals = Rows([Shard(cache.folder / s["file"], bfloat16=bf16) for s in m["eval"]["shards"]])
-    lm_eval = _LMEval(cfg, cache) if m["causal_lm"] else None
+    held_out_lm = HeldOutLM(cfg, cache) if m["causal_lm"] else None
     return ShuffledActivations(
         train,
         evals,
@@ -33,7 +33,7 @@ def hf_source(cfg, run_seed: int, device: torch.device,
         device=device,
         buffer=cfg.shuffle_buffer,
         norm_scale=m["norm_scale"],
-        lm_eval=lm_eval,
+        held_out_lm=held_out_lm,
         pin_memory=pin_memory,
     )
 
@@ -60,24 +60,26 @@ def activations_source(cfg, run_seed: int, device: torch.device,
     )
 
 
-class _LMEval:
-    """Loss recovered on the cache's held-out sequences; loads the LM on first use."""
+class HeldOutLM:
+    """The cache's held-out sequences, the causal LM they came from and its hooked site: what
+    the SAE is spliced into. The model is loaded on first use."""
 
     def __init__(self, cfg, cache: Cache):
         self.cfg, self.cache = cfg, cache
-        self.lm: LoadedModel | None = cache.lm
+        self.site: str = cfg.site
+        self.batch_size: int = cfg.lm_batch_size
+        self.exclude_ids: list[int] = cache.manifest["special_ids_excluded"]
+        """Token ids (BOS/EOS/pad) left out of the activations: their positions keep the
+        clean activation in every splice."""
+        self._lm: LoadedModel | None = cache.lm
 
-    def __call__(self, sae, norm_scale: float) -> dict[str, float]:
-        cfg, m = self.cfg, self.cache.manifest
-        if self.lm is None:
-            dtype = getattr(cfg.lm_dtype, "value", cfg.lm_dtype)
-            self.lm = load_model(cfg.model, cfg.lm_device, dtype)
-        tokens = torch.from_numpy(np.load(self.cache.folder / m["eval_tokens"]["file"]))
-        return loss_recovered(
-            self.lm,
-            cfg.site,
-            tokens.long(),
-            sae_reconstruction(sae, norm_scale),
-            m["special_ids_excluded"],
-            cfg.lm_batch_size,
-        )
+    def model(self) -> LoadedModel:
+        if self._lm is None:
+            dtype = getattr(self.cfg.lm_dtype, "value", self.cfg.lm_dtype)
+            self._lm = load_model(self.cfg.model, self.cfg.lm_device, dtype)
+        return self._lm
+
+    def tokens(self) -> torch.Tensor:
+        """(N, T) token ids of the held-out sequences."""
+        file = self.cache.folder / self.cache.manifest["eval_tokens"]["file"]
+        return torch.from_numpy(np.load(file)).long()

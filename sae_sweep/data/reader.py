@@ -15,7 +15,7 @@ import glob
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +151,7 @@ class ShuffledActivations:
         device: torch.device,
         buffer: int,
         norm_scale: float | None = None,
-        lm_eval: Callable | None = None,
+        held_out_lm=None,  # hf.HeldOutLM: what the LM metrics splice the SAE into
         pin_memory: bool = True,
     ):
         from .prefetch import WindowLoader  # it imports Rows from here
@@ -160,7 +160,7 @@ class ShuffledActivations:
             raise DataError(f"{train.n} training and {eval_rows.n} held-out activations: need both")
         self.train, self.eval, self.d = train, eval_rows, train.d
         self.device, self.seed = device, run_seed
-        self.norm_scale, self.lm_eval = norm_scale, lm_eval
+        self.norm_scale, self.held_out_lm = norm_scale, held_out_lm
         n = train.n
         self.buffer = max(1, min(buffer, n))
         # >= 64 chunks per window, so a window (and a batch) mixes rows from all over the data

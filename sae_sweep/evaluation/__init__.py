@@ -1,4 +1,10 @@
-"""Held-out evaluation of a trained SAE (docs/design.md, "Metrics")."""
+"""Held-out evaluation of a trained SAE (docs/design.md, "Metrics").
+
+catalogue.py   every metric a job records: name, title, direction, who reads it
+metrics.py     the activation metrics' definitions, and their streaming form
+lm.py          the language-model metrics: the SAE spliced into the model
+reevaluate.py  evaluate finished SAEs again after a definition changed
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import math
 import torch
 
 from ..data.source import ActivationSource, DataError
-from ..data.splice import LM_METRICS
 from ..models.base import SparseAutoencoder
+from .catalogue import names
+from .lm import evaluate_lm
 from .metrics import StreamingMetrics, fvu, l0, l2_ratio, mmcs, mse, shrinkage
 
 __all__ = [
@@ -23,9 +30,6 @@ __all__ = [
     "mse",
     "shrinkage",
 ]
-
-# The metrics every frontier and verdict is built from: a job without them has no result.
-REQUIRED_FINITE = ("l0", "mse", "fvu", "explained_variance", "shrinkage", "dead_fraction")
 
 
 class NonFiniteMetricsError(RuntimeError):
@@ -65,24 +69,25 @@ def evaluate(
     if firing is not None:
         firing["frequency"] = acc.firing_frequency().float().cpu()
     result["mse_original_units"] = result["mse"] / norm_scale**2
-    result["mmcs"] = result["frac_recovered"] = result["mmcs_random"] = None
+    result.update(dict.fromkeys(names(source="ground_truth")))
     if source.ground_truth is not None:
         m, frac = mmcs(source.ground_truth, sae.W_dec.float())
         result["mmcs"], result["frac_recovered"] = m.item(), frac.item()
         result["mmcs_random"] = _random_dictionary_mmcs(source.ground_truth, sae.d_sae)
     # Loss recovered, when the source has a live causal LM to splice the SAE into
-    result.update(dict.fromkeys(LM_METRICS))
-    lm_eval = getattr(source, "lm_eval", None)
-    if lm_eval is not None:
+    result.update(dict.fromkeys(names(source="lm")))
+    held_out_lm = getattr(source, "held_out_lm", None)
+    if held_out_lm is not None:
         sae.eval()
-        result.update(lm_eval(sae, norm_scale))
+        result.update(evaluate_lm(held_out_lm, sae, norm_scale))
         sae.train(was_training)
     return result
 
 
 def check_finite_metrics(metrics: dict[str, float | None]) -> None:
-    """Raise NonFiniteMetricsError naming the metrics of REQUIRED_FINITE that are NaN/inf."""
-    bad = {k: metrics.get(k) for k in REQUIRED_FINITE}
+    """Raise NonFiniteMetricsError naming the required metrics (every frontier and verdict is
+    built from them: catalogue `required`) that are NaN/inf."""
+    bad = {k: metrics.get(k) for k in names(required=True)}
     bad = {k: v for k, v in bad.items() if v is None or not math.isfinite(v)}
     if bad:
         shown = ", ".join(f"{k}={v}" for k, v in bad.items())

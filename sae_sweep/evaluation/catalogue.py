@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Source = Literal["activations", "ground_truth", "lm", "job"]
+Direction = Literal["higher", "lower"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,9 @@ class Metric:
     """Summary key (`summary.json`, `eval/<name>` in metrics.jsonl and W&B, a runs column)."""
     title: str
     """Axis label and section title in plots and reports."""
-    higher_is_better: bool | None
-    """True: higher is better; False: lower is better; None: neither (a count, a scale, a
-    value best near 1, or the L0 axis itself). The analysis reads None as False."""
+    direction: Direction | None
+    """Which values are better: "higher" or "lower"; None for neither (a count, a scale, a
+    value best near 1, or the L0 axis itself)."""
     source: Source
     """What produces it (module docstring)."""
     required: bool = False
@@ -55,60 +56,67 @@ class Metric:
     """Re-evaluating a record (`evaluation.reevaluate`) must reproduce it: the check that the
     data and the evaluation are the ones the record was made with."""
 
+    @property
+    def higher_is_better(self) -> bool:
+        """What the frontiers and comparisons read: a metric with no direction is compared
+        as lower-is-better, as a column the catalogue does not name."""
+        return self.direction == "higher"
+
 
 _CATALOGUE = [
-    # The frontiers a report can draw, in the order it draws them.
-    Metric("fvu", "FVU (fraction of variance unexplained)", False, "activations",
-           required=True, exported=True, printed=True, compared=True, headline=True,
-           primary=2, log_scale=True, checked=True),
-    Metric("mse", "MSE", False, "activations", required=True, exported=True, printed=True,
-           compared=True, primary=3, log_scale=True, checked=True),
-    Metric("mmcs", "MMCS with true features", True, "ground_truth", printed=True,
-           compared=True, headline=True, primary=4, frontier=False, checked=True),
-    Metric("loss_recovered", "loss recovered", True, "lm", exported=True, printed=True,
-           compared=True, primary=1),
-    Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", False, "lm", printed=True,
-           compared=True, headline=True, primary=5, log_scale=True, checked=True),
-    Metric("dead_fraction", "dead latents (never fire on the eval set)", False, "activations",
-           required=True, printed=True, frontier=False, checked=True),
-    Metric("dense_fraction", "dense latents (fire on > 10% of eval tokens)", False,
-           "activations", frontier=False),
-    Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", True, "lm",
-           exported=True, compared=True),
-    Metric("kl_div", "KL(clean || SAE spliced), nats/token", False, "lm", exported=True,
-           compared=True),
-    Metric("kl_score", "KL score (vs zero ablation)", True, "lm", exported=True, compared=True),
-    # Held-out activations
+    # The x axis of every frontier
     Metric("l0", "L0 (active latents per token)", None, "activations", required=True,
            exported=True, printed=True, checked=True),
-    Metric("explained_variance", "explained variance (1 - FVU)", True, "activations",
+    # The frontiers a report can draw, in the order it draws them
+    Metric("fvu", "FVU (fraction of variance unexplained)", "lower", "activations",
+           required=True, exported=True, printed=True, compared=True, headline=True,
+           primary=2, log_scale=True, checked=True),
+    Metric("mse", "MSE", "lower", "activations", required=True, exported=True, printed=True,
+           compared=True, primary=3, log_scale=True, checked=True),
+    Metric("mmcs", "MMCS with true features", "higher", "ground_truth", printed=True,
+           compared=True, headline=True, primary=4, frontier=False, checked=True),
+    Metric("loss_recovered", "loss recovered", "higher", "lm", exported=True, printed=True,
+           compared=True, primary=1),
+    Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", "lower", "lm", printed=True,
+           compared=True, headline=True, primary=5, log_scale=True, checked=True),
+    Metric("dead_fraction", "dead latents (never fire on the eval set)", "lower", "activations",
+           required=True, printed=True, frontier=False, checked=True),
+    Metric("dense_fraction", "dense latents (fire on > 10% of eval tokens)", "lower",
+           "activations", frontier=False),
+    Metric("loss_recovered_mean", "loss recovered (vs mean ablation)", "higher", "lm",
+           exported=True, compared=True),
+    Metric("kl_div", "KL(clean || SAE spliced), nats/token", "lower", "lm", exported=True,
+           compared=True),
+    Metric("kl_score", "KL score (vs zero ablation)", "higher", "lm", exported=True, compared=True),
+    # Held-out activations
+    Metric("explained_variance", "explained variance (1 - FVU)", "higher", "activations",
            required=True, exported=True, printed=True),
-    Metric("mse_original_units", "MSE (original units)", False, "activations"),
+    Metric("mse_original_units", "MSE (original units)", "lower", "activations"),
     Metric("shrinkage", "shrinkage gamma (1 = unbiased, < 1 = shrinkage)", None,
            "activations", required=True, printed=True, checked=True),
     Metric("relative_reconstruction_bias", "relative reconstruction bias (= shrinkage gamma)",
            None, "activations"),
     Metric("l2_ratio", "L2 ratio ||x_hat|| / ||x|| (1 = unbiased)", None, "activations"),
-    Metric("alive_fraction", "alive latents (fire on the eval set)", True, "activations"),
+    Metric("alive_fraction", "alive latents (fire on the eval set)", "higher", "activations"),
     Metric("dead_window_tokens", "held-out tokens behind the firing fractions", None,
            "activations"),
     # Synthetic data's ground truth
-    Metric("frac_recovered", "true features recovered (max cosine > 0.9)", True,
+    Metric("frac_recovered", "true features recovered (max cosine > 0.9)", "higher",
            "ground_truth", printed=True),
     Metric("mmcs_random", "MMCS of a random dictionary (chance level)", None, "ground_truth",
            printed=True),
     # The SAE spliced into the language model
     Metric("ce_clean", "CE clean, nats/token", None, "lm"),
-    Metric("ce_sae", "CE with SAE spliced, nats/token", False, "lm"),
+    Metric("ce_sae", "CE with SAE spliced, nats/token", "lower", "lm"),
     Metric("ce_zero", "CE zero-ablated, nats/token", None, "lm"),
     Metric("ce_mean", "CE mean-ablated, nats/token", None, "lm"),
     Metric("kl_zero", "KL(clean || zero-ablated), nats/token", None, "lm"),
     Metric("kl_mean", "KL(clean || mean-ablated), nats/token", None, "lm"),
-    Metric("kl_score_mean", "KL score (vs mean ablation)", True, "lm"),
+    Metric("kl_score_mean", "KL score (vs mean ablation)", "higher", "lm"),
     # The job
     Metric("steps", "training steps", None, "job"),
     Metric("wall_s", "job wall time (s)", None, "job", printed=True),
-    Metric("activations_per_s", "training throughput (activations/s)", True, "job",
+    Metric("activations_per_s", "training throughput (activations/s)", "higher", "job",
            printed=True),
     Metric("norm_scale", "input normalisation scalar", None, "job", exported=True),
 ]  # fmt: skip
@@ -155,8 +163,7 @@ def title(name: str) -> str:
 def higher_is_better(name: str) -> bool:
     """True when higher is better; False when lower is, when it has no direction, or when the
     metric is not in the catalogue (a derived column: lower-is-better by convention)."""
-    m = METRICS.get(name)
-    return bool(m is not None and m.higher_is_better)
+    return name in METRICS and METRICS[name].higher_is_better
 
 
 def _check(catalogue: list[Metric]) -> None:
@@ -167,10 +174,8 @@ def _check(catalogue: list[Metric]) -> None:
         if m.name in seen:
             raise ValueError(f"metric {m.name!r} is in the catalogue twice: keep one entry")
         seen.add(m.name)
-        if (m.compared or m.headline or m.primary is not None) and m.higher_is_better is None:
-            raise ValueError(
-                f"metric {m.name!r} is compared but has no direction: set higher_is_better"
-            )
+        if (m.compared or m.headline or m.primary is not None) and m.direction is None:
+            raise ValueError(f"metric {m.name!r} is compared but has no direction: set one")
         if m.headline and not m.compared:
             raise ValueError(f"headline metric {m.name!r} must also be compared by default")
         if m.required and m.source != "activations":

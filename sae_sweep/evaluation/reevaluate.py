@@ -29,9 +29,8 @@ from ..record.atomic import atomic_write_json
 from ..record.weights import load_sae
 from ..sweep.packing import config_schema, member_config
 from . import evaluate
+from .catalogue import names
 
-CHECKED = ("l0", "fvu", "mse", "shrinkage", "mmcs", "dead_fraction", "delta_lm_loss")
-"""Metrics compared against the record to confirm the evaluation reproduces it."""
 TOLERANCE = 1e-5
 
 
@@ -48,7 +47,9 @@ def reevaluate(
         fresh = evaluate(sae, source, summary["norm_scale"], cfg.train.eval_batch_size)
     finally:
         source.close()
-    differ = [k for k in CHECKED if k not in metrics and _differs(summary.get(k), fresh.get(k))]
+    # the catalogue's `checked` metrics confirm that the evaluation reproduces the record
+    checked = [k for k in names(checked=True) if k not in metrics]
+    differ = [k for k in checked if _differs(summary.get(k), fresh.get(k))]
     return fresh, differ
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..evaluation.catalogue import names
 from ..record.weights import WEIGHTS_CONFIG_FILE
 from .run import export_run
 from .saelens import ExportError
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         default="fvu",
         help="with --frontier: the (L0, metric) frontier to take (default fvu; e.g. "
-        "loss_recovered, kl_div, mse)",
+        f"{', '.join(names(compared=True))})",
     )
     return p
 
@@ -77,14 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 def export_sweep(sweep_dir: Path, out_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
     """Export a sweep's finished jobs (or only its frontier's); returns the index written."""
     runs = selected_runs(sweep_dir, frontier_metric)
-    names = folder_names(runs)
+    folders = folder_names(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for (_, run), name in zip(runs.iterrows(), names, strict=True):
-        export_run(Path(run["path"]), out_dir / name)
-    keep = ["variant_label", "run_id", "path", "seed", "l0", "fvu", "mse", "loss_recovered",
-            "loss_recovered_mean", "kl_div", "kl_score"]  # fmt: skip
+    for (_, run), folder in zip(runs.iterrows(), folders, strict=True):
+        export_run(Path(run["path"]), out_dir / folder)
+    keep = ["variant_label", "run_id", "path", "seed", *names(exported=True)]
     index = runs[[c for c in keep if c in runs.columns]].copy()
-    index.insert(0, "folder", names)
+    index.insert(0, "folder", folders)
     index.to_csv(out_dir / INDEX_FILE, index=False)
     return index
 
@@ -101,7 +101,7 @@ def selected_runs(sweep_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
     if frontier_metric is None:
         return runs.reset_index(drop=True)
     if frontier_metric not in runs.columns or runs[frontier_metric].isna().all():
-        present = [c for c in ("fvu", "mse", "loss_recovered", "kl_div") if c in runs.columns]
+        present = [m for m in names(compared=True) if m in runs and runs[m].notna().any()]
         raise ExportError(
             f"--metric {frontier_metric!r}: no finished run of {sweep_dir} has it. "
             f"Fix: one of {present}."
@@ -120,17 +120,18 @@ def folder_names(runs: pd.DataFrame) -> list[str]:
     from analysis.variants import LABEL, frontier_axis, value_key
 
     axis = frontier_axis(runs)
-    names = []
+    folders = []
     for _, run in runs.iterrows():
         parts = [_slug(str(run[LABEL]))]
         if axis:
             parts.append(f"{_slug(axis.split('.')[-1])}-{_slug(value_key(run[axis]))}")
         if "seed" in runs.columns:
             parts.append(f"seed-{run['seed']}")
-        names.append("__".join(parts))
-    if len(set(names)) < len(names):  # runs the knobs do not tell apart: add the job folder
-        names = [f"{n}__{_slug(Path(p).name)}" for n, p in zip(names, runs["path"], strict=True)]
-    return names
+        folders.append("__".join(parts))
+    if len(set(folders)) < len(folders):  # runs the knobs do not tell apart: add the job folder
+        jobs = [_slug(Path(p).name) for p in runs["path"]]
+        folders = [f"{f}__{job}" for f, job in zip(folders, jobs, strict=True)]
+    return folders
 
 
 def _slug(text: str) -> str:

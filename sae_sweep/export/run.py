@@ -9,6 +9,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from ..evaluation.catalogue import names
 from ..record import layout
 from ..record.weights import FIRING_FILE, WEIGHTS_CONFIG_FILE, WEIGHTS_FILE
 from .saelens import ExportError, write_saelens_folder
@@ -57,14 +58,10 @@ def saelens_metadata(knobs: dict[str, Any], summary: dict[str, Any] | None) -> d
             "knobs": knobs,
             "variant": (summary or {}).get("variant"),
             "sweep": (summary or {}).get("sweep"),
-            "metrics": {k: v for k, v in (summary or {}).items() if k in _METRICS},
+            "metrics": {k: v for k, v in (summary or {}).items() if k in names(exported=True)},
         },
     }
     return meta
-
-
-_METRICS = ("l0", "fvu", "mse", "explained_variance", "loss_recovered", "loss_recovered_mean",
-            "kl_div", "kl_score", "norm_scale")  # fmt: skip
 
 
 def export_run(record_dir: Path, out_dir: Path, summary: dict[str, Any] | None = None) -> Path:

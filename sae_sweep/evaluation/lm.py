@@ -15,7 +15,9 @@ distributions. Then
     kl_score             = (KL_zero - KL_sae) / KL_zero          (SAEBench's kl_div_score)
     kl_score_mean        = (KL_mean - KL_sae) / KL_mean
 The spliced positions are those the SAE was trained on: with `exclude_special_tokens`,
-BOS/EOS keep their clean activation in every run.
+BOS/EOS keep their clean activation in every run. The data side (the model, its hooked
+site, the held-out sequences) is `data.hf.HeldOutLM`; the names are the catalogue's `lm`
+metrics.
 """
 
 from __future__ import annotations
@@ -25,22 +27,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .hf_model import LoadedModel, find_site, replaced_output, site_activations
-
-LM_METRICS = (
-    "loss_recovered",
-    "loss_recovered_mean",
-    "delta_lm_loss",
-    "ce_clean",
-    "ce_sae",
-    "ce_zero",
-    "ce_mean",
-    "kl_div",
-    "kl_zero",
-    "kl_mean",
-    "kl_score",
-    "kl_score_mean",
-)
+from ..data.hf_model import LoadedModel, find_site, replaced_output, site_activations
 
 
 @torch.no_grad()
@@ -82,8 +69,20 @@ def site_mean(
     return (total / max(count, 1)).float()
 
 
+def evaluate_lm(held_out, sae, norm_scale: float) -> dict[str, float]:
+    """Every LM metric of `sae` spliced into `held_out` (a `data.hf.HeldOutLM`)."""
+    return lm_metrics(
+        held_out.model(),
+        held_out.site,
+        held_out.tokens(),
+        sae_reconstruction(sae, norm_scale),
+        held_out.exclude_ids,
+        held_out.batch_size,
+    )
+
+
 @torch.no_grad()
-def loss_recovered(
+def lm_metrics(
     lm: LoadedModel,
     site_name: str,
     tokens: torch.Tensor,
@@ -91,7 +90,8 @@ def loss_recovered(
     exclude_ids: list[int],
     batch_size: int,
 ) -> dict[str, float]:
-    """Every metric in LM_METRICS for a reconstruction function (N', d) -> (N', d), model units."""
+    """Every `lm` metric of the catalogue for a reconstruction function (N', d) -> (N', d),
+    in model units."""
     site = find_site(lm.model, site_name)
     tokens = tokens.to(lm.device)
     excluded = torch.tensor(exclude_ids, dtype=tokens.dtype, device=lm.device)

@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sae_sweep.data.hf_model import load_model  # noqa: E402
-from sae_sweep.data.splice import loss_recovered, mean_ce, sae_reconstruction  # noqa: E402
+from sae_sweep.evaluation.lm import lm_metrics, mean_ce, sae_reconstruction  # noqa: E402
 from sae_sweep.models.base import SAEOutput  # noqa: E402
 
 try:
@@ -50,12 +50,12 @@ def tokens(n=6, t=24, seed=0):
 def test_identity_splice_recovers_all_the_loss_and_zero_recovers_none(lm, site):
     ids = tokens()
     scale = 7.3  # the reconstruction is taken in normalised units and scaled back
-    identity = loss_recovered(lm, site, ids, sae_reconstruction(Fixed(True), scale), [0], 4)
+    identity = lm_metrics(lm, site, ids, sae_reconstruction(Fixed(True), scale), [0], 4)
     assert identity["ce_zero"] != pytest.approx(identity["ce_clean"], abs=1e-4)
     assert identity["loss_recovered"] == pytest.approx(1.0, abs=1e-5)
     assert identity["delta_lm_loss"] == pytest.approx(0.0, abs=1e-6)
     assert identity["ce_sae"] == pytest.approx(identity["ce_clean"], abs=1e-6)
-    zero = loss_recovered(lm, site, ids, sae_reconstruction(Fixed(False), scale), [0], 4)
+    zero = lm_metrics(lm, site, ids, sae_reconstruction(Fixed(False), scale), [0], 4)
     assert zero["loss_recovered"] == pytest.approx(0.0, abs=1e-6)
     assert zero["ce_sae"] == pytest.approx(zero["ce_zero"], abs=1e-6)
     assert zero["delta_lm_loss"] == pytest.approx(zero["ce_zero"] - zero["ce_clean"], abs=1e-6)
@@ -76,13 +76,13 @@ def test_excluded_positions_are_not_spliced(lm):
         received.append(h.shape[0])
         return h
 
-    loss_recovered(lm, "transformer.h.0", ids, reconstruct, exclude_ids=[0], batch_size=2)
+    lm_metrics(lm, "transformer.h.0", ids, reconstruct, exclude_ids=[0], batch_size=2)
     assert sum(received) == ids.numel() - 4 - 1  # every position but the five BOS tokens
 
 
 def _direct(lm, site_name, ids, replace_rows, exclude=0):
     """CE and per-token KL(P_clean || P) computed here, with the rows of h at non-excluded
-    positions replaced by replace_rows(h_rows); nothing shared with splice.py."""
+    positions replaced by replace_rows(h_rows); nothing shared with evaluation/lm.py."""
     site = dict(lm.model.named_modules())[site_name]
     keep = ids != exclude
 
@@ -122,7 +122,7 @@ def test_mean_ablation_and_kl_match_a_direct_computation(lm):
         def shrink(h):
             return 0.6 * h + 0.1
 
-        r = loss_recovered(lm, site, ids, shrink, exclude_ids=[0], batch_size=4)  # 2 batches
+        r = lm_metrics(lm, site, ids, shrink, exclude_ids=[0], batch_size=4)  # 2 batches
         ce_sae, kl_sae = _direct(lm, site, ids, shrink)
         ce_mean, kl_mean = _direct(lm, site, ids, lambda h: mu.expand_as(h))
         ce_zero, kl_zero = _direct(lm, site, ids, torch.zeros_like)
@@ -153,7 +153,7 @@ def test_the_splice_applies_the_normalisation_scalar_both_ways(lm):
     with torch.no_grad():
         sae.b_enc.fill_(-0.2)
         sae.b_dec.normal_(0, 0.5)
-        r = loss_recovered(lm, site, ids, sae_reconstruction(sae, s), exclude_ids=[0], batch_size=4)
+        r = lm_metrics(lm, site, ids, sae_reconstruction(sae, s), exclude_ids=[0], batch_size=4)
         right, _ = _direct(lm, site, ids, lambda h: sae(h * s).x_hat / s)
         wrong, _ = _direct(lm, site, ids, lambda h: sae(h).x_hat)
     assert r["ce_sae"] == pytest.approx(right, rel=1e-5)
