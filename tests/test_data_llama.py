@@ -19,6 +19,7 @@ from sae_sweep.config.schema import HFDataConfig  # noqa: E402
 from sae_sweep.data import DataError, build_source  # noqa: E402
 from sae_sweep.data.cache import open_cache  # noqa: E402
 from sae_sweep.data.hf_model import find_site, load_model, site_activations  # noqa: E402
+from sae_sweep.evaluation.lm import evaluate_lm  # noqa: E402
 from sae_sweep.models.base import SAEOutput  # noqa: E402
 
 SITE = "model.layers.1"
@@ -108,14 +109,14 @@ class Fixed(torch.nn.Module):
 
 
 def test_identity_splice_recovers_exactly_all_the_loss(tiny_llama, cache):
-    """Through the job's own path (the source's LM evaluation on the cache's held-out
-    sequences): the identity changes no logit, so loss recovered is exactly 1 and the delta
+    """Through the job's own path (the LM evaluation of the source's held-out sequences
+    from the cache): the identity changes no logit, so loss recovered is exactly 1 and the delta
     LM loss exactly 0; zero in its place recovers exactly nothing. A power-of-two
     normalisation scalar keeps x * s / s exact."""
     src = build_source(llama_cfg(tiny_llama, cache.folder.parent), run_seed=0, device=CPU)
     try:
-        identity = src.lm_eval(Fixed(identity=True), 4.0)
-        zero = src.lm_eval(Fixed(identity=False), 4.0)
+        identity = evaluate_lm(src.held_out_lm, Fixed(identity=True), 4.0)
+        zero = evaluate_lm(src.held_out_lm, Fixed(identity=False), 4.0)
     finally:
         src.close()
     assert identity["ce_zero"] - identity["ce_clean"] > 0.05  # zero ablation matters here
