@@ -1,15 +1,16 @@
-"""One job: train SAEs from validated configs and leave each its complete record
+"""One job: config -> data -> training loop -> evaluation -> record, for one SAE or a pack of
+several that share their data (sweep/packing.py); each SAE leaves its complete record
 (docs/design.md, "The record").
 
-`run_job` trains one SAE; `run_jobs` trains several that share their data (a packed job,
-sweep/packing.py) in lockstep: each step's batch is drawn or read once and every SAE steps on
-it, each with its own optimizer, schedule, record, checkpoint and W&B run. Every SAE's
-record is the same as when it trains alone (record/layout.py lists the files); every file is
-written atomically. A failing SAE writes a summary with status `failed` and its traceback
-(an interrupted one: status `interrupted`, resumable); in a pack the others go on.
-Failing includes a W&B run that cannot start and non-finite weights or held-out metrics:
-`done` means finite results. `progress.json` tells other processes how far each SAE is.
-With W&B on, each SAE is also exported to `saelens/` in its record and logged as an artifact.
+`run_job` trains one SAE; `run_jobs` a pack, in lockstep on one stream of batches
+(training/loop.py), each SAE with its own optimizer, schedules, checkpoint, record and W&B
+run. Every SAE's record is the same as when it trains alone (record/layout.py lists the
+files); every file is written atomically. A failing SAE writes a summary with status `failed`
+and its traceback (an interrupted one: status `interrupted`, resumable); in a pack the others
+go on. Failing includes a W&B run that cannot start and non-finite weights or held-out
+metrics: `done` means finite results. `progress.json` tells other processes how far each SAE
+is. With W&B on, each SAE is also exported to `saelens/` in its record and logged as an
+artifact.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .models import architecture, build_sae
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.versions import versions
 from .record.weights import save_firing, save_sae
-from .training.loop import TrainingRun
+from .training.loop import TrainingRun, TrainResult, train
 from .training.progress import JobProgress
 
 logger = logging.getLogger("sae_sweep")
@@ -90,6 +91,7 @@ def _stream(cfg: Config) -> str:
 
 
 def _train_together(members: list[_Member]) -> None:
+    """Data -> loop -> evaluate -> record, for SAEs that share one stream of batches."""
     first = members[0].cfg
     device = resolve_device(first.device)
     if device.type == "cuda":
@@ -99,29 +101,22 @@ def _train_together(members: list[_Member]) -> None:
     torch.manual_seed(first.seed)
     source = build_source(first.data, first.seed, device, pin_memory=first.train.pin_memory)
     with contextlib.closing(source):  # its background reader ends with the job, however
-        _train_on(members, source, device)
+        _save_ground_truth(source, members)
+        norm_scales: dict[int, float] = {}  # one estimate per pack, shared by members that agree
+        built = [m for m in members if m.guard(m.build, source, device, norm_scales)]
+        results = train([m.run for m in built], source, lambda i, exc: built[i].fail(exc))
+        for m, result in zip(built, results, strict=True):
+            if result is not None:
+                m.guard(m.finish, result, source, device)
 
 
-def _train_on(members: list[_Member], source, device: torch.device) -> None:
-    first = members[0].cfg
+def _save_ground_truth(source, members: list[_Member]) -> None:
+    """Synthetic data's true feature directions, into each record (the answer MMCS scores)."""
     if source.ground_truth is not None:
         truth = {"directions": source.ground_truth.float().cpu().contiguous()}
         for m in members:
             with replace_atomically(m.out_dir / layout.GROUND_TRUTH) as tmp:
                 save_file(truth, str(tmp))
-    norm_scales: dict[int, float] = {}  # one estimate per pack, shared by members that agree
-    live = [m for m in members if m.guard(m.build, source, device, norm_scales)]
-    steps = max((m.cfg.train.steps for m in live), default=0)
-    for step in range(min((m.run.start for m in live), default=steps), steps):
-        batch = None
-        for m in live:
-            if m.run.start <= step < m.cfg.train.steps:
-                if batch is None:  # drawn or read once for every SAE of the pack
-                    batch = source.train_batch(step, first.train.batch_size)
-                m.guard(m.run.step, step, batch)
-        live = [m for m in live if m.outcome is None]
-    for m in live:
-        m.guard(m.finish, source, device)
 
 
 class _Member:
@@ -182,8 +177,8 @@ class _Member:
                                checkpoint_dir=layout.checkpoint_dir(self.out_dir),
                                progress=self.progress)  # fmt: skip
 
-    def finish(self, source, device: torch.device) -> None:
-        cfg, sae, result = self.cfg, self.sae, self.run.result()
+    def finish(self, result: TrainResult, source, device: torch.device) -> None:
+        cfg, sae = self.cfg, self.sae
         self.progress.evaluating()
         firing: dict = {}
         metrics = evaluate(sae, source, self.norm_scale, cfg.train.eval_batch_size, firing=firing)

@@ -250,7 +250,7 @@ def test_saved_and_reloaded_sae_gives_identical_outputs(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["topk", "batchtopk"])
 def test_topk_training_on_the_kernel_gives_the_reference_weights(kind):
     from sae_sweep.data.synthetic import SyntheticData
-    from sae_sweep.training.loop import train
+    from sae_sweep.training.loop import TrainingRun, train
 
     def trained(fast_path):
         cfg = small_config(train__steps=8, train__log_every=4, train__fast_path=fast_path)
@@ -258,7 +258,8 @@ def test_topk_training_on_the_kernel_gives_the_reference_weights(kind):
         cfg.penalty = PenaltyConfig(kind=PenaltyKind.none, coefficient=0.0)
         source = SyntheticData(cfg.data, run_seed=0, device=torch.device("cpu"))
         sae = build_sae(cfg.sae, d_in=source.d, seed=0)
-        result = train(cfg, sae, source, _NullLogger(), norm_scale=1.0, checkpoint_dir=None)
+        run = TrainingRun(cfg, sae, source, _NullLogger(), norm_scale=1.0, checkpoint_dir=None)
+        (result,) = train([run], source)
         return sae, result.loss_paths
 
     ref, ref_paths = trained(False)

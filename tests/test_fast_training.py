@@ -7,7 +7,7 @@ from conftest import small_config
 from sae_sweep.config.schema import SparsePath
 from sae_sweep.data.synthetic import SyntheticData
 from sae_sweep.models import build_sae
-from sae_sweep.training.loop import train
+from sae_sweep.training.loop import TrainingRun, train
 from sae_sweep.training.step import LossPath, Stepper, make_optimizer
 
 
@@ -23,7 +23,7 @@ def _train(cfg):
     source = SyntheticData(cfg.data, run_seed=cfg.seed, device=torch.device("cpu"))
     sae = build_sae(cfg.sae, d_in=source.d, seed=cfg.seed)
     logger = _Logger()
-    train(cfg, sae, source, logger, norm_scale=1.0, checkpoint_dir=None)
+    train([TrainingRun(cfg, sae, source, logger, norm_scale=1.0, checkpoint_dir=None)], source)
     return sae, logger.rows
 
 

@@ -33,7 +33,7 @@ from sae_sweep.job import run_job
 from sae_sweep.record.run_logger import WandbStartError
 from sae_sweep.sweep.task import run_sweep_job
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError
-from sae_sweep.training.loop import TrainingDivergedError
+from sae_sweep.training.divergence import TrainingDivergedError
 
 try:
     from data_fixtures import save_tiny_gpt2, write_text

@@ -17,7 +17,7 @@ from sae_sweep.data import DataError, SyntheticData
 from sae_sweep.evaluation.metrics import fvu, l0
 from sae_sweep.job import run_job
 from sae_sweep.record.weights import load_sae
-from sae_sweep.training.loop import TrainingDivergedError
+from sae_sweep.training.divergence import TrainingDivergedError
 from tests.sweep_fixtures import run_cli_in_process
 
 TINY = [

@@ -21,7 +21,7 @@ from sae_sweep.sweep.packing import (
     read_pack,
     write_pack,
 )
-from sae_sweep.training.loop import TrainingDivergedError
+from sae_sweep.training.divergence import TrainingDivergedError
 from tests.conftest import small_config
 
 METRICS = ("l0", "fvu", "mse", "dead_fraction", "mmcs", "steps")
