@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_entry_point_writes_the_whole_record(tmp_path):
     assert summary["knobs"]["sae.kind"] == "gated"
     assert summary["knobs"]["train.matmul_dtype"] == "tf32"  # the default: TF32 on CUDA ...
     assert summary["matmul_precision"] == "float32"  # ... and float32 on a CPU, which has none
-    assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]
+    # the libraries that trained it, for reproducing it (the wheel's "+cpu"/"+cu121" aside)
+    assert summary["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert summary["versions"]["python"] == platform.python_version()
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "train/loss" in x] == [20, 40, 60]
