@@ -1,8 +1,8 @@
-"""The config reference table (README) generated from the schema's field docstrings.
+"""The config reference tables (docs/configuration.md) generated from the schema's field docstrings.
 
-`python -m sae_sweep.config.reference` prints it as Markdown, `... --update README.md` rewrites
-the README's table in place; a test checks that the README's table is current, so it cannot
-drift from the code.
+`python -m sae_sweep.config.reference` prints them as Markdown, `... --update
+docs/configuration.md` rewrites the page's tables in place, between the config-table markers; a
+test checks that the page's tables are current, so they cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def markdown_table() -> str:
 START, END = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
 
 
-def update_readme(path: Path) -> None:
+def update_page(path: Path) -> None:
     text = path.read_text()
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
@@ -98,9 +98,15 @@ def update_readme(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    if sys.argv[1:2] == ["--update"]:
-        update_readme(Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description="Print the config reference tables.")
+    parser.add_argument(
+        "--update", metavar="PAGE", type=Path,
+        help="rewrite the tables between PAGE's config-table markers (docs/configuration.md)",
+    )  # fmt: skip
+    page = parser.parse_args().update
+    if page:
+        update_page(page)
     else:
         print(markdown_table())

@@ -2,7 +2,7 @@
 
 Every YAML in `conf/<group>/` starts from the schema of its group (`defaults: [<schema>]`),
 so a misspelt key in a YAML file or on the command line is an error, not a silent default.
-The docstring under each field is its one-line documentation (also in the README table).
+The docstring under each field is its one-line documentation (also in docs/configuration.md).
 Choices are Enums because OmegaConf 2.3 does not accept `Literal`.
 """
 
