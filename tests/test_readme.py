@@ -204,6 +204,33 @@ def test_link_in_the_docs_resolves(page, target):
         assert anchor in _anchors(file), f"{page.name} links to {target}: no such heading"
 
 
+def _expand_braces(path: str) -> list[str]:
+    """`models/{topk,batchtopk}.py` -> `models/topk.py`, `models/batchtopk.py`."""
+    m = re.search(r"\{([^}]*)\}", path)
+    if not m:
+        return [path]
+    alternatives = (path[: m.start()] + alt + path[m.end() :] for alt in m.group(1).split(","))
+    return [p for alt in alternatives for p in _expand_braces(alt)]
+
+
+REPO_PATH = re.compile(
+    r"`((?:sae_sweep|analysis|hydra_plugins|conf|sweeps|bench|tests|docs)/[\w./{},*-]*)`"
+)
+PATHS = sorted(
+    {(page.relative_to(ROOT).as_posix(), span) for page in PAGES
+     for span in REPO_PATH.findall(page.read_text())}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("page", "path"), PATHS)
+def test_path_in_the_docs_exists(page, path):
+    """A file the pages name (the map of where the science is, above all) is where they say."""
+    for one in _expand_braces(path):
+        if re.search(r"\b[A-Z]{3,}\b", one):  # a placeholder: sweeps/NAME.yaml
+            continue
+        assert list(ROOT.glob(one.rstrip("/"))), f"{page} names {one}, which does not exist"
+
+
 def test_config_reference_is_current():
     text = CONFIG_PAGE.read_text()
     table = text[text.index(START) + len(START) : text.index(END)].strip()
