@@ -74,29 +74,32 @@ def test_dead_features_are_resampled_at_the_configured_steps():
 
 
 def test_a_pack_draws_each_batch_once_and_a_failing_sae_leaves_it_alone():
-    members = [
+    """The diverging SAE is second: the ones after it keep their place and their batches."""
+    configs = [
         _config(penalty__coefficient=1.0),
+        _config(train__lr=1e30, train__grad_clip=None),  # diverges
         _config(sae=StandardSAEConfig(expansion_factor=4), penalty__coefficient=0.5),
         _config(penalty__coefficient=3.0, penalty__decoder_norm_grad=NormGrad.detached),
     ]
-    diverging = _config(train__lr=1e30, train__grad_clip=None)
-    source = _CountingSource(members[0])
-    runs = [_run(cfg, source) for cfg in [members[0], diverging, *members[1:]]]
+    source = _CountingSource(configs[0])
+    runs = [_run(cfg, source) for cfg in configs]
     failures = []
     results = train(runs, source, lambda i, exc: failures.append((i, exc)))
 
     assert source.drawn == list(range(12))  # one batch per step for the whole pack
     assert [(i, type(exc)) for i, exc in failures] == [(1, TrainingDivergedError)]
-    assert results[1] is None and all(r.steps == 12 for i, r in enumerate(results) if i != 1)
-    for cfg, packed, packed_result in zip(members, [runs[0], *runs[2:]], [results[0], *results[2:]],
-                                          strict=True):  # fmt: skip
-        alone = _run(cfg, _CountingSource(cfg))
+    assert results[1] is None
+    for i in (0, 2, 3):
+        alone = _run(configs[i], _CountingSource(configs[i]))
         (alone_result,) = train([alone], alone.source)
-        for (name, a), b in zip(alone.sae.named_parameters(), packed.sae.parameters(), strict=True):
+        for (name, a), b in zip(
+            alone.sae.named_parameters(), runs[i].sae.parameters(), strict=True
+        ):
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
         for key in ("train/loss", "train/l0", "train/fvu", "train/dead_fraction"):
-            assert packed.logger.logged(key) == pytest.approx(alone.logger.logged(key)), key
-        assert packed_result.loss_paths == alone_result.loss_paths
+            assert runs[i].logger.logged(key) == pytest.approx(alone.logger.logged(key)), key
+        assert results[i].steps == alone_result.steps == 12
+        assert results[i].loss_paths == alone_result.loss_paths
 
 
 def test_without_on_failure_a_failure_is_raised():
