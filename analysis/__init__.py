@@ -8,11 +8,13 @@ plots and a report (docs/design.md, "Analysis").
 
 The modules, one concept each: `load` (records and W&B -> DataFrame), `variants` (which
 knobs vary, labels, like with like), `frontier` (Pareto frontiers, seeds aggregated),
+`logl0` (reading a curve at any L0: interpolation in log L0, common ranges, grids, local
+slopes), `effects` (which way a metric is better, and how effects and CIs are written),
 `compare` (frontier overlap and band winners, descriptive), `paired` (paired seed
 differences, t confidence intervals, verdicts), `matched` (variants at matched L0: targets
 or per-seed interpolation, dense regime left out), `model` (the analysis of a sweep),
-`plots`, `render` (Markdown/HTML), `report` (the report's content and files), `publish`
-(W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`).
+`plots`, `render` (Markdown/HTML, rounded CSV), `report` (the report: one function per
+section), `publish` (W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`).
 """
 
 from analysis.load import load_runs, load_wandb_runs

@@ -1,7 +1,7 @@
 """Compare variants' frontiers at common L0 values, never outside the range both cover.
 
-A frontier is interpolated linearly in log L0 between its points, only inside
-[min L0, max L0] of its frontier: outside that range it is NaN, never extrapolated. Two
+A frontier is read along log L0 as `analysis.logl0` reads every curve: linearly between its
+points, only inside [min L0, max L0] of its frontier, NaN outside (never extrapolated). Two
 variants are compared on a log-spaced grid of L0 inside the overlap of their ranges; an
 empty overlap is reported as such. At each grid point, diff = metric(b) - metric(a) and
 spread = sqrt(std_a^2 + std_b^2) (seed std, interpolated like the mean). One variant is
@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.frontier import METRICS, frontier_of
+from analysis.effects import better_word, fmt, higher_is_better
+from analysis.frontier import frontier_of
+from analysis.logl0 import common_range, log_grid
+from analysis.logl0 import interpolate as interpolate_curve
 from analysis.variants import LABEL, Variants, value_key
-
-
-def _hib(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else False
 
 
 def interpolate(front: pd.DataFrame, metric: str, l0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,16 +34,14 @@ def interpolate(front: pd.DataFrame, metric: str, l0: np.ndarray) -> tuple[np.nd
     if front.empty:
         return nan, nan.copy()
     f = front.sort_values("l0", kind="stable").drop_duplicates("l0")
-    x = np.log(f["l0"].to_numpy(dtype=float))
-    inside = (l0 >= f["l0"].min()) & (l0 <= f["l0"].max())
-    mean, std = nan.copy(), nan.copy()
-    lx = np.log(l0[inside])
-    mean[inside] = np.interp(lx, x, f[metric].to_numpy(dtype=float))
+    x = f["l0"].to_numpy(dtype=float)
+    mean = interpolate_curve(x, f[metric].to_numpy(dtype=float), l0)
+    std = nan.copy()
     std_col = f"{metric}_std"
     if std_col in f:
         s = f[std_col].to_numpy(dtype=float)
-        if not np.isnan(s).any():
-            std[inside] = np.interp(lx, x, s)
+        if not np.isnan(s).any():  # one seed somewhere: no spread to interpolate
+            std = interpolate_curve(x, s, l0)
     return mean, std
 
 
@@ -52,14 +49,7 @@ def overlap(fa: pd.DataFrame, fb: pd.DataFrame) -> tuple[float, float] | None:
     """The L0 range both frontiers cover, or None when they share none."""
     if fa.empty or fb.empty:
         return None
-    lo = max(fa["l0"].min(), fb["l0"].min())
-    hi = min(fa["l0"].max(), fb["l0"].max())
-    return (float(lo), float(hi)) if lo <= hi else None
-
-
-def log_grid(lo: float, hi: float, n: int) -> np.ndarray:
-    """n log-spaced L0 values from lo to hi (one value when lo == hi)."""
-    return np.array([lo]) if lo == hi else np.geomspace(lo, hi, n)
+    return common_range((f["l0"].min(), f["l0"].max()) for f in (fa, fb))
 
 
 def _better(diff: np.ndarray, spread: np.ndarray, hib: bool, k: float) -> list[str]:
@@ -75,7 +65,7 @@ def dominated_fraction(points_a: pd.DataFrame, points_b: pd.DataFrame, metric: s
         return float("nan")
     if points_a.empty:
         return 0.0
-    sign = -1.0 if _hib(metric) else 1.0
+    sign = -1.0 if higher_is_better(metric) else 1.0
     xa, ya = points_a["l0"].to_numpy(float), sign * points_a[metric].to_numpy(float)
     n = 0
     for xb, yb in zip(points_b["l0"], sign * points_b[metric], strict=True):
@@ -130,8 +120,8 @@ class PairComparison:
         lo, hi = self.overlap
         n = len(self.table)
         wins = self.table["better"].value_counts()
-        size = f"mean {m} diff (b - a) {_fmt(self.mean_diff)} ± {_fmt(self.mean_spread)}"
-        where = f"L0 {_fmt(lo)}-{_fmt(hi)}, {n} points"
+        size = f"mean {m} diff (b - a) {fmt(self.mean_diff)} ± {fmt(self.mean_spread)}"
+        where = f"L0 {fmt(lo)}-{fmt(hi)}, {n} points"
         if self.verdict == "a dominates":
             head = f"`{self.a}` better than `{self.b}` ({wins.get('a', 0)}/{n} points, no loss)"
         elif self.verdict == "b dominates":
@@ -144,12 +134,6 @@ class PairComparison:
         else:
             head = f"`{self.a}` and `{self.b}` tie within seed spread"
         return f"{head}; {size} ({where})."
-
-
-def _fmt(x: float) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:.3g}"
 
 
 def compare_pair(
@@ -177,7 +161,7 @@ def compare_pair(
     mb, sb = interpolate(fb, metric, grid)
     diff = mb - ma
     spread = np.sqrt(sa**2 + sb**2)
-    better = _better(diff, spread, _hib(metric), k)
+    better = _better(diff, spread, higher_is_better(metric), k)
     pc.table = pd.DataFrame(
         {"l0": grid, "a": ma, "a_std": sa, "b": mb, "b_std": sb}
         | {"diff": diff, "spread": spread, "better": better}
@@ -216,7 +200,7 @@ def pairs_table(comparisons: list[PairComparison]) -> pd.DataFrame:
                 "b": c.b,
                 "L0 overlap": "none"
                 if c.overlap is None
-                else f"{_fmt(c.overlap[0])}-{_fmt(c.overlap[1])}",
+                else f"{fmt(c.overlap[0])}-{fmt(c.overlap[1])}",
                 "verdict": c.verdict,
                 "mean diff (b - a)": c.mean_diff,
                 "spread": c.mean_spread,
@@ -241,7 +225,7 @@ def band_verdicts(
     covers the value are ranked; the band's winner is the variant best at most of the
     values covered by two or more variants, its margin the mean gap to the next best there.
     """
-    hib = _hib(metric)
+    hib = higher_is_better(metric)
     labels = list(dict.fromkeys(points[LABEL])) if len(points) else []
     fronts = {v: frontier_of(points, v) for v in labels}
     fronts = {v: f for v, f in fronts.items() if not f.empty}
@@ -258,7 +242,7 @@ def band_verdicts(
         for v, f in fronts.items():
             interp[v] = interpolate(f, metric, grid)
         covering = [v for v in fronts if np.isfinite(interp[v][0]).any()]
-        band = f"{_fmt(b_lo)}-{_fmt(b_hi)}"
+        band = f"{fmt(b_lo)}-{fmt(b_hi)}"
         wins: dict[str, int] = {}
         gaps: dict[str, list[tuple[float, float, str]]] = {}
         n_cmp = 0
@@ -292,7 +276,7 @@ def band_verdicts(
         rel = f", {100 * float(np.mean(rels)):.1f}%" if rels else ""
         verdict = (
             f"`{best}` best at {wins[best]}/{n_cmp} compared L0 values: {metric} "
-            f"{'higher' if hib else 'lower'} than `{runner}` by {_fmt(margin)} ± {_fmt(spread)}"
+            f"{better_word(metric)} than `{runner}` by {fmt(margin)} ± {fmt(spread)}"
             f" (seed std{rel})"
         )
         if not sig:

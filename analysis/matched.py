@@ -35,18 +35,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.frontier import METRICS, finished
-from analysis.paired import PairedDiff, fmt, paired_diff, verdict, winner
+from analysis.effects import fmt, higher_is_better
+from analysis.frontier import finished
+from analysis.logl0 import common_range, gap_bridged, interpolate, local_slope, log_grid
+from analysis.paired import PairedDiff, paired_diff, verdict, winner
 from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, point_keys
 
 MAX_L0_FRACTION = 0.5
 """Default: verdicts cover L0 <= d/2."""
 GRID_POINTS = 4
 """Matched L0 values per pair in a sweep without targets."""
-
-
-def hib(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else False
 
 
 def run_dims(runs: pd.DataFrame) -> pd.Series:
@@ -151,31 +149,6 @@ def _hit(points: list[_Point], target: float, tol: float) -> _Point | None:
     return min(near, key=lambda p: abs(p.l0 - target), default=None)
 
 
-def local_slope(
-    points: list[tuple[float, float]], at: tuple[float, float], log_metric: bool
-) -> float | None:
-    """d metric / d log L0 at the seed-mean point `at` = (L0, metric) of a variant whose
-    seed-mean points are `points` (d log metric / d log L0 when log_metric), from its nearest
-    neighbours in L0 on either side: the three-point estimate on an uneven grid, or the
-    one-sided secant where there is one neighbour; None where it has none."""
-    f = (lambda v: math.log(v)) if log_metric else (lambda v: v)
-    l0 = at[0]
-    x0, y0 = math.log(l0), f(at[1])
-    below = max((p for p in points if p[0] < l0), default=None, key=lambda p: p[0])
-    above = min((p for p in points if p[0] > l0), default=None, key=lambda p: p[0])
-    secants = [
-        (x0 - math.log(p[0]), (y0 - f(p[1])) / (x0 - math.log(p[0])))
-        for p in (below, above)
-        if p is not None
-    ]
-    if not secants:
-        return None
-    if len(secants) == 1:
-        return secants[0][1]
-    (h_lo, s_lo), (h_hi, s_hi) = secants[0], (-secants[1][0], secants[1][1])
-    return (h_hi * s_lo + h_lo * s_hi) / (h_lo + h_hi)
-
-
 def _at_target_l0(
     hit: _Point, points: list[_Point], metric: str, target: float
 ) -> tuple[dict[int, float], str]:
@@ -231,18 +204,14 @@ def _seed_curves(runs: pd.DataFrame, variant: str, metric: str) -> dict[int, pd.
 
 def _interp(curve: pd.DataFrame, metric: str, l0: float) -> tuple[float, float]:
     """(value, L0 gap ratio bridged) of one seed's curve at l0; NaN outside its range."""
-    x = np.log(curve["l0"].to_numpy(float))
-    y = curve[metric].to_numpy(float)
-    lx = math.log(l0)
-    if len(x) == 0 or lx < x[0] - 1e-12 or lx > x[-1] + 1e-12:
-        return math.nan, math.nan
-    i = int(np.searchsorted(x, lx))
-    gap = (
-        1.0
-        if i < len(x) and abs(x[i] - lx) < 1e-12
-        else math.exp(x[min(i, len(x) - 1)] - x[max(i - 1, 0)])
-    )
-    return float(np.interp(lx, x, y)), gap
+    x = curve["l0"].to_numpy(float)
+    value = interpolate(x, curve[metric].to_numpy(float), l0)[0]
+    return float(value), gap_bridged(x, l0)
+
+
+def _span(curves: list[pd.DataFrame]) -> tuple[float, float]:
+    """The L0 range some curve of `curves` covers."""
+    return min(c["l0"].min() for c in curves), max(c["l0"].max() for c in curves)
 
 
 def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
@@ -252,15 +221,12 @@ def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
     # The L0 range every seed of both variants covers; when there is none (seeds end at
     # different L0s), the range both cover with some seed, each seed paired only inside
     # its own range (the number of paired seeds is reported).
-    curves = [*ca.values(), *cb.values()]
-    lo = max(c["l0"].min() for c in curves)
-    hi = min(c["l0"].max() for c in curves)
-    if lo > hi:
-        lo = max(min(c["l0"].min() for c in ca.values()), min(c["l0"].min() for c in cb.values()))
-        hi = min(max(c["l0"].max() for c in ca.values()), max(c["l0"].max() for c in cb.values()))
-    if not lo <= hi:
+    both = common_range(_span([c]) for c in (*ca.values(), *cb.values()))
+    if both is None:
+        both = common_range(_span(list(v.values())) for v in (ca, cb))
+    if both is None:
         return []
-    grid = [lo] if lo == hi else np.geomspace(lo, hi, n_points)
+    grid = log_grid(*both, n_points)
     out = []
     for l0 in grid:
         va, vb, gaps = {}, {}, []
@@ -328,7 +294,7 @@ def compare_matched(
         matched = match_at_targets(with_metric(runs, metric), metric, a, b, ts, tolerance)
     else:
         matched = match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b)
-    h = hib(metric)
+    h = higher_is_better(metric)
     rows = []
     for m in matched:
         d = m.diff()

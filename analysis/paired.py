@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit  # the t quantile (a fifth of scipy.stats's import)
 
+from analysis.effects import fmt
+
 CONFIDENCE = 0.95
 
 
@@ -80,9 +82,3 @@ def winner(diff: PairedDiff, a: str, b: str, higher_is_better: bool) -> str | No
     if not diff.excludes_zero:
         return None
     return b if (diff.mean > 0) == higher_is_better else a
-
-
-def fmt(x: float) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:.3g}"

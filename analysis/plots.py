@@ -25,6 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from analysis.effects import higher_is_better
+from analysis.effects import title as title_of
 from analysis.frontier import METRICS, finished, frontier_of, frontier_points
 from analysis.matched import MAX_L0_FRACTION, run_dims
 from analysis.variants import LABEL
@@ -129,8 +131,8 @@ def frontier_plot(
         ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     _mark_regimes(ax, runs, metric, max_l0_fraction)
     m = METRICS.get(metric)
-    ax.set_ylabel(m.title if m else metric, fontsize=8)
-    better = "upper-left" if (m and m.higher_is_better) else "lower-left"
+    ax.set_ylabel(title_of(metric), fontsize=8)
+    better = "upper-left" if higher_is_better(metric) else "lower-left"
     curve = "frontier" if (m is None or m.frontier) else "seed means"
     ax.set_title(title or f"{metric} vs L0 {curve} ({better} is better)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -192,8 +194,7 @@ def relative_plot(
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     elif ticks and ticks[-1] / ticks[0] < 10:  # less than a decade: label every integer
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    m = METRICS.get(metric)
-    better = "above 1" if (m and m.higher_is_better) else "below 1"
+    better = "above 1" if higher_is_better(metric) else "below 1"
     ax.set_ylabel(f"{metric} / {metric} of {reference}\n(band: 95% paired CI)", fontsize=8)
     ax.set_title(
         title or f"{metric} relative to {reference}\nat matched L0 ({better} is better)",

@@ -1,8 +1,14 @@
-"""Rendering: a report is a list of blocks, written as Markdown and as HTML (same content).
+"""Rendering: a report is a list of blocks, written as Markdown and as HTML (same content);
+its tables are also written as CSV.
 
 Blocks: ("h1"|"h2"|"h3"|"p"|"warn", text), ("ul", [items]), ("table", DataFrame),
 ("img", path, alt). Inline `code` and **bold** are kept in both formats; the HTML embeds
 its images, so it is one file to share.
+
+A CSV table's computed floats are rounded to `SIGNIFICANT` digits: more than any report or
+the results page prints, and few enough that the last bits of floating-point arithmetic,
+which differ between machines and libraries, never reach the file (a rebuild elsewhere
+changes nothing).
 """
 
 from __future__ import annotations
@@ -41,6 +47,29 @@ def md_table(df: pd.DataFrame) -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(esc(_cell(v)) for v in row) + " |")
     return "\n".join(lines)
+
+
+SIGNIFICANT = 8
+"""Significant digits of the floats in a CSV table (`write_csv`)."""
+
+
+def rounded(v: Any, digits: int = SIGNIFICANT) -> Any:
+    """A finite float rounded to `digits` significant digits; anything else as it is."""
+    if isinstance(v, float) and math.isfinite(v):
+        return float(f"{v:.{digits}g}")
+    return v
+
+
+def write_csv(df: pd.DataFrame, path: Path, digits: int | None = SIGNIFICANT) -> None:
+    """Write a table as CSV, its floats rounded to `digits` significant digits (None: as
+    they are, for a table of recorded values rather than computed ones)."""
+    if digits is not None:
+        df = df.copy()
+        for i in range(df.shape[1]):
+            values = df.iloc[:, i]
+            if values.dtype == object or pd.api.types.is_float_dtype(values):
+                df.isetitem(i, values.map(lambda v: rounded(v, digits)))
+    df.to_csv(path, index=False)
 
 
 def _inline_html(text: str) -> str:

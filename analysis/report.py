@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.compare import pairs_table
-from analysis.frontier import METRICS
+from analysis.effects import ci, l0_range, pct
+from analysis.effects import title as title_of
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
-from analysis.paired import fmt
 from analysis.plots import frontier_plot, relative_plot, save_figure
-from analysis.render import md_table, render
+from analysis.render import SIGNIFICANT, md_table, render, write_csv
 from analysis.variants import LABEL, frontier_axis, value_key
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
@@ -117,18 +117,16 @@ def _status_line(runs: pd.DataFrame) -> str:
     return f"{len(runs)} runs" + (": " + ", ".join(parts) if parts else "")
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.2f}%"
-
-
 def verdict_rows(a: Analysis) -> pd.DataFrame:
     """One row per compared pair and headline metric: the report's opening lines."""
     rows = []
     for m in a.headline_metrics():
         for p in a.metrics[m].pairs:
-            band = "none" if p.band is None else "-".join(dict.fromkeys(map(fmt, p.band)))
+            band = "none" if p.band is None else l0_range(*p.band)
             d = p.pooled
-            ci = f"[{_pct(d.lo)}, {_pct(d.hi)}]" if d.n >= 2 and math.isfinite(d.half_width) else ""
+            interval = (
+                f"[{pct(d.lo)}, {pct(d.hi)}]" if d.n >= 2 and math.isfinite(d.half_width) else ""
+            )
             rows.append(
                 {
                     "metric": m,
@@ -137,8 +135,8 @@ def verdict_rows(a: Analysis) -> pd.DataFrame:
                     "L0 band": band,
                     "L0 points": len(p.rows),
                     "seeds": d.n,
-                    "(b - a) / a": _pct(d.mean),
-                    "95% CI": ci,
+                    "(b - a) / a": pct(d.mean),
+                    "95% CI": interval,
                     "verdict": p.headline,
                 }
             )
@@ -227,7 +225,6 @@ def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
     rows = []
     for p in ma.pairs:
         for r in p.rows.itertuples(index=False):
-            ci = f"[{fmt(r.ci_lo)}, {fmt(r.ci_hi)}]" if r.seeds >= 2 else ""
             rows.append(
                 {
                     "a": p.a,
@@ -237,8 +234,8 @@ def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
                     "a mean": r.a,
                     "b mean": r.b,
                     "b - a": r.diff,
-                    "95% CI": ci,
-                    "(b - a) / a": _pct(r.rel_diff_pct),
+                    "95% CI": ci(r.ci_lo, r.ci_hi, r.seeds),
+                    "(b - a) / a": pct(r.rel_diff_pct),
                     "verdict": r.verdict,
                     "L0 match": r.note,
                 }
@@ -246,9 +243,31 @@ def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _planned(fig, out_dir: Path, stem: str) -> list[Path]:
-    """The paths `save_figure` would write, without rendering (`plots=False`)."""
-    return [out_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+@dataclass
+class _Files:
+    """Where a report's plots and tables go, and the list of what was written."""
+
+    out_dir: Path
+    paths: ReportPaths
+    draw: bool
+    """False: the plots are named, not drawn."""
+
+    def table(self, df: pd.DataFrame, name: str, recorded: bool = False) -> None:
+        """Write tables/<name>; its floats rounded (`write_csv`) unless `recorded` (the runs
+        table: the values of the records, kept exact)."""
+        path = self.out_dir / "tables" / name
+        write_csv(df, path, digits=None if recorded else SIGNIFICANT)
+        self.paths.tables.append(path)
+
+    def figure(self, fig, stem: str) -> Path:
+        """Save (or only name) a figure's PNG and SVG; the PNG's path."""
+        plot_dir = self.out_dir / "plots"
+        if self.draw:
+            files = save_figure(fig, plot_dir, stem)
+        else:
+            files = [plot_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+        self.paths.plots += files
+        return files[0]
 
 
 def write_report(
@@ -269,147 +288,175 @@ def write_report(
     plots: False leaves the plot files unwritten (the report still names them).
     """
     out_dir = Path(out_dir)
-    plot_dir, table_dir = out_dir / "plots", out_dir / "tables"
-    table_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
-    _save = save_figure if plots else _planned
     paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs))
-
-    def table_file(df: pd.DataFrame, name: str) -> None:
-        df.to_csv(table_dir / name, index=False)
-        paths.tables.append(table_dir / name)
-
-    sweeps = [s for s in dict.fromkeys(a.runs["sweep"].dropna().astype(str))] if len(a.runs) else []
-    title = title or "Sweep report: " + (", ".join(sweeps) or "no runs")
-    generated = generated or dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    blocks: list[tuple] = [("h1", title), ("p", f"Generated {generated}. {_status_line(a.runs)}.")]
-    table_file(a.runs, "runs.csv")
-    if len(a.runs) == 0:
-        blocks.append(("p", "No runs were found."))
-
-    # The opening: one line per compared pair and metric.
-    verdicts = verdict_rows(a)
-    if len(verdicts):
-        blocks.append(("h2", "Verdicts (paired seeds, 95% CI)"))
-        blocks.append(("ul", [_verdict_line(r) for _, r in verdicts.iterrows()]))
-        limit = f"L0 <= {a.max_l0_fraction:g} d" + (
-            f" = {a.max_l0_fraction * a.d:g}" if a.d else ""
-        )
-        where = (
-            f"at the target L0s {', '.join(f'{t:g}' for t in a.targets)} (runs within "
-            f"{100 * a.tolerance:g}%)"
-            if a.targets
-            else "at matched L0 values inside the range both variants cover"
-        )
-        blocks.append(
-            (
-                "p",
-                f"(b - a) / a: the per-seed relative difference, averaged over the "
-                f"matched L0s ({where}); same seed = same initialisation and data "
-                f"order. Verdicts cover {limit}: runs above are the dense regime, "
-                "kept in the tables and plots but never in a verdict.",
-            )
-        )
-        blocks.append(("ul", detectable(a)))
-        blocks += pair_notes(a)
-        table_file(verdicts, "verdicts.csv")
-    elif len(a.runs) and all(ma.points.empty for ma in a.metrics.values()):
-        blocks.append(("p", "No finished run has an L0 and a metric: nothing to compare."))
-    elif len(a.runs):
-        blocks.append(
-            ("p", "No two variants have finished runs at a matched L0: nothing to compare.")
-        )
-
-    if targets:
-        blocks.append(("h2", "Target L0s"))
-        blocks.append(
-            (
-                "p",
-                f"{targets.get('rounds', 0)} refinement rounds after the grid "
-                f"(at most {targets.get('max_rounds')}); a target is hit when the "
-                f"seed-mean L0 is within {100 * targets.get('l0_tolerance', 0.1):g}%.",
-            )
-        )
-        tt = targets_table(targets)
-        blocks.append(("table", tt))
-        table_file(tt, "targets.csv")
-    if manifest:
-        info = [
-            f"{k}: `{manifest[k]}`" for k in ("git_commit", "started", "ended") if manifest.get(k)
-        ]
-        if manifest.get("grid"):
-            info.append(f"grid: `{manifest['grid']}`")
-        blocks.append(("h2", "Sweep"))
-        blocks.append(("ul", info))
-
-    blocks.append(("h2", "Variants"))
-    blocks.append(
-        (
-            "p",
-            "Variant = every knob that varies except the frontier axis and the seed; here: "
-            + (", ".join(f"`{k}`" for k in a.variants.knobs) or "none (one variant)")
-            + (
-                ". Folded aliases: "
-                + ", ".join(f"`{k}` = `{v}`" for k, v in a.variants.aliases.items())
-                if a.variants.aliases
-                else ""
-            )
-            + ".",
-        )
-    )
-    blocks.append(("table", variants_table(a)))
-
-    problems = problems_table(a)
-    for m, ma in a.metrics.items():
-        title_m = METRICS[m].title if m in METRICS else m
-        blocks.append(("h2", f"{title_m} vs L0"))
-        fig = frontier_plot(
-            a.runs, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
-        )
-        files = _save(fig, plot_dir, f"frontier_{m}")
-        paths.plots += files
-        blocks.append(("img", files[0], f"{m} vs L0 frontier"))
-        if a.reference is not None and len(a.variants.order) > 1:
-            fig = relative_plot(ma.relative, m, a.reference, order=a.variants.order)
-            files = _save(fig, plot_dir, f"relative_{m}")
-            paths.plots += files
-            blocks.append(("img", files[0], f"{m} relative to {a.reference}"))
-        blocks.append(("h3", "Paired differences at matched L0"))
-        pt = paired_table(ma)
-        blocks.append(("table", pt))
-        if len(pt):
-            table_file(pt, f"paired_{m}.csv")
-        blocks.append(("h3", "Lowest frontier per L0 band (seed means, descriptive)"))
-        blocks.append(("table", ma.bands[["band", "covered by", "verdict"]]))
-        if ma.comparisons:
-            blocks.append(("h3", "Frontier overlap"))
-            ov = pairs_table(ma.comparisons)[["a", "b", "L0 overlap", "knobs that differ"]]
-            blocks.append(("table", ov))
-            table_file(pairs_table(ma.comparisons), f"comparisons_{m}.csv")
-        blocks.append(("h3", "Frontier points (seed mean and std)"))
-        ft = _frontier_table(ma)
-        blocks.append(("table", ft))
-        table_file(ft, f"frontier_{m}.csv")
-
-    blocks.append(("h2", f"Failed and unfinished runs ({len(problems)})"))
-    if len(problems):
-        blocks.append(("p", "These runs are not in any frontier above."))
-    blocks.append(("table", problems))
-    unplaced = a.unplaced
-    if len(unplaced):
-        blocks.append(("h2", f"Finished runs not on any frontier ({len(unplaced)})"))
-        blocks.append(("p", "A log-L0 axis cannot show L0 = 0; NaN/inf marks a diverged run."))
-        blocks.append(("table", unplaced))
-    blocks.append(
-        (
-            "p",
-            "Tables as CSV: "
-            + ", ".join(f"`{p.relative_to(out_dir).as_posix()}`" for p in paths.tables)
-            + ".",
-        )
-    )
-
+    files = _Files(out_dir, paths, plots)
+    files.table(a.runs, "runs.csv", recorded=True)
+    # The sections, in the order the report shows them (each also writes its tables).
+    blocks = [
+        *_opening(a, title, generated),
+        *_verdicts_section(a, files),
+        *_targets_section(targets, files),
+        *_sweep_section(manifest),
+        *_variants_section(a),
+        *(block for m in a.metrics for block in _metric_section(a, m, files)),
+        *_problems_section(a),
+        *_unplaced_section(a),
+        *_tables_section(files),
+    ]
     md, page = render(blocks, out_dir)
     paths.report_md.write_text(md)
     paths.report_html.write_text(page)
     return paths
+
+
+def _opening(a: Analysis, title: str | None, generated: str | None) -> list[tuple]:
+    """The title, where the report comes from, and how many runs it found."""
+    sweeps = [s for s in dict.fromkeys(a.runs["sweep"].dropna().astype(str))] if len(a.runs) else []
+    title = title or "Sweep report: " + (", ".join(sweeps) or "no runs")
+    generated = generated or dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    blocks: list[tuple] = [("h1", title), ("p", f"Generated {generated}. {_status_line(a.runs)}.")]
+    if len(a.runs) == 0:
+        blocks.append(("p", "No runs were found."))
+    return blocks
+
+
+def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
+    """One line per compared pair and headline metric, what the numbers mean, the smallest
+    detectable difference, and what each pair differs in; or why nothing was compared."""
+    verdicts = verdict_rows(a)
+    if not len(verdicts):
+        if len(a.runs) and all(ma.points.empty for ma in a.metrics.values()):
+            return [("p", "No finished run has an L0 and a metric: nothing to compare.")]
+        if len(a.runs):
+            return [
+                ("p", "No two variants have finished runs at a matched L0: nothing to compare.")
+            ]
+        return []
+    limit = f"L0 <= {a.max_l0_fraction:g} d" + (f" = {a.max_l0_fraction * a.d:g}" if a.d else "")
+    where = (
+        f"at the target L0s {', '.join(f'{t:g}' for t in a.targets)} (runs within "
+        f"{100 * a.tolerance:g}%)"
+        if a.targets
+        else "at matched L0 values inside the range both variants cover"
+    )
+    files.table(verdicts, "verdicts.csv")
+    return [
+        ("h2", "Verdicts (paired seeds, 95% CI)"),
+        ("ul", [_verdict_line(r) for _, r in verdicts.iterrows()]),
+        (
+            "p",
+            f"(b - a) / a: the per-seed relative difference, averaged over the "
+            f"matched L0s ({where}); same seed = same initialisation and data "
+            f"order. Verdicts cover {limit}: runs above are the dense regime, "
+            "kept in the tables and plots but never in a verdict.",
+        ),
+        ("ul", detectable(a)),
+        *pair_notes(a),
+    ]
+
+
+def _targets_section(targets: dict[str, Any] | None, files: _Files) -> list[tuple]:
+    """A target-L0 sweep's targets: where each landed, with which knob value."""
+    if not targets:
+        return []
+    tt = targets_table(targets)
+    files.table(tt, "targets.csv")
+    return [
+        ("h2", "Target L0s"),
+        (
+            "p",
+            f"{targets.get('rounds', 0)} refinement rounds after the grid "
+            f"(at most {targets.get('max_rounds')}); a target is hit when the "
+            f"seed-mean L0 is within {100 * targets.get('l0_tolerance', 0.1):g}%.",
+        ),
+        ("table", tt),
+    ]
+
+
+def _sweep_section(manifest: dict[str, Any] | None) -> list[tuple]:
+    """The sweep's commit, times and grid, from its manifest."""
+    if not manifest:
+        return []
+    info = [f"{k}: `{manifest[k]}`" for k in ("git_commit", "started", "ended") if manifest.get(k)]
+    if manifest.get("grid"):
+        info.append(f"grid: `{manifest['grid']}`")
+    return [("h2", "Sweep"), ("ul", info)]
+
+
+def _variants_section(a: Analysis) -> list[tuple]:
+    """The knobs that make a variant, and one row per variant."""
+    aliases = (
+        ". Folded aliases: " + ", ".join(f"`{k}` = `{v}`" for k, v in a.variants.aliases.items())
+        if a.variants.aliases
+        else ""
+    )
+    knobs = ", ".join(f"`{k}`" for k in a.variants.knobs) or "none (one variant)"
+    return [
+        ("h2", "Variants"),
+        (
+            "p",
+            "Variant = every knob that varies except the frontier axis and the seed; here: "
+            + knobs
+            + aliases
+            + ".",
+        ),
+        ("table", variants_table(a)),
+    ]
+
+
+def _metric_section(a: Analysis, m: str, files: _Files) -> list[tuple]:
+    """One metric: the frontier plot, the plot relative to the reference, the paired
+    differences, the descriptive band winners and overlaps, and the frontier points."""
+    ma = a.metrics[m]
+    blocks: list[tuple] = [("h2", f"{title_of(m)} vs L0")]
+    fig = frontier_plot(
+        a.runs, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
+    )
+    blocks.append(("img", files.figure(fig, f"frontier_{m}"), f"{m} vs L0 frontier"))
+    if a.reference is not None and len(a.variants.order) > 1:
+        fig = relative_plot(ma.relative, m, a.reference, order=a.variants.order)
+        png = files.figure(fig, f"relative_{m}")
+        blocks.append(("img", png, f"{m} relative to {a.reference}"))
+    pt = paired_table(ma)
+    blocks += [("h3", "Paired differences at matched L0"), ("table", pt)]
+    if len(pt):
+        files.table(pt, f"paired_{m}.csv")
+    blocks.append(("h3", "Lowest frontier per L0 band (seed means, descriptive)"))
+    blocks.append(("table", ma.bands[["band", "covered by", "verdict"]]))
+    if ma.comparisons:
+        overlaps = pairs_table(ma.comparisons)
+        blocks.append(("h3", "Frontier overlap"))
+        blocks.append(("table", overlaps[["a", "b", "L0 overlap", "knobs that differ"]]))
+        files.table(overlaps, f"comparisons_{m}.csv")
+    ft = _frontier_table(ma)
+    files.table(ft, f"frontier_{m}.csv")
+    return blocks + [("h3", "Frontier points (seed mean and std)"), ("table", ft)]
+
+
+def _problems_section(a: Analysis) -> list[tuple]:
+    """Every failed, running or unfinished run: what, where, why."""
+    problems = problems_table(a)
+    blocks: list[tuple] = [("h2", f"Failed and unfinished runs ({len(problems)})")]
+    if len(problems):
+        blocks.append(("p", "These runs are not in any frontier above."))
+    return blocks + [("table", problems)]
+
+
+def _unplaced_section(a: Analysis) -> list[tuple]:
+    """Finished runs that no frontier could place (L0 = 0, a diverged metric)."""
+    unplaced = a.unplaced
+    if not len(unplaced):
+        return []
+    return [
+        ("h2", f"Finished runs not on any frontier ({len(unplaced)})"),
+        ("p", "A log-L0 axis cannot show L0 = 0; NaN/inf marks a diverged run."),
+        ("table", unplaced),
+    ]
+
+
+def _tables_section(files: _Files) -> list[tuple]:
+    """Where the tables above are, as CSV."""
+    names = [f"`{p.relative_to(files.out_dir).as_posix()}`" for p in files.paths.tables]
+    return [("p", "Tables as CSV: " + ", ".join(names) + ".")]

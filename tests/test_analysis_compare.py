@@ -1,11 +1,15 @@
 """Comparisons: log-L0 interpolation only inside the overlap, verdicts, L0 bands."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import logl0
 from analysis.compare import band_verdicts, compare_pair, interpolate, overlap
 from analysis.frontier import frontier_points
+from analysis.matched import match_on_grid
 
 
 def _front(l0, y, std=None):
@@ -19,6 +23,33 @@ def test_interpolation_is_linear_in_log_l0_and_nan_outside():
     mean, _ = interpolate(f, "fvu", np.array([1.0, 10.0, 100.0, 1000.0, 5000.0]))
     assert np.isnan(mean[0]) and np.isnan(mean[4])  # never extrapolated
     assert mean[1:4] == pytest.approx([0.4, 0.3, 0.2])  # 100 is halfway in log L0
+
+
+def test_a_curve_is_read_between_its_points_and_says_how_far_it_bridged():
+    l0, y = np.array([4.0, 16.0, 64.0]), np.array([0.3, 0.2, 0.1])
+    at = np.array([2.0, 4.0, 8.0, 64.0, 64.0 * (1 + 1e-14), 65.0])
+    got = logl0.interpolate(l0, y, at)
+    assert got[1:5] == pytest.approx([0.3, 0.25, 0.1, 0.1])
+    assert np.isnan(got[0]) and np.isnan(got[5])  # never extrapolated
+    assert logl0.gap_bridged(l0, 8.0) == pytest.approx(4.0)  # between 4 and 16
+    assert logl0.gap_bridged(l0, 16.0) == 1.0  # measured
+    assert math.isnan(logl0.gap_bridged(l0, 100.0))
+    assert logl0.common_range([(1.0, 10.0), (5.0, 20.0), (2.0, 8.0)]) == (5.0, 8.0)
+    assert logl0.common_range([(1.0, 2.0), (3.0, 4.0)]) is None
+
+
+def test_a_frontier_and_a_seed_curve_read_at_one_l0_agree():
+    # The descriptive frontier comparison and the paired seed comparison read curves the
+    # same way: one seed per variant, so the frontier is the seed's own curve.
+    rows = [("a", lam, 0, l0, fvu) for lam, l0, fvu in ((1.0, 2.0, 0.5), (2.0, 20.0, 0.2))]
+    rows += [("b", lam, 0, l0, fvu) for lam, l0, fvu in ((1.0, 3.0, 0.4), (2.0, 30.0, 0.1))]
+    df = pd.DataFrame(rows, columns=["variant_label", "penalty.coefficient", "seed", "l0", "fvu"])
+    df = df.assign(status="done", run_id=[f"r{i}" for i in range(len(df))])
+    matched = match_on_grid(df, "fvu", "a", "b")
+    pc = compare_pair(frontier_points(df, "fvu"), "fvu", "a", "b", n_points=len(matched))
+    assert [m.l0 for m in matched] == pytest.approx(list(pc.table["l0"]))
+    assert [m.a[0] for m in matched] == pytest.approx(list(pc.table["a"]))
+    assert [m.b[0] for m in matched] == pytest.approx(list(pc.table["b"]))
 
 
 def test_overlap_and_empty_overlap():

@@ -137,3 +137,23 @@ def test_diverged_and_zero_l0_runs_are_listed_not_plotted(tmp_path):
     section = md.split("Finished runs not on any frontier (2)")[1]
     assert "ablation/0" in section and "fvu = nan" in section
     assert "ablation/1" in section and "L0 = 0.0" in section
+
+
+def test_report_tables_do_not_change_with_the_last_bits_of_the_arithmetic(tmp_path):
+    # The same runs computed on another machine differ in the 16th digit; the tables written
+    # from them must not (a rebuild elsewhere changes no committed file). The runs table
+    # holds the recorded values themselves and keeps them exact.
+    runs = analysis.load_runs(make_sweep(tmp_path / "s"))
+    nudged = runs.assign(fvu=runs["fvu"] * (1 + 3e-16), mse=runs["mse"] * (1 - 3e-16))
+    assert (nudged["fvu"] != runs["fvu"]).any()
+    written = {}
+    for name, r in (("exact", runs), ("nudged", nudged)):
+        paths = analysis.write_report(r, tmp_path / name, generated="here", plots=False)
+        written[name] = {p.name: p.read_bytes() for p in paths.tables}
+    assert {"frontier_fvu.csv", "paired_fvu.csv", "comparisons_fvu.csv"} <= set(written["exact"])
+    changed = {n for n in written["exact"] if written["exact"][n] != written["nudged"][n]}
+    assert changed == {"runs.csv"}
+    frontier = pd.read_csv(tmp_path / "exact" / "tables" / "frontier_fvu.csv")
+    assert all(len(f"{v:.15g}".replace(".", "").lstrip("0")) <= 8 for v in frontier["fvu"])
+    kept = pd.read_csv(tmp_path / "exact" / "tables" / "runs.csv")
+    assert kept["fvu"].dropna().tolist() == runs["fvu"].dropna().tolist()

@@ -36,17 +36,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository, when run as a script
 
 from analysis import render  # noqa: E402
+from analysis.effects import fmt  # noqa: E402
+from analysis.effects import higher_is_better as hib  # noqa: E402
 from analysis.frontier import METRICS, finished  # noqa: E402
 from analysis.matched import (  # noqa: E402
     MAX_L0_FRACTION,
     PairResult,
     compare_matched,
-    hib,
     relative_to,
     sweep_targets,
 )
 from analysis.model import Analysis, analyse  # noqa: E402
-from analysis.paired import PairedDiff, fmt, winner  # noqa: E402
+from analysis.paired import PairedDiff, winner  # noqa: E402
 from analysis.plots import frontier_plot, relative_plot  # noqa: E402
 from analysis.report import write_report  # noqa: E402
 from analysis.variants import LABEL, Variants, assign_variants  # noqa: E402
