@@ -1,4 +1,5 @@
-"""docs/results.md: rebuilt from the committed run tables; verdicts say where they flip."""
+"""docs/results.md: rebuilt from the committed run tables; verdicts say where they flip; the
+claims are data (docs/results/claims.yaml) and a malformed claim is named."""
 
 import importlib.util
 import sys
@@ -7,14 +8,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis import claims as cl
+from analysis.results_page import pair_label
+from analysis.variants import assign_variants
+
 ROOT = Path(__file__).resolve().parents[1]
+SYNTH = cl.DataSet("synth", "synthetic", ("fvu",), ("fvu",))
 
 
 @pytest.fixture(scope="module")
 def rebuild():
     spec = importlib.util.spec_from_file_location("rebuild", ROOT / "docs/results/rebuild.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["rebuild"] = module  # dataclasses look their module up while it loads
+    sys.modules["rebuild"] = module
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("rebuild", None)
@@ -26,7 +32,7 @@ def test_the_committed_page_is_what_the_committed_tables_rebuild(rebuild):
     assert rebuild.main(["--check", "--page-only"]) == 0
 
 
-def _sweep(rebuild, fvu_b: dict[float, float], seeds=(0, 1, 2, 3, 4)) -> object:
+def _sweep(fvu_b: dict[float, float], seeds=(0, 1, 2, 3, 4)) -> cl.Sweep:
     """Variants a and b at target L0s 4, 8, 16, 32; a's FVU is 0.1, b's fvu_b[target], with a
     little seed noise that pairing cancels."""
     rows = []
@@ -37,18 +43,18 @@ def _sweep(rebuild, fvu_b: dict[float, float], seeds=(0, 1, 2, 3, 4)) -> object:
                 rows.append({"variant": name, "seed": s, "status": "done", "l0": target,
                              "fvu": fvu + noise, "lambda_multiplier": 1 / target,
                              "l0_targets": (4, 8, 16, 32), "data.d": 64})  # fmt: skip
-    runs, variants = rebuild.assign_variants(pd.DataFrame(rows))
-    return rebuild.Sweep(rebuild.SYNTHETIC, "gated_penalty", Path("x"), runs, variants, None)
+    runs, variants = assign_variants(pd.DataFrame(rows))
+    return cl.Sweep(SYNTH, "gated_penalty", Path("x"), runs, variants, None)
 
 
-def _verdict(rebuild, sweep, expect: str):
-    c = rebuild.Comparison(rebuild.named("a_recipe"), rebuild.named("b_recipe"), expect)
-    claim = rebuild.Claim("t", "test", "gated_penalty", (c,))
-    return rebuild.Verdict(claim, sweep, "fvu", rebuild._compare(sweep, c, "fvu"), expect)
+def _verdict(sweep: cl.Sweep, expect: str) -> cl.Verdict:
+    c = cl.Comparison(cl.Selection("a_recipe"), cl.Selection("b_recipe"), expect)
+    claim = cl.Claim("t", "test", "gated_penalty", (c,))
+    return cl.verdict(claim, sweep, c, "fvu")
 
 
-def test_a_verdict_says_where_the_better_variant_changes_with_l0(rebuild):
-    v = _verdict(rebuild, _sweep(rebuild, {4: 0.09, 8: 0.09, 16: 0.1, 32: 0.11}), "b")
+def test_a_verdict_says_where_the_better_variant_changes_with_l0():
+    v = _verdict(_sweep({4: 0.09, 8: 0.09, 16: 0.1, 32: 0.11}), "b")
     assert v.words() == (
         "depends on L0: `b_recipe` better at L0 4, 8; no difference detected at L0 16; "
         "`a_recipe` better at L0 32"
@@ -57,33 +63,93 @@ def test_a_verdict_says_where_the_better_variant_changes_with_l0(rebuild):
     assert v.band() == "4-32"
 
 
-def test_equal_variants_get_no_difference_detected_and_the_claim_of_equality_holds(rebuild):
-    v = _verdict(rebuild, _sweep(rebuild, {4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}), "equal")
+def test_equal_variants_get_no_difference_detected_and_the_claim_of_equality_holds():
+    v = _verdict(_sweep({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}), "equal")
     assert v.words().startswith("no difference detected with 5 seeds (CI ±")
     assert v.answer() == "holds"
-    one = _verdict(rebuild, _sweep(rebuild, {4: 0.09, 8: 0.09, 16: 0.09, 32: 0.09}), "a")
+    one = _verdict(_sweep({4: 0.09, 8: 0.09, 16: 0.09, 32: 0.09}), "a")
     assert one.words() == "`b_recipe` better at every matched L0"
     assert one.answer() == "contradicted"
 
 
-def test_the_dense_regime_is_never_in_a_verdict(rebuild):
+def test_the_dense_regime_is_never_in_a_verdict():
     # L0 32 is d/2 (in); at d = 48, 32 > d/2 is left out of the comparison.
-    sweep = _sweep(rebuild, {4: 0.1, 8: 0.1, 16: 0.1, 32: 0.2})
+    sweep = _sweep({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.2})
     sweep.runs["data.d"] = 48
-    v = _verdict(rebuild, sweep, "b")
+    v = _verdict(sweep, "b")
     assert v.band() == "4-16"
     assert v.answer() == "not confirmed"
 
 
-def test_a_relative_panel_of_pairs_with_their_own_references_names_each_pair(rebuild):
+def test_a_relative_panel_of_pairs_with_their_own_references_names_each_pair():
     # Claim (d) compares a knob on against off within each penalty: its relative panel draws
     # each pair's b against its own a, labelled by what differs, then what they share.
     assert (
-        rebuild._pair_label(
-            "gated_original, init off, warm-up on", "gated_original, init on, warm-up on"
-        )
+        pair_label("gated_original, init off, warm-up on", "gated_original, init on, warm-up on")
         == "init on vs init off\n(gated_original, warm-up on)"
     )
-    assert rebuild._pair_label("standard_dn", "gated_dn_trainable_live") == (
+    assert pair_label("standard_dn", "gated_dn_trainable_live") == (
         "gated_dn_trainable_live vs standard_dn"
+    )
+
+
+def test_the_committed_claims_fill_every_field_of_the_page_and_name_their_switches():
+    claims = cl.load_claims(ROOT / "docs/results/claims.yaml")
+    template = (ROOT / "docs/results/page.md").read_text()
+    for c in claims.claims:
+        assert f"{{{{evidence_{c.key}}}}}" in template
+    (d,) = [c for c in claims.claims if c.key == "d"]
+    first = d.comparisons[0]
+    assert first.a.short == "gated_original, init off, warm-up on"
+    knobs = {"sae.encoder_init_transpose": False, "penalty.warmup_steps": 100}
+    assert first.a.matches("gated_original", knobs)
+    assert not first.b.matches("gated_original", knobs)
+    assert not first.a.matches("gated_dn_trainable_live", knobs)
+
+
+def _claims_file(tmp_path, claim: str) -> Path:
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        "sweeps: [penalty]\n"
+        "switches: {init: sae.encoder_init_transpose}\n"
+        "data_sets:\n"
+        "  - {key: s, title: synthetic, metrics: [fvu, mmcs], headline: [fvu]}\n"
+        "claims:\n" + claim
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("claim", "error"),
+    [
+        ("  - {key: a, statement: x, sweep: penalty, comparisons: [{a: p, b: q, expect: c}]}\n",
+         "expect 'c' is not one of"),
+        ("  - {key: a, statement: x, sweep: archs, comparisons: [{a: p, b: q, expect: b}]}\n",
+         "sweep 'archs' is not one of ['penalty']"),
+        ("  - {key: a, statement: x, sweep: penalty, metrics: [fuv],\n"
+         "     comparisons: [{a: p, b: q, expect: b}]}\n",
+         "metrics ['fuv'] are not a data set's metrics"),
+        ("  - {key: a, statement: x, sweep: penalty,\n"
+         "     comparisons: [{a: {variant: p, warmup: on}, b: q, expect: b}]}\n",
+         "'warmup' is not a switch"),
+        ("  - {key: a, statment: x, sweep: penalty, comparisons: [{a: p, b: q, expect: b}]}\n",
+         "unknown keys ['statment']"),
+    ],
+)  # fmt: skip
+def test_a_malformed_claim_is_named_with_what_is_wrong(tmp_path, claim, error):
+    with pytest.raises(cl.ClaimsError, match=r"claims\[0\]") as e:
+        cl.load_claims(_claims_file(tmp_path, claim))
+    assert error in str(e.value)
+
+
+def test_a_claim_is_tested_on_each_data_set_with_its_own_headline_metrics(tmp_path):
+    path = _claims_file(
+        tmp_path,
+        "  - key: a\n    statement: x\n    sweep: penalty\n    metrics: [headline, mmcs]\n"
+        "    comparisons:\n      - {a: a_recipe, b: {variant: b_recipe, init: off}, expect: b}\n",
+    )
+    (claim,) = cl.load_claims(path).claims
+    assert claim.metrics_of(SYNTH) == ["fvu", "mmcs"]
+    assert claim.comparisons[0].b == cl.Selection(
+        "b_recipe", (("init", "sae.encoder_init_transpose", False),)
     )

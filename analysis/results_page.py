@@ -1,0 +1,359 @@
+"""The results page (docs/results.md) and its sweep reports, rebuilt from committed run
+tables alone.
+
+A results folder holds the page's template `page.md`, its claims `claims.yaml`
+(`analysis.claims`) and one folder per sweep (<data set>_<sweep kind>/runs.csv, and
+targets.json for a target-L0 sweep). The page is the template with its `{{...}}` fields
+filled in: the verdict table, the smallest detectable differences, the scale of each
+sweep, and per claim (`{{evidence_<key>}}`) its plots and paired tables. Every number on
+the page comes from here; the words around them are in the template. Each sweep folder
+also gets its own report (`analysis.report.write_report`), as `sae-analysis` writes it.
+
+`rebuild(folder)` rewrites the page, the reports, their tables and the plots;
+`stale(folder)` lists the committed files a rebuild would change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import render
+from analysis.claims import (
+    DERIVED_METRICS,
+    Claim,
+    Claims,
+    Sweep,
+    Verdict,
+    load_claims,
+    load_sweeps,
+    verdicts,
+)
+from analysis.effects import ci, fmt, pct
+from analysis.effects import title as metric_title
+from analysis.matched import relative_to
+from analysis.plots import frontier_plot, relative_plot
+from analysis.report import write_report
+from analysis.variants import LABEL
+
+STAMP = "rebuilt by docs/results/rebuild.py from the committed run tables"
+"""The reports' "Generated ..." text: fixed, so a rebuilt report is byte-identical."""
+PLOTS = "plots"
+"""The page's plots: <results folder>/plots/."""
+
+
+@dataclass
+class ResultsFolder:
+    """A results folder: its claims, its sweeps, its template and the page it fills."""
+
+    root: Path
+    claims: Claims
+    sweeps: list[Sweep]
+
+    @classmethod
+    def load(cls, root: Path) -> ResultsFolder:
+        claims = load_claims(root / "claims.yaml")
+        return cls(root, claims, load_sweeps(root, claims))
+
+    @property
+    def page(self) -> Path:
+        """The page: <results folder>.md beside the folder (docs/results.md)."""
+        return self.root.parent / f"{self.root.name}.md"
+
+    @property
+    def template(self) -> Path:
+        return self.root / "page.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# The page's fields
+
+
+def verdict_table(vs: list[Verdict]) -> str:
+    """One row per claim, data set, metric and comparison; one "not in the sweep yet" row
+    per claim and data set whose sweep lacks the variants."""
+    rows = []
+    missing = set()
+    for v in vs:
+        r = v.result
+        if r is None:
+            if (v.claim.key, v.sweep.name) in missing:
+                continue
+            missing.add((v.claim.key, v.sweep.name))
+        rows.append(
+            {
+                "claim": f"({v.claim.key})",
+                "data": v.sweep.data.title,
+                "b vs a": f"`{r.b}` vs `{r.a}`" if r else f"not in `{v.sweep.name}` yet",
+                "metric": v.metric,
+                "L0": v.band(),
+                "seeds": r.pooled.n if r else "-",
+                "(b - a) / a, 95% CI": v.difference(),
+                "verdict": v.words(),
+                "claim holds?": v.answer(),
+            }
+        )
+    return render.md_table(pd.DataFrame(rows))
+
+
+def detectable(claims: Claims, vs: list[Verdict]) -> str:
+    """Per data set and headline metric: the median CI half-width of the verdict table's
+    comparisons."""
+    out = []
+    for data in claims.data_sets:
+        for metric in data.headline:
+            hw = [v.result.pooled.half_width for v in vs if v.sweep.data is data and v.result
+                  and v.result.pooled.n >= 2 and v.metric == metric]  # fmt: skip
+            hw = [h for h in hw if math.isfinite(h)]
+            if hw:
+                out.append(
+                    f"- {data.title}, {metric}: differences under about "
+                    f"±{np.median(hw):.2g}% (the median CI half-width) go undetected."
+                )
+    return "\n".join(out)
+
+
+def scale_table(sweeps: list[Sweep]) -> str:
+    """Per sweep: variants, runs, steps, seeds, targets hit and SAE wall hours."""
+    rows = []
+    for s in sweeps:
+        r = s.runs
+        done = r[r["status"] == "done"]
+        t = (s.targets or {}).get("targets", [])
+        hit = sum(x.get("status") == "hit" for x in t)
+        wall_hours = pd.to_numeric(r.get("wall_s"), errors="coerce").sum() / 3600
+        seeds = sorted(pd.to_numeric(r["seed"], errors="coerce").dropna().astype(int).unique())
+        data_seeds = (
+            len(pd.to_numeric(r["data.seed"], errors="coerce").dropna().unique())
+            if s.data.data_seeds and "data.seed" in r
+            else "-"
+        )
+        rows.append(
+            {
+                "sweep": f"[`{s.name}`](results/{s.name}/report.md)",
+                "data": s.data.title,
+                "variants": len(s.variants.order),
+                "runs done / all": f"{len(done)} / {len(r)}",
+                "steps x batch": _unique_pair(r, "train.steps", "train.batch_size"),
+                "seeds": len(seeds),
+                "data seeds": data_seeds,
+                "target L0s hit": f"{hit} / {len(t)}" if t else "no targets (grid only)",
+                "SAE wall hours": f"{wall_hours:.1f}",
+            }
+        )
+    return render.md_table(pd.DataFrame(rows))
+
+
+def _unique_pair(r: pd.DataFrame, a: str, b: str) -> str:
+    va = sorted(set(pd.to_numeric(r[a], errors="coerce").dropna().astype(int)))
+    vb = sorted(set(pd.to_numeric(r[b], errors="coerce").dropna().astype(int)))
+    return f"{'/'.join(map(str, va))} x {'/'.join(map(str, vb))}"
+
+
+def evidence(folder: ResultsFolder, claim: Claim, vs: list[Verdict], plots: bool) -> str:
+    """Per data set: the claim's plots and its paired table per metric, then (unless the
+    claim says not to) the data set's other metrics for the same pairs, as context."""
+    out = []
+    mine = [v for v in vs if v.claim is claim]
+    for s in dict.fromkeys(v.sweep for v in mine):
+        out.append(f"#### {s.data.title} ([report](results/{s.name}/report.md))")
+        here = [v for v in mine if v.sweep is s]
+        pairs = list(dict.fromkeys((v.result.a, v.result.b) for v in here if v.result))
+        if not pairs:
+            out.append("The sweep lacks the compared variants.")
+            continue
+        for metric in dict.fromkeys(v.metric for v in here):
+            img = _claim_plots(folder, claim, s, metric, pairs, plots)
+            out.append(f"**{_title(metric)}**{_chance(s, metric)}\n\n{img}")
+            out.append(_paired_table([v for v in here if v.metric == metric]))
+        if claim.other_metrics:
+            for metric in [m for m in s.metrics if m not in {v.metric for v in here}]:
+                sub = [
+                    Verdict(claim, s, metric, s.compare(a, b, metric, claim.max_l0_fraction),
+                            "context")
+                    for a, b in pairs
+                ]  # fmt: skip
+                out.append(f"**{_title(metric)}**{_chance(s, metric)}")
+                out.append(_paired_table(sub))
+    return "\n\n".join(out)
+
+
+def _title(metric: str) -> str:
+    return DERIVED_METRICS.get(metric) or metric_title(metric)
+
+
+def _chance(s: Sweep, metric: str) -> str:
+    if metric == "mmcs" and "mmcs_random" in s.runs:
+        chance = pd.to_numeric(s.runs["mmcs_random"], errors="coerce").mean()
+        return f" (chance level for a random dictionary: {chance:.3f})"
+    return ""
+
+
+def _paired_table(vs: list[Verdict]) -> str:
+    rows = []
+    for v in vs:
+        r = v.result
+        if r is None:
+            continue
+        for x in r.rows.itertuples(index=False):
+            rows.append(
+                {
+                    "b vs a": f"`{r.b}` vs `{r.a}`",
+                    "L0": fmt(x.l0),
+                    "seeds": x.seeds,
+                    "a": fmt(x.a),
+                    "b": fmt(x.b),
+                    "b - a, 95% CI": f"{fmt(x.diff)} {ci(x.ci_lo, x.ci_hi, x.seeds)}".strip(),
+                    "(b - a) / a": pct(x.rel_diff_pct),
+                    "verdict": x.verdict,
+                    "L0 match": x.note,
+                }
+            )
+    return render.md_table(pd.DataFrame(rows))
+
+
+def _claim_plots(
+    folder: ResultsFolder,
+    claim: Claim,
+    s: Sweep,
+    metric: str,
+    pairs: list[tuple[str, str]],
+    plots: bool,
+) -> str:
+    """The compared variants vs L0 (frontiers, or curves: `Metric.frontier`), and the
+    compared ratios at matched L0 with their paired CI bands: each variant relative to the
+    common `a` when every pair has the same one, else each pair's b relative to its own a
+    (the difference a verdict is about, not one across pairs)."""
+    labels = list(dict.fromkeys(x for pair in pairs for x in pair))
+    stem = f"claim_{claim.key}_{s.data.key}_{metric}"
+    runs = s.runs[s.runs[LABEL].isin(labels)]
+    refs = list(dict.fromkeys(a for a, _ in pairs))
+    reference = refs[0] if len(refs) == 1 else "a"
+    band = claim.max_l0_fraction
+    if plots:
+        title = f"({claim.key}) {metric} vs L0, {s.data.title}"
+        front = frontier_plot(runs, metric, order=labels, title=title)
+        _save(front, folder.root / PLOTS, f"{stem}_frontier")
+        if len(refs) == 1:
+            rel = relative_to(runs, metric, reference, labels, band)
+            fig = relative_plot(rel, metric, reference, order=labels)
+        else:
+            # the selections' own short names: "gated_original, init on, warm-up on"
+            short = {s.label(x): x.short for c in claim.comparisons for x in (c.a, c.b)}
+            per_pair = [
+                relative_to(runs, metric, a, [a, b], band).assign(
+                    variant=pair_label(short.get(a, a), short.get(b, b))
+                )
+                for a, b in pairs
+            ]
+            compared = [r for r in per_pair if len(r)]  # a pair with no matched L0 draws nothing
+            rel = pd.concat(compared, ignore_index=True) if compared else per_pair[0]
+            fig = relative_plot(rel, metric, reference)
+        _save(fig, folder.root / PLOTS, f"{stem}_relative")
+    what = reference if len(refs) == 1 else "a, per compared pair"
+    where = f"{folder.root.name}/{PLOTS}"
+    return (
+        f"![({claim.key}) {metric} vs L0, {s.data.title}]({where}/{stem}_frontier.png) "
+        f"![({claim.key}) {metric} relative to {what}]({where}/{stem}_relative.png)"
+    )
+
+
+def pair_label(a: str, b: str) -> str:
+    """'b vs a' for two short names ("gated_original, init on, warm-up on"), naming what the
+    two share once, on a line of its own: "init on vs init off\\n(gated_original, warm-up on)"."""
+    pa, pb = a.split(", "), b.split(", ")
+    shared = [p for p in pa if p in pb]
+    only_b = ", ".join(p for p in pb if p not in shared)
+    only_a = ", ".join(p for p in pa if p not in shared)
+    return f"{only_b} vs {only_a}" + (f"\n({', '.join(shared)})" if shared else "")
+
+
+def _save(fig, plot_dir: Path, stem: str) -> None:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot_dir / f"{stem}.png", dpi=110, metadata={"Software": None})
+
+
+def build_page(folder: ResultsFolder, plots: bool) -> str:
+    """The page's text: the template with every field filled (plots drawn when `plots`)."""
+    vs = verdicts(folder.claims, folder.sweeps)
+    fields = {
+        "verdicts": verdict_table(vs),
+        "scale": scale_table(folder.sweeps),
+        "detectable": detectable(folder.claims, vs),
+    }
+    for claim in folder.claims.claims:
+        fields[f"evidence_{claim.key}"] = evidence(folder, claim, vs, plots)
+    text = folder.template.read_text()
+    used = set(re.findall(r"\{\{(\w+)\}\}", text))
+    if used - set(fields):
+        raise KeyError(
+            f"{folder.template} has fields no claim fills: {sorted(used - set(fields))} "
+            f"(a claim with key k fills {{{{evidence_k}}}})"
+        )
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep reports, rebuilding and checking
+
+
+def write_sweep_report(folder: ResultsFolder, s: Sweep, out_dir: Path, plots: bool) -> Path:
+    """The sweep's own report (every pair, every metric), as `sae-analysis` writes it, less
+    the copies of what is committed already (the runs table, the one-file HTML, SVGs)."""
+    a = s.analyse(folder.claims.reference)
+    paths = write_report(
+        a.runs,
+        out_dir,
+        title=f"Sweep report: {s.name}",
+        analysis=a,
+        targets=s.targets,
+        generated=STAMP,
+        plots=plots,
+    )
+    svg = [p for p in paths.plots if p.suffix == ".svg"]  # large, and the page shows PNGs
+    for copy in (paths.report_html, out_dir / "tables" / "runs.csv", *svg):
+        copy.unlink(missing_ok=True)
+    return paths.report_md
+
+
+def _show_diff(committed: Path, rebuilt: Path, lines: int = 12) -> None:
+    old = committed.read_text().splitlines() if committed.exists() else []
+    diff = difflib.unified_diff(old, rebuilt.read_text().splitlines(), lineterm="", n=0)
+    for line in itertools.islice(diff, lines):
+        print(line[-260:], file=sys.stderr)
+
+
+def stale(folder: ResultsFolder, reports: bool = True) -> list[Path]:
+    """The committed files (the page, and the sweep reports) a rebuild would change; the
+    first lines of each report's difference go to stderr."""
+    page = build_page(folder, plots=False)
+    out = [] if folder.page.exists() and folder.page.read_text() == page else [folder.page]
+    if not reports:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in folder.sweeps:
+            md = write_sweep_report(folder, s, Path(tmp) / s.name, plots=False)
+            committed = s.folder / "report.md"
+            if not committed.exists() or committed.read_text() != md.read_text():
+                out.append(committed)
+                _show_diff(committed, md)
+    return out
+
+
+def rebuild(folder: ResultsFolder, plots: bool = True, reports: bool = True) -> None:
+    """Rewrite the page and (when `reports`) every sweep's report with its tables; the
+    plots too when `plots`."""
+    page = build_page(folder, plots)
+    if reports:
+        for s in folder.sweeps:
+            write_sweep_report(folder, s, s.folder, plots)
+    folder.page.write_text(page)
