@@ -27,12 +27,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.effects import fmt, higher_is_better
-from analysis.frontier import METRICS, finished
+from analysis.effects import fmt
+from analysis.frontier import finished
 from analysis.matched import PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
 from analysis.paired import PairedDiff, winner
 from analysis.variants import Variants, assign_variants
+from sae_sweep.evaluation.catalogue import METRICS, higher_is_better
 
 EXPECTATIONS = ("a", "b", "equal", "context")
 HEADLINE = "headline"

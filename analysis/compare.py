@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.effects import better_word, fmt, higher_is_better
+from analysis.effects import better_word, fmt
 from analysis.frontier import frontier_of
 from analysis.logl0 import common_range, log_grid
 from analysis.logl0 import interpolate as interpolate_curve
 from analysis.variants import LABEL, Variants, value_key
+from sae_sweep.evaluation.catalogue import higher_is_better
 
 
 def interpolate(front: pd.DataFrame, metric: str, l0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,33 +1,22 @@
-"""How the analysis reads and writes an effect: which way is better for a metric and what
-the metric is called, and the numbers as every report and the results page print them
-(3 significant digits, signed percentages, confidence intervals, L0 ranges).
+"""How the analysis writes an effect: the numbers as every report and the results page
+print them (3 significant digits, signed percentages, confidence intervals, L0 ranges),
+and the word for the better direction of a metric.
 
-One place for these, so that a verdict, a table and a plot title never disagree on which
-variant is better or on how a number reads.
+One place for these, so that a verdict, a table and a plot never disagree on how a number
+reads. Which way is better for a metric, and its title, are the metric catalogue's
+(`sae_sweep.evaluation.catalogue`).
 """
 
 from __future__ import annotations
 
 import math
 
-from analysis.frontier import METRICS
-
-
-def higher_is_better(metric: str) -> bool:
-    """True when a higher value of `metric` is better; lower is better for a metric the
-    catalogue does not know (a loss, an error, a gap)."""
-    return METRICS[metric].higher_is_better if metric in METRICS else False
+from sae_sweep.evaluation.catalogue import higher_is_better
 
 
 def better_word(metric: str) -> str:
     """'higher' or 'lower': the direction in which `metric` is better."""
     return "higher" if higher_is_better(metric) else "lower"
-
-
-def title(metric: str) -> str:
-    """The metric's name as an axis or section title (its own name when the catalogue does
-    not know it)."""
-    return METRICS[metric].title if metric in METRICS else metric
 
 
 def fmt(x: float | None) -> str:

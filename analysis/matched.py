@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.effects import fmt, higher_is_better
+from analysis.effects import fmt
 from analysis.frontier import finished
 from analysis.logl0 import common_range, gap_bridged, interpolate, local_slope, log_grid
 from analysis.paired import PairedDiff, paired_diff, verdict, winner
 from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, point_keys
+from sae_sweep.evaluation.catalogue import higher_is_better
 
 MAX_L0_FRACTION = 0.5
 """Default: verdicts cover L0 <= d/2."""

@@ -107,8 +107,8 @@ def run_analysis(
         runs' `logger.entity`/`logger.project`; the outcome is in `.publish`.
     reference: the variant the relative plots divide by (default: the first variant).
     max_l0_fraction: verdicts cover L0 <= this x d (runs above are the dense regime).
-    metrics: the metrics to analyse (default: every metric of `analysis.frontier.METRICS`
-        drawn by default that the runs have).
+    metrics: the metrics to analyse (default: every metric of the metric catalogue
+        compared by default (`compared`) that the runs have).
     Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`).
     """
     if isinstance(sweep_dirs, str | os.PathLike):

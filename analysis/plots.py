@@ -7,11 +7,12 @@ In a frontier plot each variant has one colour and one marker, the same in every
 report (Okabe-Ito colours: safe for colour-blind readers); its frontier (seed means, with
 seed-std error bars) is the one labelled line of the variant, and every run is a faint
 point of the same colour and marker (unlabelled, so it stays out of the legend). FVU, MSE
-and delta LM loss are drawn on a log axis, so one much worse variant does not flatten the
-others. The dense regime (L0 > max_l0_fraction x d, never in a verdict) is shaded; on
-synthetic data the true mean number of active features is marked, and MMCS has its chance
-level (`mmcs_random`). A relative plot divides each variant by a reference variant at
-matched L0, with the paired 95% CI as a band, so that a 2% difference is visible.
+and delta LM loss (the catalogue's `log_scale` metrics) are drawn on a log axis, so one
+much worse variant does not flatten the others. The dense regime (L0 > max_l0_fraction x d,
+never in a verdict) is shaded; on synthetic data the true mean number of active features is
+marked, and MMCS has its chance level (`mmcs_random`). A relative plot divides each variant
+by a reference variant at matched L0, with the paired 95% CI as a band, so that a 2%
+difference is visible.
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from analysis.effects import higher_is_better
-from analysis.effects import title as title_of
-from analysis.frontier import METRICS, finished, frontier_of, frontier_points
+from analysis.frontier import finished, frontier_of, frontier_points
 from analysis.matched import MAX_L0_FRACTION, run_dims
 from analysis.variants import LABEL
+from sae_sweep.evaluation.catalogue import METRICS, higher_is_better
+from sae_sweep.evaluation.catalogue import title as title_of
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-LOG_Y = {"fvu", "mse", "delta_lm_loss"}
-"""Metrics drawn on a log y axis (when every value is positive)."""
 GUIDE = "guide"
 """gid of reference lines (chance level, true L0, ratio 1): labelled, but not a variant."""
 FIGSIZE = (5.0, 3.6)
@@ -125,12 +124,12 @@ def frontier_plot(
         )
     _log_l0_axis(ax)
     y = pd.to_numeric(done[metric], errors="coerce") if metric in done else pd.Series(dtype=float)
-    if metric in LOG_Y and len(y) and (y > 0).all():
+    m = METRICS.get(metric)
+    if m is not None and m.log_scale and len(y) and (y > 0).all():
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     _mark_regimes(ax, runs, metric, max_l0_fraction)
-    m = METRICS.get(metric)
     ax.set_ylabel(title_of(metric), fontsize=8)
     better = "upper-left" if higher_is_better(metric) else "lower-left"
     curve = "frontier" if (m is None or m.frontier) else "seed means"

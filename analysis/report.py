@@ -22,11 +22,11 @@ import pandas as pd
 
 from analysis.compare import pairs_table
 from analysis.effects import ci, l0_range, pct
-from analysis.effects import title as title_of
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
 from analysis.plots import frontier_plot, relative_plot, save_figure
 from analysis.render import SIGNIFICANT, md_table, render, write_csv
 from analysis.variants import LABEL, frontier_axis, value_key
+from sae_sweep.evaluation.catalogue import title as title_of
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
 

@@ -39,11 +39,11 @@ from analysis.claims import (
     verdicts,
 )
 from analysis.effects import ci, fmt, pct
-from analysis.effects import title as metric_title
 from analysis.matched import relative_to
 from analysis.plots import frontier_plot, relative_plot
 from analysis.report import write_report
 from analysis.variants import LABEL
+from sae_sweep.evaluation.catalogue import title as metric_title
 
 STAMP = "rebuilt by docs/results/rebuild.py from the committed run tables"
 """The reports' "Generated ..." text: fixed, so a rebuilt report is byte-identical."""
