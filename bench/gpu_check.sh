@@ -5,6 +5,9 @@
 #   bash bench/gpu_check.sh [--out DIR]      # on the GPU; DIR defaults to $OUT, else gpu-check-<time>
 #   bash bench/gpu_check.sh --dry-run        # on a CPU: is every step wired?
 #
+# Run it where sae-sweep is installed (README, Quick start), from any folder. The step
+# budgets add up to 575 s.
+#
 # Steps (each under its own time budget; one that fails or runs out of time is recorded and
 # the next one runs):
 #   gpu_tests    python -m pytest -m gpu: the kernels on CUDA against float64, TF32 and bf16
@@ -21,24 +24,28 @@
 # tests): the same scripts and options, with `cuda` replaced by `cpu` and size options
 # appended (the last value of an option or override wins). tests/test_gpu_check.py runs it.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 
 dry_run=0
 out="${OUT:-gpu-check-$(date -u +%Y%m%d-%H%M%S)}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
-        --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --out) out="${2:?--out needs a folder}"; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1' (use --dry-run and/or --out DIR)" >&2; exit 2 ;;
     esac
     shift
 done
 mkdir -p "$out/logs" || exit 2
 out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."  # the repository: bench/ and tests/ are read from there
 summary="$out/summary.md"
 export WANDB_MODE="${WANDB_MODE:-disabled}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" MPLBACKEND=Agg
 
+if ! command -v sae-sweep > /dev/null || ! python -c 'import sae_sweep' 2> /dev/null; then
+    echo "gpu_check.sh: sae-sweep is not installed here; set up first (README, Quick start)" >&2
+    exit 2
+fi
 if [ "$dry_run" = 0 ] && ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     echo "gpu_check.sh: torch sees no CUDA device; on a CPU run it with --dry-run" >&2
     exit 2
@@ -76,10 +83,10 @@ step() {
     echo "   $status in $((SECONDS - start)) s" >&2
 }
 
-step gpu_tests 150 \
+step gpu_tests 140 \
     "python -m pytest -q -p no:cacheprovider -m gpu tests" \
     "--collect-only"
-step step_memory 45 \
+step step_memory 80 \
     "python bench/step.py --device cuda --memory --d-in 768 --d-sae 32768 131072" \
     "--kinds gated --d-in 16 --d-sae 64 --batch 32"
 step step_speed 45 \
@@ -88,7 +95,7 @@ step step_speed 45 \
 step loader 90 \
     "python bench/loader.py --device cuda" \
     "--d 16 --rows 8192 --shard-rows 4096 --shuffle-buffer 2048 --batch 256 --epochs 1 --d-sae 64 --step-repeats 2"
-step sweep 210 \
+step sweep 200 \
     "sae-sweep +sweep=quick device=cuda pack=4 hydra.launcher.n_jobs=1 hydra.sweep.dir=$out/sweep" \
     "variant=gated_original lambda_multiplier=1.0 seed=0 train.steps=20 'l0_targets=[]' hydra.callbacks.sweep.analysis=false"
 step sweep_status 20 "sae-sweep-status $out/sweep" ""
