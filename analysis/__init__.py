@@ -14,7 +14,9 @@ slopes), `effects` (which way a metric is better, and how effects and CIs are wr
 differences, t confidence intervals, verdicts), `matched` (variants at matched L0: targets
 or per-seed interpolation, dense regime left out), `model` (the analysis of a sweep),
 `plots`, `render` (Markdown/HTML, rounded CSV), `report` (the report: one function per
-section), `publish` (W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`).
+section), `publish` (W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`), `claims`
+(claims as data: a YAML file of comparisons -> verdict rows) and `results_page` (the
+results page and its sweep reports, rebuilt from committed run tables).
 """
 
 from analysis.load import load_runs, load_wandb_runs

@@ -20,14 +20,14 @@ from __future__ import annotations
 import ast
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from analysis.effects import fmt
+from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
 from analysis.matched import PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
@@ -346,8 +346,6 @@ class Verdict:
     result: PairResult | None
     """None: the sweep lacks one of the two variants."""
     expect: str
-    selections: tuple[Selection, Selection] | None = field(default=None, compare=False)
-    """The comparison's (a, b) as the claim names them."""
 
     @property
     def winners(self) -> list[tuple[float, str | None]]:
@@ -402,8 +400,7 @@ class Verdict:
         """The matched L0s' range."""
         if self.result is None or self.result.band is None:
             return "-"
-        lo, hi = self.result.band
-        return fmt(lo) if lo == hi else f"{fmt(lo)}-{fmt(hi)}"
+        return l0_range(*self.result.band)
 
     def difference(self) -> str:
         """The pooled relative difference (b - a) / a with its CI."""
@@ -430,7 +427,7 @@ def verdict(claim: Claim, sweep: Sweep, c: Comparison, metric: str) -> Verdict:
     """One comparison of a claim on one sweep and metric."""
     a, b = sweep.label(c.a), sweep.label(c.b)
     result = None if a is None or b is None else sweep.compare(a, b, metric, claim.max_l0_fraction)
-    return Verdict(claim, sweep, metric, result, c.expect, (c.a, c.b))
+    return Verdict(claim, sweep, metric, result, c.expect)
 
 
 def verdicts(claims: Claims, sweeps: list[Sweep]) -> list[Verdict]:
