@@ -20,11 +20,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .reader import Rows
+if TYPE_CHECKING:  # the reader builds a WindowLoader: a type-only import back
+    from .reader import Rows
 
 THREAD_NAME = "sae-sweep-prefetch"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .prefetch import WindowLoader
 from .source import DataError
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.int16, "F64": np.float64}
@@ -154,8 +155,6 @@ class ShuffledActivations:
         held_out_lm=None,  # hf.HeldOutLM: what the LM metrics splice the SAE into
         pin_memory: bool = True,
     ):
-        from .prefetch import WindowLoader  # it imports Rows from here
-
         if train.n <= 0 or eval_rows.n <= 0:
             raise DataError(f"{train.n} training and {eval_rows.n} held-out activations: need both")
         self.train, self.eval, self.d = train, eval_rows, train.d

@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 
 from ..evaluation.catalogue import names
 from ..record import layout
-from ..record.weights import FIRING_FILE, WEIGHTS_CONFIG_FILE, WEIGHTS_FILE
+from ..record.layout import FIRING as FIRING_FILE
+from ..record.layout import WEIGHTS as WEIGHTS_FILE
+from ..record.layout import WEIGHTS_CONFIG as WEIGHTS_CONFIG_FILE
 from .saelens import ExportError, write_saelens_folder
 
 SAELENS_DIR = layout.SAELENS_DIR

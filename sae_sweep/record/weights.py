@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..export.saelens import MAPPINGS, is_saelens_folder, read_saelens_folder
 from ..models import SparseAutoencoder, architecture
 from . import layout
 from .atomic import atomic_write_json, replace_atomically
@@ -51,8 +52,6 @@ def load_sae(directory: Path, device: str = "cpu") -> tuple[SparseAutoencoder, d
     kind, d_in, d_sae, norm_scale 1.0 and the folder's cfg.json under `saelens_cfg`).
     The config's `norm_scale` is the input-normalisation scalar: feed it `x * norm_scale`.
     """
-    from ..export.saelens import MAPPINGS, is_saelens_folder, read_saelens_folder
-
     directory = Path(directory)
     if not (directory / WEIGHTS_CONFIG_FILE).is_file() and is_saelens_folder(directory):
         kind, state, saelens_cfg = read_saelens_folder(directory, device)
