@@ -33,8 +33,10 @@ from typing import Any
 
 import pandas as pd
 
-FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier", "sae.k")
-FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", "sae.k")
+from sae_sweep.models import ARCHITECTURES, l0_knobs
+
+FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier", *l0_knobs())
+FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", *l0_knobs())
 """Which of the frontier-axis columns traces a sweep's frontier, in order of preference."""
 LAMBDA_CALIBRATION = ("lambda_scale", "lambda_exponent")
 SEED = "seed"
@@ -253,8 +255,6 @@ def irrelevant_knobs(kind: Any) -> set[str]:
     against like with like (TopK has no penalty to choose, JumpReLU only l0)."""
     if kind is None or value_key(kind) == "None":
         return set()
-    from sae_sweep.models import ARCHITECTURES  # torch: only when sae.kind varies
-
     arch = ARCHITECTURES.get(value_key(kind))
     return set(arch.irrelevant_knobs) if arch else set()
 

@@ -29,11 +29,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from .config.schema import Config
-from .config.validation import validate
 from .data import build_source, estimate_norm_scale
 from .evaluation import check_finite_metrics, evaluate
 from .export.run import export_run
-from .models import architecture, build_sae
+from .models import architecture, build_sae, validate
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.versions import versions
 from .record.weights import save_firing, save_sae
@@ -273,7 +272,7 @@ def _tags(cfg: Config) -> list[str]:
     """W&B tags carrying the recipe knobs, so runs filter by knob in the W&B UI."""
     val = lambda v: getattr(v, "value", v)  # noqa: E731
     tags = [
-        f"sae={val(cfg.sae.kind)}",
+        f"sae={cfg.sae.kind}",
         f"penalty={val(cfg.penalty.kind)}",
         f"unit_norm={cfg.train.unit_norm_decoder}",
         f"resample={cfg.resample.enabled}",
@@ -282,8 +281,9 @@ def _tags(cfg: Config) -> list[str]:
     ]
     if getattr(cfg.sae, "aux_decoder", None) is not None:
         tags.append(f"aux={val(cfg.sae.aux_decoder)}")
-    if architecture(cfg.sae.kind).l0_knob is not None:
-        tags.append(f"k={cfg.sae.k}")
+    if (knob := architecture(cfg.sae.kind).l0_knob) is not None:  # e.g. TopK's sae.k: k=32
+        leaf = knob.removeprefix("sae.")
+        tags.append(f"{leaf}={getattr(cfg.sae, leaf)}")
     if cfg.penalty.decoder_norm_grad is not None:
         tags.append(f"norm={val(cfg.penalty.decoder_norm_grad)}")
     if cfg.variant:

@@ -16,8 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config.schema import LaunchConfig, job_config, register_configs
+from .config.schema import LaunchConfig, job_config
 from .config.validation import ConfigError
+from .config_store import register_configs
 from .evaluation.catalogue import names
 from .job import run_job
 from .resources import CONF_DIR

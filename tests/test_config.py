@@ -6,8 +6,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from sae_sweep.config import ConfigError, validate
+from sae_sweep.config import ConfigError
 from sae_sweep.main import CONF_DIR  # also registers the schemas
+from sae_sweep.models import GatedSAEConfig, build_sae, validate
+from sae_sweep.sweep.packing import member_config
 
 
 def _compose(*overrides):
@@ -50,7 +52,6 @@ def test_every_group_option_composes():
     "overrides, exc",
     [
         (["train.stepz=10"], ConfigCompositionException),  # typo on the command line
-        (["sae.kind=gatd"], ConfigCompositionException),  # not an Enum member
         (["train.steps=ten"], ConfigCompositionException),  # wrong type
         # a knob of another architecture: the standard SAE's schema has no aux_decoder
         (["sae=standard", "sae.aux_decoder=frozen"], ConfigCompositionException),
@@ -73,6 +74,25 @@ def test_yaml_typo_is_an_error_not_a_silent_default(tmp_path):
     errors = (ConfigCompositionException, ConfigKeyError, ValidationError)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"), pytest.raises(errors):
         compose(config_name="config", overrides=["penalty=typo"])
+
+
+def test_an_unknown_architecture_is_named_with_the_registered_ones_and_the_fix():
+    cfg = OmegaConf.to_object(_compose("sae.kind=gatd", "train.steps=-1"))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert "sae.kind='gatd' is not a registered architecture" in message
+    assert "batchtopk, gated, jumprelu, standard, topk" in message
+    assert "Fix: sae=<one of them>, or register" in message
+    assert "train.steps=-1 must be positive" in message  # reported together with the rest
+
+
+def test_a_record_of_an_earlier_version_types_its_kind_as_the_architecture_name():
+    """Configs written when `sae.kind` was an enum hold its plain name: they still load."""
+    recorded = {"sae": {"kind": "gated", "aux_decoder": "frozen"}, "data": {"kind": "synthetic"}}
+    cfg = member_config(OmegaConf.to_container(_compose()) | recorded)
+    assert cfg.sae.kind == "gated" and isinstance(cfg.sae, GatedSAEConfig)
+    assert build_sae(cfg.sae, d_in=4, seed=0).kind == "gated"
 
 
 BAD = [

@@ -17,7 +17,6 @@ from sae_sweep.config.schema import (
     PenaltyConfig,
     PenaltyKind,
     SAEConfig,
-    SAEKind,
     TrainConfig,
 )
 from sae_sweep.data import DataError, build_source
@@ -90,7 +89,7 @@ def test_job_trains_on_user_activations(tmp_path):
     gen = torch.Generator().manual_seed(0)
     np.save(tmp_path / "x.npy", torch.randn(3000, 16, generator=gen).numpy())
     cfg = Config(
-        sae=SAEConfig(kind=SAEKind.standard, expansion_factor=2),
+        sae=SAEConfig(kind="standard", expansion_factor=2),
         penalty=PenaltyConfig(kind=PenaltyKind.l1, coefficient=1e-3),
         data=ActivationsDataConfig(path=str(tmp_path / "x.npy"), n_eval=500, shuffle_buffer=256),
         logger=LoggerConfig(mode=LoggerMode.disabled),

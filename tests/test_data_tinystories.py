@@ -22,7 +22,6 @@ from sae_sweep.config.schema import (  # noqa: E402
     PenaltyConfig,
     PenaltyKind,
     SAEConfig,
-    SAEKind,
     TrainConfig,
 )
 from sae_sweep.job import run_job  # noqa: E402
@@ -35,7 +34,7 @@ TINYSTORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinysto
 def test_real_model_end_to_end(tmp_path):
     """The trained TinyStories Llama: the SAE at a middle layer recovers most of the loss."""
     cfg = Config(
-        sae=SAEConfig(kind=SAEKind.standard, expansion_factor=4),
+        sae=SAEConfig(kind="standard", expansion_factor=4),
         penalty=PenaltyConfig(kind=PenaltyKind.l1, coefficient=3e-3),
         data=HFDataConfig(
             model=str(TINYSTORIES),

@@ -11,7 +11,6 @@ from sae_sweep.config.schema import (
     PenaltyConfig,
     PenaltyKind,
     SAEConfig,
-    SAEKind,
 )
 from sae_sweep.kernels import Workspace
 from sae_sweep.losses import sae_loss
@@ -24,11 +23,11 @@ PENALTIES = [
     (PenaltyKind.decoder_norm, NormGrad.live),
     (PenaltyKind.decoder_norm, NormGrad.detached),
 ]
-CORNERS = [(SAEKind.standard, p, n, None) for p, n in PENALTIES] + [
-    (SAEKind.gated, p, n, a)
+CORNERS = [("standard", p, n, None) for p, n in PENALTIES] + [
+    ("gated", p, n, a)
     for (p, n), a in itertools.product(PENALTIES, (AuxDecoder.frozen, AuxDecoder.trainable))
 ]
-IDS = [f"{k.value}-{p.value}-{n and n.value}-{a and a.value}" for k, p, n, a in CORNERS]
+IDS = [f"{k}-{p.value}-{n and n.value}-{a and a.value}" for k, p, n, a in CORNERS]
 
 
 def random_sae(kind, d=16, M=64, seed=0, shift=0.0, aux=None):
@@ -40,7 +39,7 @@ def random_sae(kind, d=16, M=64, seed=0, shift=0.0, aux=None):
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-        encoder_bias = sae.feature_params()["b_gate" if kind == SAEKind.gated else "b_enc"][0]
+        encoder_bias = sae.feature_params()["b_gate" if kind == "gated" else "b_enc"][0]
         encoder_bias.sub_(shift)
     return sae
 
@@ -92,9 +91,9 @@ def test_kernel_matches_reference(path, kind, penalty, norm_grad, aux):
         assert_same(got, want)
 
 
-@pytest.mark.parametrize("kind", [SAEKind.gated, SAEKind.standard])
+@pytest.mark.parametrize("kind", ["gated", "standard"])
 def test_sparse_kernel_at_low_density_and_with_empty_rows(kind):
-    aux = AuxDecoder.trainable if kind == SAEKind.gated else None
+    aux = AuxDecoder.trainable if kind == "gated" else None
     sae = random_sae(kind, M=256, shift=1.2, aux=aux)  # most rows: a handful of active entries
     x = torch.randn(64, 16)
     x[5] = 0.0
@@ -107,10 +106,10 @@ def test_sparse_kernel_at_low_density_and_with_empty_rows(kind):
 
 
 def test_kernels_leave_no_buffer_alias_in_their_outputs():
-    sae = random_sae(SAEKind.gated)
+    sae = random_sae("gated")
     x = torch.randn(32, 16)
     ws = Workspace()
-    pen, kernel = penalty_of(PenaltyKind.l1, None), kernel_of(SAEKind.gated, "dense")
+    pen, kernel = penalty_of(PenaltyKind.l1, None), kernel_of("gated", "dense")
     terms, counts = kernel(sae, x, pen, 0.7, ws)
     kept = counts.clone()
     kernel(sae, torch.randn(32, 16), pen, 0.7, ws)
@@ -158,7 +157,7 @@ def inputs_clear_of_kinks(sae, kind, n: int, margin: float = 0.01) -> torch.Tens
     would hide the rounding a test of product precision means to bound."""
     with torch.no_grad():
         x = torch.randn(40 * n, sae.d_in)
-        if kind == SAEKind.gated:
+        if kind == "gated":
             pre = (x - sae.b_dec) @ sae.W_gate.t() + sae.b_gate
             mag = sae.r_mag.exp() * (pre - sae.b_gate) + sae.b_mag
             near = (pre.abs() < margin) | ((pre > 0) & (mag.abs() < margin))

@@ -26,10 +26,11 @@ from conftest import killed_after_checkpoint, small_config
 from safetensors.torch import save_file
 
 from sae_sweep.config.schema import ActivationsDataConfig, LoggerFallback, LoggerMode
-from sae_sweep.config.validation import ConfigError, validate
+from sae_sweep.config.validation import ConfigError
 from sae_sweep.data import DataError, SyntheticData, build_source
 from sae_sweep.evaluation import NonFiniteMetricsError
 from sae_sweep.job import run_job
+from sae_sweep.models import validate
 from sae_sweep.record.run_logger import WandbStartError
 from sae_sweep.sweep.task import run_sweep_job
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError

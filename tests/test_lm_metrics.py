@@ -145,11 +145,11 @@ def test_mean_ablation_and_kl_match_a_direct_computation(lm):
 def test_the_splice_applies_the_normalisation_scalar_both_ways(lm):
     """A real SAE with biases and ReLU: x_hat(h s) / s differs from x_hat(h), so a splice that
     ignored s would change CE_sae."""
-    from sae_sweep.config.schema import SAEConfig, SAEKind
+    from sae_sweep.config.schema import SAEConfig
     from sae_sweep.models import build_sae
 
     site, ids, s = "transformer.h.1", tokens(n=4), 0.05
-    sae = build_sae(SAEConfig(kind=SAEKind.standard), d_in=32, seed=0)
+    sae = build_sae(SAEConfig(kind="standard"), d_in=32, seed=0)
     with torch.no_grad():
         sae.b_enc.fill_(-0.2)
         sae.b_dec.normal_(0, 0.5)

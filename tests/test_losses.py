@@ -9,7 +9,6 @@ from sae_sweep.config.schema import (
     PenaltyConfig,
     PenaltyKind,
     SAEConfig,
-    SAEKind,
 )
 from sae_sweep.losses import L_aux, L_recon, L_sparse, sae_loss
 from sae_sweep.models import build_sae
@@ -41,7 +40,7 @@ TABLE = {
 
 
 def _random_gated_sae():
-    sae = build_sae(SAEConfig(kind=SAEKind.gated, expansion_factor=4), d_in=8, seed=0)
+    sae = build_sae(SAEConfig(kind="gated", expansion_factor=4), d_in=8, seed=0)
     with torch.no_grad():  # every parameter generic, so no gradient is zero by accident
         for p in (sae.b_gate, sae.r_mag, sae.b_mag, sae.b_dec):
             p.copy_(torch.randn_like(p) * 0.1)
@@ -63,7 +62,7 @@ def test_gradient_reaches_exactly_the_documented_parameters(term):
 
 
 def test_total_is_the_sum_of_terms_and_standard_has_no_aux():
-    sae = build_sae(SAEConfig(kind=SAEKind.standard), d_in=8, seed=0)
+    sae = build_sae(SAEConfig(kind="standard"), d_in=8, seed=0)
     x = torch.randn(32, 8)
     t = sae_loss(sae, x, sae(x), _penalty(PenaltyKind.l1), coefficient=0.3)
     assert t.aux.item() == 0.0

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from sae_sweep.config.schema import SAEConfig, SAEKind
+from sae_sweep.config.schema import SAEConfig
 from sae_sweep.models import GatedSAE, StandardSAE, build_sae
 
 
@@ -33,7 +33,7 @@ def test_gated_forward_matches_hand_computed_example():
 
 
 def test_r_mag_scales_the_rows_of_w_gate_in_the_magnitude_path():
-    sae = build_sae(SAEConfig(kind=SAEKind.gated), d_in=8, seed=1)
+    sae = build_sae(SAEConfig(kind="gated"), d_in=8, seed=1)
     with torch.no_grad():
         sae.r_mag.copy_(torch.randn(sae.d_sae))
         sae.b_gate.fill_(10.0)  # every gate open: f = ReLU(pi_mag)
@@ -45,7 +45,7 @@ def test_r_mag_scales_the_rows_of_w_gate_in_the_magnitude_path():
 
 def test_heaviside_gate_passes_no_gradient():
     # b_gate reaches f only through the step 1[pi_gate > 0]: its gradient must be exactly 0.
-    sae = build_sae(SAEConfig(kind=SAEKind.gated), d_in=8, seed=2)
+    sae = build_sae(SAEConfig(kind="gated"), d_in=8, seed=2)
     with torch.no_grad():
         sae.b_gate.copy_(torch.randn(sae.d_sae) * 0.1)
     sae(torch.randn(16, 8)).f.sum().backward()
@@ -65,14 +65,14 @@ def test_standard_forward_matches_equation_and_g_is_f():
 
 
 def test_init_decoder_norm_and_encoder_transpose_at_init_only():
-    sae = build_sae(SAEConfig(kind=SAEKind.standard, decoder_init_norm=0.1), d_in=8, seed=3)
+    sae = build_sae(SAEConfig(kind="standard", decoder_init_norm=0.1), d_in=8, seed=3)
     torch.testing.assert_close(sae.W_dec.norm(dim=0), torch.full((sae.d_sae,), 0.1))
     torch.testing.assert_close(sae.W_enc, sae.W_dec.T)
     assert sae.W_enc.data_ptr() != sae.W_dec.data_ptr()  # a copy, never tied
-    off = build_sae(SAEConfig(kind=SAEKind.standard, encoder_init_transpose=False), d_in=8, seed=3)
+    off = build_sae(SAEConfig(kind="standard", encoder_init_transpose=False), d_in=8, seed=3)
     assert not torch.allclose(off.W_enc, off.W_dec.T)
 
 
 def test_dictionary_size_from_expansion_factor_or_explicit():
-    assert build_sae(SAEConfig(kind=SAEKind.gated, expansion_factor=4), 8, 0).d_sae == 32
-    assert build_sae(SAEConfig(kind=SAEKind.gated, d_sae=50), 8, 0).d_sae == 50
+    assert build_sae(SAEConfig(kind="gated", expansion_factor=4), 8, 0).d_sae == 32
+    assert build_sae(SAEConfig(kind="gated", d_sae=50), 8, 0).d_sae == 50

@@ -30,10 +30,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from sae_sweep.config import validate
-from sae_sweep.config.reference import END, START, markdown_table
 from sae_sweep.config.schema import job_config
+from sae_sweep.config_reference import END, START, markdown_table
 from sae_sweep.main import CONF_DIR  # also registers the schemas, resolvers and sweeps
+from sae_sweep.models import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -236,7 +236,7 @@ def test_config_reference_is_current():
     table = text[text.index(START) + len(START) : text.index(END)].strip()
     assert table == markdown_table().strip(), (
         "docs/configuration.md's config reference is stale: regenerate it with "
-        "`python -m sae_sweep.config.reference --update docs/configuration.md`"
+        "`python -m sae_sweep.config_reference --update docs/configuration.md`"
     )
 
 

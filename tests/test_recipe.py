@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sae_sweep.config.schema import SAEConfig, SAEKind
+from sae_sweep.config.schema import SAEConfig
 from sae_sweep.losses import sae_loss
 from sae_sweep.models import build_sae
 from sae_sweep.penalties import L1Penalty
@@ -24,7 +24,7 @@ def _l1_step(sae, opt, x, constrained=True):
 
 
 def test_unit_norm_columns_hold_over_several_steps():
-    sae = build_sae(SAEConfig(kind=SAEKind.standard, decoder_init_norm=1.0), d_in=8, seed=0)
+    sae = build_sae(SAEConfig(kind="standard", decoder_init_norm=1.0), d_in=8, seed=0)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
     for _ in range(10):
         _l1_step(sae, opt, torch.randn(32, 8))
@@ -42,7 +42,7 @@ def test_parallel_gradient_component_is_removed():
     torch.testing.assert_close(W.grad, before - (before * u).sum(0) * u)
 
 
-@pytest.mark.parametrize("kind", [SAEKind.gated, SAEKind.standard])
+@pytest.mark.parametrize("kind", ["gated", "standard"])
 def test_resampling_touches_exactly_the_dead_features(kind):
     sae = build_sae(SAEConfig(kind=kind, decoder_init_norm=0.5), d_in=8, seed=0)
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_resampling_touches_exactly_the_dead_features(kind):
 
 
 def test_resampling_prefers_badly_reconstructed_inputs():
-    sae = build_sae(SAEConfig(kind=SAEKind.standard), d_in=4, seed=0)
+    sae = build_sae(SAEConfig(kind="standard"), d_in=4, seed=0)
     with torch.no_grad():
         for p in sae.parameters():
             p.zero_()  # x_hat = 0: error = ||x||^2
@@ -106,7 +106,7 @@ def test_resampling_prefers_badly_reconstructed_inputs():
 
 def test_resampling_runs_its_forward_pass_in_chunks():
     """4 batches of inputs at once would hold 4 x (B, M) activations per intermediate."""
-    sae = build_sae(SAEConfig(kind=SAEKind.gated), d_in=8, seed=0)
+    sae = build_sae(SAEConfig(kind="gated"), d_in=8, seed=0)
     rows_seen = []
     sae.register_forward_hook(lambda module, args, out: rows_seen.append(len(args[0])))
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)

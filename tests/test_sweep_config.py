@@ -11,10 +11,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
-from sae_sweep.config import ConfigError, validate
+from sae_sweep.config import ConfigError
 from sae_sweep.config.schema import Config, job_config
 from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
-from sae_sweep.models import architecture
+from sae_sweep.models import architecture, validate
 from sae_sweep.sweep import available_sweeps, manifest, policy, table
 from sae_sweep.sweep.task import resolved_config
 
@@ -89,7 +89,7 @@ def test_gated_penalty_ablation_launches_exactly_the_design():
         pen, tr = cfg.penalty, cfg.train
         key = (cfg.variant, cfg.lambda_multiplier, cfg.seed)
         seen.add(key)
-        assert cfg.sae.kind.value == "gated"
+        assert cfg.sae.kind == "gated"
         assert pen.warmup_steps > 0 and cfg.sae.encoder_init_transpose  # like with like
         if cfg.variant == "gated_original":
             assert pen.kind.value == "l1" and tr.unit_norm_decoder and cfg.resample.enabled

@@ -1,4 +1,6 @@
-"""Typed configuration: the schema (one dataclass per conf/ group) and its validation."""
+"""Typed configuration: the schema (one dataclass per conf/ group) and the checks that need no
+architecture. The architectures extend it (models/); `sae_sweep.config_store` stores every
+schema in Hydra's ConfigStore and `sae_sweep.models.validate` checks a whole config."""
 
 from .schema import (
     AuxDecoder,
@@ -7,10 +9,8 @@ from .schema import (
     LoggerMode,
     NormGrad,
     PenaltyKind,
-    SAEKind,
-    register_configs,
 )
-from .validation import ConfigError, validate
+from .validation import ConfigError, config_problems
 
 __all__ = [
     "AuxDecoder",
@@ -20,7 +20,5 @@ __all__ = [
     "LoggerMode",
     "NormGrad",
     "PenaltyKind",
-    "SAEKind",
-    "register_configs",
-    "validate",
+    "config_problems",
 ]

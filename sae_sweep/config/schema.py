@@ -1,9 +1,11 @@
-"""Structured-config schema: one dataclass per `conf/` group, registered in Hydra's ConfigStore.
+"""Structured-config schema: one dataclass per `conf/` group.
 
-Every YAML in `conf/<group>/` starts from the schema of its group (`defaults: [<schema>]`),
-so a misspelt key in a YAML file or on the command line is an error, not a silent default.
-The docstring under each field is its one-line documentation (also in docs/configuration.md).
-Choices are Enums because OmegaConf 2.3 does not accept `Literal`.
+Every YAML in `conf/<group>/` starts from the schema of its group (`defaults: [<schema>]`,
+stored in Hydra's ConfigStore by `sae_sweep.config_store`), so a misspelt key in a YAML file or
+on the command line is an error, not a silent default. The docstring under each field is its
+one-line documentation (also in docs/configuration.md). Choices are Enums because OmegaConf 2.3
+does not accept `Literal`. The architectures are not listed here: each extends `SAEConfig` in
+its module under models/, and the registry (models/registry.py) is the one place that names them.
 """
 
 from __future__ import annotations
@@ -13,19 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
-
-
-class SAEKind(str, Enum):
-    """The built-in architectures (`sae.kind` also accepts any name registered with
-    `sae_sweep.models.register_architecture`)."""
-
-    standard = "standard"
-    gated = "gated"
-    topk = "topk"
-    batchtopk = "batchtopk"
-    jumprelu = "jumprelu"
 
 
 class PenaltyKind(str, Enum):
@@ -96,9 +86,9 @@ class SAEConfig:
     knobs (`GatedSAEConfig`, `TopKSAEConfig`, ...), and `conf/sae/<name>.yaml` starts from
     that schema, so `sae.k` on a gated SAE is an error, not a silent default."""
 
-    kind: SAEKind = MISSING
-    """Architecture: `standard`, `gated`, `topk`, `batchtopk`, `jumprelu` (a plug-in's schema
-    retypes it as a string)."""
+    kind: str = MISSING
+    """Architecture: a name registered in `sae_sweep.models` (built in: `standard`, `gated`,
+    `topk`, `batchtopk`, `jumprelu`)."""
     expansion_factor: float = 8.0
     """Dictionary size as a multiple of the input dimension d (ignored when d_sae is set)."""
     d_sae: int | None = None
@@ -384,16 +374,3 @@ def job_config(cfg: Config) -> Config:
     if type(cfg) is Config:
         return cfg
     return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
-
-
-def register_configs() -> None:
-    """Store the schemas so that each YAML can name its group's schema in its defaults list."""
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=LaunchConfig)
-    from .. import models  # noqa: F401  (registering the architectures stores their schemas)
-
-    cs.store(group="penalty", name="schema", node=PenaltyConfig)
-    cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
-    cs.store(group="data", name="hf_schema", node=HFDataConfig)
-    cs.store(group="data", name="activations_schema", node=ActivationsDataConfig)
-    cs.store(group="logger", name="schema", node=LoggerConfig)

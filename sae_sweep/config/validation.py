@@ -1,8 +1,10 @@
-"""Cross-field checks run at the entry point, before anything is trained or written.
+"""Cross-field checks of a config that need no architecture.
 
 Each check names the offending keys and the fix: a meaningless combination of knobs must
-fail loudly rather than be silently ignored (docs/design.md, "Losses"). Each architecture
-adds its own rules (`Architecture.problems`, in its module under models/).
+fail loudly rather than be silently ignored (docs/design.md, "Losses"). The checks against
+the config's architecture (its penalties, kernels and own rules) are in
+`sae_sweep/models/validation.py`, whose `validate` runs both at the entry point, before
+anything is trained or written.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 
 import torch
 
-from .schema import Config, DType, MatmulDtype, PenaltyKind, SparsePath
+from .schema import Config, PenaltyKind, SparsePath
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
@@ -21,24 +23,10 @@ class ConfigError(ValueError):
     """A configuration that cannot be trained as written."""
 
 
-def validate(cfg: Config) -> None:
-    problems = list(_problems(cfg))
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-
-
-def _problems(cfg: Config):
+def config_problems(cfg: Config):
+    """One message per problem (key and fix) that the config has whatever its architecture."""
     sae, pen, tr, rs = cfg.sae, cfg.penalty, cfg.train, cfg.resample
     yield from _range_problems(cfg)
-
-    from ..models import ARCHITECTURES  # the models import the config package
-
-    arch = ARCHITECTURES.get(getattr(sae.kind, "value", sae.kind))
-    if arch is None:
-        yield f"sae.kind={sae.kind!r} is not one of the architectures {sorted(ARCHITECTURES)}"
-        return
-    yield from _architecture_problems(cfg, arch)
-    yield from _precision_problems(cfg, arch)
     if pen.kind == PenaltyKind.decoder_norm and pen.decoder_norm_grad is None:
         yield "penalty.decoder_norm_grad must be `live` or `detached` for the decoder_norm penalty"
     if pen.kind == PenaltyKind.l1 and pen.decoder_norm_grad is not None:
@@ -110,75 +98,6 @@ def _problems(cfg: Config):
         )
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
-
-
-def _architecture_problems(cfg: Config, arch):
-    """The penalty must mean something for the architecture; then its own rules."""
-    pen = cfg.penalty
-    if PenaltyKind(pen.kind) not in arch.penalties:
-        accepted = " or ".join(f"penalty={p.value}" for p in arch.penalties)
-        why = f" (its L0 is set by {arch.l0_knob})" if arch.l0_knob else ""
-        yield (
-            f"penalty={PenaltyKind(pen.kind).value} has no meaning for sae={arch.name}{why}. "
-            f"Fix: {accepted}"
-        )
-    if PenaltyKind(pen.kind) == PenaltyKind.none and pen.coefficient != 0:
-        yield (
-            f"penalty.coefficient={pen.coefficient} with penalty=none has no effect. "
-            "Fix: penalty.coefficient=0"
-        )
-    tr = cfg.train
-    if SparsePath(tr.sparse_path) == SparsePath.on and "sparse" not in arch.kernels:
-        yield (
-            f"train.sparse_path=on, but sae={arch.name} has no sparse kernel. "
-            "Fix: train.sparse_path=auto or off"
-        )
-    yield from arch.problems(cfg)
-
-
-def _precision_problems(cfg: Config, arch):
-    """Parameters and Adam moments are float32; lower precision is for the products only,
-    and only where the loss path that runs can use it (training/precision.py)."""
-    tr = cfg.train
-    if DType(cfg.dtype) != DType.float32:
-        why = {
-            DType.bfloat16: "bfloat16 parameters and Adam moments lose every update smaller "
-            "than 1/256 of a weight",
-            DType.float16: "float16 overflows the squared error (above 65504) and the run "
-            "stops as diverged",
-        }[DType(cfg.dtype)]
-        yield (
-            f"dtype={DType(cfg.dtype).value}: {why}. The SAE trains in float32, its products "
-            "at train.matmul_dtype. Fix: dtype=float32, and train.matmul_dtype=bfloat16 (or "
-            "the default tf32) for fast products on a GPU"
-        )
-    fused = tr.fast_path and not tr.compile and bool(arch.kernels)
-    if tr.autocast and fused:
-        yield (
-            f"train.autocast=true runs sae={arch.name} on the reference loss (autograd, about "
-            "half the speed of the fused kernels) instead of its fused kernels. Fix: "
-            "train.autocast=false and train.matmul_dtype=bfloat16 (bf16 products in the fused "
-            "kernels), or train.fast_path=false to keep autocast on the reference loss"
-        )
-    if MatmulDtype(tr.matmul_dtype) != MatmulDtype.bfloat16:
-        return
-    if not (fused and "dense" in arch.kernels):
-        where = (
-            f"sae={arch.name} has no fused dense kernel"
-            if tr.fast_path and not tr.compile
-            else "train.fast_path=false or train.compile=true selects the reference loss"
-        )
-        yield (
-            f"train.matmul_dtype=bfloat16 applies to the fused dense kernels, but {where}. "
-            "Fix: train.matmul_dtype=tf32 (or float32), or train.autocast=true with "
-            "train.fast_path=false for bf16 in the reference loss"
-        )
-    elif SparsePath(tr.sparse_path) == SparsePath.on:
-        yield (
-            "train.matmul_dtype=bfloat16 with train.sparse_path=on: the sparse kernels compute "
-            "in float32 only (cuSPARSE's sampled product takes no bfloat16). Fix: "
-            "train.sparse_path=auto or off (both stay on the dense kernels with bf16 products)"
-        )
 
 
 def _range_problems(node, prefix: str = ""):

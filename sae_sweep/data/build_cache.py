@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config.schema import register_configs
+from ..config_store import register_configs
 from ..main import CONF_DIR
 from .cache import open_cache, verify_files
 from .source import DataError

@@ -225,7 +225,6 @@ def read_saelens_folder(directory: Path, device: str = "cpu") -> tuple[str, Tens
 
 
 def _mapping(kind: str) -> SAELensMapping:
-    kind = getattr(kind, "value", kind)
     if kind not in MAPPINGS:
         raise ExportError(
             f"no SAELens mapping for architecture {kind!r} (have: {sorted(MAPPINGS)}). "

@@ -1,5 +1,6 @@
 """SAE architectures: one file each, one shared interface (`SparseAutoencoder`), one registry
-(`registry.py`) that the rest of the pipeline dispatches through."""
+(`registry.py`) that the rest of the pipeline dispatches through, and the checks of a config
+against its architecture (`validation.py`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from .base import SAEOutput, SparseAutoencoder
 from .batchtopk import BATCHTOPK, BatchTopKSAE, BatchTopKSAEConfig
 from .gated import GATED, GatedSAE, GatedSAEConfig
 from .jumprelu import JUMPRELU, JumpReLUSAE, JumpReLUSAEConfig
-from .registry import ARCHITECTURES, Architecture, architecture, register_architecture
+from .registry import (
+    ARCHITECTURES,
+    Architecture,
+    architecture,
+    l0_knobs,
+    register_architecture,
+)
 from .standard import STANDARD, StandardSAE, StandardSAEConfig
 from .topk import TOPK, TopKSAE, TopKSAEConfig
+from .validation import validate
 
 for _arch in (STANDARD, GATED, TOPK, BATCHTOPK, JUMPRELU):
     register_architecture(_arch)
@@ -36,7 +44,9 @@ __all__ = [
     "TopKSAEConfig",
     "architecture",
     "build_sae",
+    "l0_knobs",
     "register_architecture",
+    "validate",
 ]
 
 _SHARED = {f.name for f in fields(SAEConfig)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config.schema import PenaltyKind, SAEKind
+from ..config.schema import PenaltyKind
 from ..kernels.topk import ActiveSet, batch_topk, topk_sparse_loss
 from .registry import Architecture
 from .topk import TOPK, TopKSAE, TopKSAEConfig
@@ -23,7 +23,7 @@ from .topk import TOPK, TopKSAE, TopKSAEConfig
 
 @dataclass
 class BatchTopKSAEConfig(TopKSAEConfig):
-    kind: SAEKind = SAEKind.batchtopk
+    kind: str = "batchtopk"
     threshold_momentum: float = 0.99
     """theta <- m theta + (1 - m) (smallest kept activation of the batch), every step."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config.schema import AuxDecoder, PenaltyKind, SAEConfig, SAEKind
+from ..config.schema import AuxDecoder, PenaltyKind, SAEConfig
 from ..kernels import gated_dense_loss, gated_sparse_loss
 from ..losses import L_aux, L_recon, LossTerms
 from .base import SAEOutput, SparseAutoencoder
@@ -28,7 +28,7 @@ from .registry import Architecture
 
 @dataclass
 class GatedSAEConfig(SAEConfig):
-    kind: SAEKind = SAEKind.gated
+    kind: str = "gated"
     aux_decoder: AuxDecoder | None = AuxDecoder.frozen
     """Decoder in the auxiliary term: `frozen` (stop-gradient, the paper) or `trainable`."""
 

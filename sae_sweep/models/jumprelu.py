@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config.schema import PenaltyKind, SAEConfig, SAEKind
+from ..config.schema import PenaltyKind, SAEConfig
 from .base import SparseAutoencoder
 from .registry import Architecture
 
 
 @dataclass
 class JumpReLUSAEConfig(SAEConfig):
-    kind: SAEKind = SAEKind.jumprelu
+    kind: str = "jumprelu"
     decoder_init_norm: float = 1.0
     """Norm of each decoder column at init."""
     bandwidth: float = 0.001

@@ -1,10 +1,11 @@
 """The architecture registry: `sae.kind` -> everything the pipeline needs to know about it.
 
 The training step, `build_sae`, `load_sae`, validation, the benchmark and the tests look an
-architecture up here; nothing else in the code names one. A plug-in calls
-`register_architecture(Architecture(...))` before the config is composed (this also stores
-its schema as `sae/<name>_schema` in Hydra's ConfigStore), and adds `conf/sae/<name>.yaml`
-(`defaults: [<name>_schema]`) and `conf/penalty/default_for/<name>.yaml`.
+architecture up here; nothing else in the code names one (`sae.kind` is a plain string,
+checked against this registry). A plug-in calls `register_architecture(Architecture(...))`
+before `sae_sweep.config_store.register_configs()` stores the schemas in Hydra's ConfigStore
+(`sae_sweep.main` calls it when imported; call it again after a later registration), and adds
+`conf/sae/<name>.yaml` (`defaults: [<name>_schema]`) and `conf/penalty/default_for/<name>.yaml`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.config_store import ConfigStore
-
 from ..config.schema import PenaltyKind, SAEConfig
+from ..config.validation import ConfigError
 
 if TYPE_CHECKING:
     from .base import SparseAutoencoder
@@ -53,17 +53,42 @@ ARCHITECTURES: dict[str, Architecture] = {}
 
 
 def register_architecture(arch: Architecture) -> Architecture:
-    """Make `sae.kind=<arch.name>` buildable, trainable, loadable and comparable."""
+    """Make `sae.kind=<arch.name>` buildable, trainable, loadable and comparable.
+
+    A name names one architecture: registering another under a taken name raises. The same
+    architecture again is accepted (the same object, or the same definition executed again
+    by a module reload: its model class has the same module and name) and replaces the old.
+    """
+    old = ARCHITECTURES.get(arch.name)
+    if old is not None and old is not arch and _definition(old) != _definition(arch):
+        raise ValueError(
+            f"an architecture named {arch.name!r} is already registered (model "
+            f"{_definition(old)}); {_definition(arch)} cannot take its name. Fix: register the "
+            "plug-in under a name of its own (Architecture.name, its config's `kind` default "
+            "and conf/sae/<name>.yaml)"
+        )
     ARCHITECTURES[arch.name] = arch
-    ConfigStore.instance().store(group="sae", name=f"{arch.name}_schema", node=arch.config)
     return arch
 
 
-def architecture(kind) -> Architecture:
-    """The registered architecture of a `sae.kind` value (an SAEKind or a string)."""
-    name = getattr(kind, "value", kind)
+def _definition(arch: Architecture) -> str:
+    return f"{arch.model.__module__}.{arch.model.__qualname__}"
+
+
+def architecture(kind: str) -> Architecture:
+    """The registered architecture of a `sae.kind` value."""
     try:
-        return ARCHITECTURES[name]
+        return ARCHITECTURES[kind]
     except KeyError:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise KeyError(f"sae.kind={name!r} is not a registered architecture ({known})") from None
+        raise ConfigError(
+            f"sae.kind={kind!r} is not a registered architecture (registered: {known}). "
+            "Fix: sae=<one of them>, or register a plug-in with "
+            "sae_sweep.models.register_architecture before the config is composed"
+        ) from None
+
+
+def l0_knobs() -> tuple[str, ...]:
+    """The config keys that set L0 directly, over every registered architecture (TopK's and
+    BatchTopK's `sae.k`): the frontier axis of those architectures, instead of lambda."""
+    return tuple(sorted({a.l0_knob for a in ARCHITECTURES.values() if a.l0_knob is not None}))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config.schema import PenaltyKind, SAEConfig, SAEKind
+from ..config.schema import PenaltyKind, SAEConfig
 from ..kernels import standard_dense_loss, standard_sparse_loss
 from .base import SparseAutoencoder
 from .registry import Architecture
@@ -20,7 +20,7 @@ from .registry import Architecture
 
 @dataclass
 class StandardSAEConfig(SAEConfig):
-    kind: SAEKind = SAEKind.standard
+    kind: str = "standard"
 
 
 class StandardSAE(SparseAutoencoder):

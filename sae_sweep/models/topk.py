@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config.schema import PenaltyKind, SAEConfig, SAEKind
+from ..config.schema import PenaltyKind, SAEConfig
 from ..kernels.topk import ActiveSet, row_topk, topk_sparse_loss
 from ..losses import L_auxk, L_recon, LossTerms
 from .base import SAEOutput, SparseAutoencoder
@@ -29,7 +29,7 @@ from .registry import Architecture
 
 @dataclass
 class TopKSAEConfig(SAEConfig):
-    kind: SAEKind = SAEKind.topk
+    kind: str = "topk"
     decoder_init_norm: float = 1.0
     """Norm of each decoder column at init (the paper: unit norm)."""
     k: int = 32

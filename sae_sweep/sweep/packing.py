@@ -24,6 +24,7 @@ from ..config.schema import (
     LaunchConfig,
     SyntheticDataConfig,
 )
+from ..models import architecture
 from ..record import layout
 from ..record.atomic import atomic_write_json
 
@@ -81,8 +82,6 @@ def config_schema(resolved: dict[str, Any]):
     kind = resolved.get("data", {}).get("kind")
     if kind not in _DATA_SCHEMAS:
         raise ValueError(f"a job config has data.kind={kind!r}, not one of {list(_DATA_SCHEMAS)}")
-    from ..models import architecture  # the models import the config package
-
     schema = OmegaConf.structured(LaunchConfig)
     schema.data = OmegaConf.structured(_DATA_SCHEMAS[kind])
     schema.sae = OmegaConf.structured(architecture(resolved.get("sae", {}).get("kind")).config)

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from ..models import architecture
+
 EXTRAPOLATE = 4.0
 """A proposal goes at most this factor beyond the measured lambdas."""
 MIN_BRACKET = 1.02
@@ -273,10 +275,10 @@ def place_direct(variant: str, points: list[Point], target: float, tolerance: fl
 def direct_l0_knob(sae_config: Mapping[str, Any]) -> str | None:
     """The knob that sets L0 directly for this SAE config, or None when lambda does.
 
-    An architecture with a `k` (TopK, BatchTopK) is targeted by setting `sae.k` to the
-    target: no lambda refinement is needed.
+    An architecture with one (its registry entry's `l0_knob`: TopK's and BatchTopK's `sae.k`)
+    is targeted by setting that knob to the target: no lambda refinement is needed.
     """
-    return "sae.k" if sae_config.get("k") is not None else None
+    return architecture(sae_config["kind"]).l0_knob
 
 
 def _state(

@@ -2,7 +2,7 @@
 
 Parameters, Adam's moments, the loss and every sum are float32 always: bf16 master weights
 lose every update smaller than 1/256 of the weight, and float16 overflows the squared error
-(config/validation.py rejects both). Only the matrix products, the step's cost, change:
+(models/validation.py rejects both). Only the matrix products, the step's cost, change:
 - tf32 (default): on CUDA, float32 products run on TF32 tensor cores (10-bit mantissa inputs,
   float32 accumulation), about 7x the IEEE float32 rate on an H100 (spec sheet); a CPU has no
   TF32 and computes them in float32;

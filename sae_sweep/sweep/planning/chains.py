@@ -28,13 +28,16 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from ...models import l0_knobs
 from .. import targets as tg
 
 MULTIPLIER_KEY = "lambda_multiplier"
 COEFFICIENT_KEY = "penalty.coefficient"
 SEED_KEY = "seed"
 TARGET_KEY = "l0_target"
-K_KEY = "sae.k"
+(K_KEY,) = l0_knobs()
+"""The knob a direct variant's rounds set: the registered architectures' L0 knob (TopK's and
+BatchTopK's `sae.k`), the one their records name `k` (targets.K)."""
 SUBDIR_KEY = "hydra.sweep.subdir"
 FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef", K_KEY: "k"}
 """How a round job's folder names its knob when the sweep's folder pattern does not."""

@@ -1,6 +1,7 @@
 """The config reference tables (docs/configuration.md) generated from the schema's field docstrings.
 
-`python -m sae_sweep.config.reference` prints them as Markdown, `... --update
+It covers the schema (config/) and each registered architecture's own keys (models/), so it
+sits above both. `python -m sae_sweep.config_reference` prints them as Markdown, `... --update
 docs/configuration.md` rewrites the page's tables in place, between the config-table markers; a
 test checks that the page's tables are current, so they cannot drift from the code.
 """
@@ -11,7 +12,8 @@ import ast
 import inspect
 from pathlib import Path
 
-from . import schema
+from .config import schema
+from .models import ARCHITECTURES
 
 # Schema class -> the key prefix it lives under in the composed config.
 SECTIONS = {
@@ -31,7 +33,7 @@ DATA_SECTIONS = {
 }
 
 
-_ENUMS = ("SAEKind.", "LoggerMode.", "DType.", "SparsePath.", "AuxDecoder.")
+_ENUMS = ("LoggerMode.", "DType.", "SparsePath.", "AuxDecoder.")
 _FACTORIES = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}
 
 
@@ -72,8 +74,6 @@ def _table(rows) -> list[str]:
 
 def markdown_table() -> str:
     """The main table, then one table per architecture's own knobs and per data source."""
-    from ..models import ARCHITECTURES  # the models import the config package
-
     lines = _table(schema_fields(SECTIONS))
     for name, arch in ARCHITECTURES.items():
         rows = schema_fields({arch.config.__name__: "sae."}, inspect.getsourcefile(arch.config))
