@@ -139,7 +139,7 @@ def scale_table(sweeps: list[Sweep]) -> str:
         )
         rows.append(
             {
-                "sweep": f"[`{s.name}`](results/{s.name}/report.md)",
+                "sweep": f"[`{s.name}`]({_link(s)})",
                 "data": s.data.title,
                 "variants": len(s.variants.order),
                 "runs done / all": f"{len(done)} / {len(r)}",
@@ -151,6 +151,11 @@ def scale_table(sweeps: list[Sweep]) -> str:
             }
         )
     return render.md_table(pd.DataFrame(rows))
+
+
+def _link(s: Sweep) -> str:
+    """The sweep's report, relative to the page (which sits beside the results folder)."""
+    return f"{s.folder.parent.name}/{s.name}/report.md"
 
 
 def _unique_pair(r: pd.DataFrame, a: str, b: str) -> str:
@@ -165,7 +170,7 @@ def evidence(folder: ResultsFolder, claim: Claim, vs: list[Verdict], plots: bool
     out = []
     mine = [v for v in vs if v.claim is claim]
     for s in dict.fromkeys(v.sweep for v in mine):
-        out.append(f"#### {s.data.title} ([report](results/{s.name}/report.md))")
+        out.append(f"#### {s.data.title} ([report]({_link(s)}))")
         here = [v for v in mine if v.sweep is s]
         pairs = list(dict.fromkeys((v.result.a, v.result.b) for v in here if v.result))
         if not pairs:
