@@ -72,10 +72,16 @@ def _runtime_nodes(tree: ast.AST):
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
             stack += node.orelse
         else:
             stack += ast.iter_child_nodes(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`TYPE_CHECKING` or `typing.TYPE_CHECKING` (not `not TYPE_CHECKING`, whose body runs)."""
+    name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+    return name == "TYPE_CHECKING"
 
 
 def import_graph(root: Path = ROOT, packages=PACKAGES) -> dict[str, set[str]]:
@@ -150,6 +156,7 @@ def test_the_graph_sees_every_form_of_import(tmp_path):
             "pkg/sub/b.py": "import pkg.c\n",
             "pkg/c.py": "from .sub.b import thing\nfrom pkg import a\n",
             "pkg/d.py": "import typing\nif typing.TYPE_CHECKING:\n    from . import c\n",
+            "pkg/e.py": "import typing\nif not typing.TYPE_CHECKING:\n    from . import c\n",
         },
     )
     assert graph == {
@@ -159,6 +166,7 @@ def test_the_graph_sees_every_form_of_import(tmp_path):
         "pkg.sub.b": {"pkg.c"},
         "pkg.c": {"pkg.sub", "pkg.sub.b", "pkg.a"},
         "pkg.d": set(),  # a type-only import never runs
+        "pkg.e": {"pkg.c"},
     }
     assert find_cycle(graph) == ["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.c", "pkg.a"]
     (tmp_path / "pkg/sub/b.py").write_text("x = 1\n")
