@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as nnf
 
-from ..losses import L_auxk, L_recon, LossTerms
+from ..losses import L_recon, LossTerms
 from .dense import Workspace, threads
 
 
@@ -90,7 +90,7 @@ def topk_sparse_loss(sae, x: torch.Tensor, penalty, coefficient, ws: Workspace):
 
 
 def _auxk(sae, x, xc, x_hat, P, W_dec_t, ws: Workspace) -> torch.Tensor:
-    """AuxK (models/topk.py): dead latents reconstruct the residual."""
+    """AuxK (models/topk.py; weighted by `sae.auxk`): dead latents reconstruct the residual."""
     dead = sae.dead_latents()
     if x.device.type == "cpu" and not dead.any():  # free to check on a CPU; a sync on a GPU
         return torch.zeros((), dtype=x.dtype, device=x.device)
@@ -100,7 +100,7 @@ def _auxk(sae, x, xc, x_hat, P, W_dec_t, ws: Workspace) -> torch.Tensor:
     pre = _ActiveEncoder.apply(xc, sae.W_enc, sae.b_enc, P, picked, ws)
     z = torch.relu(pre) * dead[picked.cols]
     e = (x - x_hat).detach()
-    aux = L_auxk(e, _row_bags(W_dec_t, picked, z), sae.aux_coefficient)
+    aux = sae.auxk(x, e, _row_bags(W_dec_t, picked, z), dead)
     return torch.where(dead.any(), aux, 0.0)
 
 
