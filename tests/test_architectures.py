@@ -26,6 +26,7 @@ from sae_sweep.models import (
     register_architecture,
 )
 from sae_sweep.models.jumprelu import rectangle
+from sae_sweep.models.topk import AuxKWeighting
 from sae_sweep.penalties import make_penalty
 from sae_sweep.record.weights import load_sae, save_sae
 
@@ -102,7 +103,7 @@ def test_loss_gradients_match_float64_finite_differences(kind):
     x = torch.randn(8, 6, dtype=torch.float64)
     penalty = penalty_of(kind)
     # JumpReLU's thresholds learn through the estimator, not the true (zero) derivative
-    names = [n for n, _ in sae.named_parameters() if n != "log_threshold"]
+    names = [n for n, _ in sae.named_parameters() if n != "threshold"]
     finite_difference_check(sae, lambda: loss_of(sae, x, penalty).total, _coords(sae, names))
 
 
@@ -149,7 +150,7 @@ def test_jumprelu_threshold_gets_the_papers_estimator_gradient():
     eps, lam = sae.epsilon, 0.3
     with torch.no_grad():  # put each threshold within the kernel's window of some inputs
         pre = (x - sae.b_dec) @ sae.W_enc.T + sae.b_enc
-        sae.log_threshold.copy_(pre[0].abs().clamp_min(1e-3).log())
+        sae.threshold.copy_(pre[0].abs().clamp_min(1e-3))
     out = sae(x)
     terms = sae_loss(sae, x, out, penalty_of("jumprelu"), lam)
     terms.total.backward()
@@ -159,13 +160,13 @@ def test_jumprelu_threshold_gets_the_papers_estimator_gradient():
     assert K.sum() > 0
     dL_df = 2 * (out.x_hat - x).detach() @ sae.W_dec.detach() / x.shape[0]  # (B, M)
     d_theta = (dL_df * -(theta / eps) * K).sum(0) + lam / x.shape[0] * (-(1 / eps) * K).sum(0)
-    torch.testing.assert_close(sae.log_threshold.grad, d_theta * theta)  # d theta / d log theta
+    torch.testing.assert_close(sae.threshold.grad, d_theta)
 
     sae.zero_grad()
     with torch.no_grad():  # every pre-activation far from its threshold: no gradient at all
-        sae.log_threshold.copy_(torch.full_like(sae.log_threshold, 5.0))
+        sae.threshold.fill_(150.0)
     loss_of(sae, x, penalty_of("jumprelu")).total.backward()
-    assert torch.count_nonzero(sae.log_threshold.grad) == 0
+    assert torch.count_nonzero(sae.threshold.grad) == 0
 
 
 def _loss_and_grads(sae, fn):
@@ -175,10 +176,12 @@ def _loss_and_grads(sae, fn):
     return terms, counts, {n: p.grad.clone() for n, p in sae.named_parameters()}
 
 
+@pytest.mark.parametrize("weighting", list(AuxKWeighting), ids=lambda w: w.value)
 @pytest.mark.parametrize("dead", [False, True], ids=["alive", "dead-latents"])
 @pytest.mark.parametrize("kind", ["topk", "batchtopk"])
-def test_topk_kernel_matches_the_reference(kind, dead):
-    sae = random_sae(kind, d=16, M=64, dtype=torch.float32, k=4, k_aux=8, dead_tokens=50)
+def test_topk_kernel_matches_the_reference(kind, dead, weighting):
+    sae = random_sae(kind, d=16, M=64, dtype=torch.float32, k=4, k_aux=8, dead_tokens=50,
+                     aux_weighting=weighting)  # fmt: skip
     if dead:
         sae.tokens_since_fired[::3] = 100
     x = torch.randn(48, 16)

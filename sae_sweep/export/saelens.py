@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..models.jumprelu import threshold_from_log
 from ..record.atomic import atomic_write_json, replace_atomically
 
 CFG_FILE = "cfg.json"
@@ -83,7 +84,13 @@ def _topk_from(t: Tensors, b_dec: torch.Tensor | None) -> Tensors:
 
 
 def _jumprelu_from(t: Tensors, b_dec: torch.Tensor | None) -> Tensors:
-    return {**_standard_from(t, b_dec), "log_threshold": t["threshold"].clamp_min(1e-30).log()}
+    return {**_standard_from(t, b_dec), "threshold": t["threshold"]}
+
+
+def _jumprelu_to(t: Tensors) -> Tensors:
+    t = dict(t)
+    threshold_from_log(t)  # records of earlier versions hold log_threshold
+    return {"b_enc": t["b_enc"], "threshold": t["threshold"]}
 
 
 def _batchtopk_to(t: Tensors) -> Tensors:
@@ -117,7 +124,7 @@ MAPPINGS: dict[str, SAELensMapping] = {
     ),
     "jumprelu": SAELensMapping(
         "jumprelu",
-        to_saelens=lambda t: {"b_enc": t["b_enc"], "threshold": t["log_threshold"].exp()},
+        to_saelens=_jumprelu_to,
         from_saelens=_jumprelu_from,
         encoder_name="W_enc",
     ),

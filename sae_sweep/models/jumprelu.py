@@ -1,7 +1,7 @@
 """JumpReLU sparse autoencoder (Rajamanoharan et al. 2024, arXiv 2407.14435).
 
     pre(x)  = W_enc (x - b_dec) + b_enc
-    theta   = exp(log_threshold)                  # (M,) one positive threshold per feature
+    theta   = threshold                           # (M,) one threshold >= 0 per feature
     f(x)    = pre * H(pre - theta)                # H: the Heaviside step
     x_hat   = W_dec f + b_dec
     L       = ||x - x_hat||^2 + lambda * sum_i H(pre_i - theta_i)     (penalty=l0)
@@ -12,8 +12,17 @@ with the rectangle kernel K(u) = 1[|u| < 1/2] and bandwidth epsilon:
 pre gets the ordinary gradient where f = pre, and none through H. The penalty acts on
 g = H(pre - theta) (with that estimator), so `penalty=l0` is lambda * sum_i g_i.
 
-Units: the paper normalises inputs to E||x||^2 = 1; this project to E||x|| = sqrt(d), so
-`bandwidth` and `threshold_init` are given in the paper's units and scaled by sqrt(d_in) here.
+theta is trained as itself and clamped at 0 after every step, as in SAELens (from its PR 718)
+and dictionary_learning. The paper trains log(theta), but Adam moves a parameter by about lr
+per step, so log(theta) moves theta by about theta x lr: from a small init it hardly moves
+(600 default steps ended at L0 243 of 512). Weights saved with `log_threshold` load converted
+(`threshold_from_log`).
+
+Units: the paper normalises inputs to E||x||^2 = 1; this project to E||x|| = sqrt(d), i.e.
+x_here ~ sqrt(d) x_paper. pre, theta and epsilon scale with x, so `bandwidth` and
+`threshold_init` are given in the paper's units and scaled by sqrt(d_in) here. L_recon scales
+with x^2 and the L0 term not at all: the same trade-off needs lambda_here = d x lambda_paper
+(docs/design.md, "JumpReLU's lambda").
 Init as in the paper: encoder = decoder transpose, biases 0, theta = threshold_init.
 """
 
@@ -77,6 +86,14 @@ class _Step(torch.autograd.Function):
         return None, d_theta, None
 
 
+def threshold_from_log(state: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Weights saved while theta was trained as log(theta) (`log_threshold`): replace that
+    tensor by `threshold` = exp(log_threshold), in place. Anything else is left alone."""
+    log_threshold = state.pop(prefix + "log_threshold", None)
+    if log_threshold is not None and prefix + "threshold" not in state:
+        state[prefix + "threshold"] = log_threshold.exp()
+
+
 class JumpReLUSAE(SparseAutoencoder):
     kind = "jumprelu"
 
@@ -95,19 +112,25 @@ class JumpReLUSAE(SparseAutoencoder):
         self.W_enc = nn.Parameter(torch.empty(d_sae, d_in))  # (M, d)
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         scale = math.sqrt(d_in)  # the paper's units -> this project's
-        self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(threshold_init * scale)))
+        self.threshold = nn.Parameter(torch.full((d_sae,), threshold_init * scale))
         self._default_encoder_init(self.W_enc, generator, encoder_init_transpose)
         self.epsilon = bandwidth * scale
         self.options = {"bandwidth": bandwidth, "threshold_init": threshold_init}
-
-    @property
-    def threshold(self) -> torch.Tensor:
-        return self.log_threshold.exp()
+        # checkpoints and weights of earlier versions hold log_threshold
+        self.register_load_state_dict_pre_hook(
+            lambda module, state, prefix, *_: threshold_from_log(state, prefix)
+        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc
         theta = self.threshold
         return _JumpReLU.apply(pre, theta, self.epsilon), _Step.apply(pre, theta, self.epsilon)
+
+    @torch.no_grad()
+    def after_step_(self, counts: torch.Tensor, batch_size: int) -> None:
+        # below 0 the gate would pass negative pre-activations. A projection after the step,
+        # not a clamp in the graph: that would zero theta's gradient at 0 and pin it there.
+        self.threshold.clamp_(min=0.0)
 
     @property
     def encoder_weight(self) -> nn.Parameter:
@@ -117,7 +140,7 @@ class JumpReLUSAE(SparseAutoencoder):
         return {
             "W_enc": (self.W_enc, 0),
             "b_enc": (self.b_enc, 0),
-            "log_threshold": (self.log_threshold, 0),
+            "threshold": (self.threshold, 0),  # resampled latents restart at theta = 0
             "W_dec": (self.W_dec, 1),
         }
 
