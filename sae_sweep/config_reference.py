@@ -33,7 +33,7 @@ DATA_SECTIONS = {
 }
 
 
-_ENUMS = ("LoggerMode.", "DType.", "SparsePath.", "AuxDecoder.")
+_ENUMS = ("LoggerMode.", "DType.", "SparsePath.", "AuxDecoder.", "AuxKWeighting.")
 _FACTORIES = {"field(default_factory=list)": "[]", "field(default_factory=dict)": "{}"}
 
 

@@ -124,6 +124,8 @@ def test_import_folds_b_dec_when_saelens_does_not_subtract_it(tmp_path, kind):
     sae.eval()  # BatchTopK: inference by its threshold
     if kind == "batchtopk":
         sae.threshold.fill_(0.2)
+    if kind == "jumprelu":  # thresholds are >= 0, as training keeps them
+        sae.threshold.data.abs_()
     folder = write_saelens_folder(tmp_path, sae.state_dict(), kind, 1.0, {}, sae.options)
     cfg = json.loads((folder / "cfg.json").read_text())
     cfg["apply_b_dec_to_input"] = False
