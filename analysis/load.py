@@ -7,7 +7,9 @@ Two sources give the same columns:
 
 Columns:
 - bookkeeping: `run_id`, `sweep`, `source` ("local" | "wandb"), `path`, `status`
-  ("done" | "failed" | "running" | "unfinished"), `error`, `last_step`;
+  ("done" | "failed" | "running" | "unfinished"), `error`, `last_step`, and the code that
+  made the run: `git_commit` (null outside a checkout) and `git_clean` (False: uncommitted
+  changes; null: unknown) (`analysis.provenance`);
 - knobs: the flattened, dotted config keys (`sae.kind`, `penalty.coefficient`, `seed`, ...);
   lists become tuples so they can be grouped on. Their names are in `df.attrs["knobs"]`;
 - metrics: the flat summary keys (`l0`, `fvu`, `mse`, `mmcs`, `loss_recovered`, ...): every
@@ -30,10 +32,12 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.provenance import commit_and_clean
 from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
 
-BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step"]
+BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step",
+                       "git_commit", "git_clean"]  # fmt: skip
 
 # Summary keys that are neither knobs nor metrics.
 _SUMMARY_SKIP = {"knobs", "versions", "status", "error", "traceback", "variant", "sweep"}
@@ -191,6 +195,7 @@ def make_row(
             row[m] = x
     for k, v in (summary.get("versions") or {}).items():
         row[f"versions.{k}"] = v
+    row["git_commit"], row["git_clean"] = commit_and_clean(summary.get("versions") or {})
     if summary.get("sae_artifact"):  # the W&B artifact of the job's exported SAE
         row["sae_artifact"] = summary["sae_artifact"]
 

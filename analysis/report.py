@@ -24,6 +24,7 @@ from analysis.compare import pairs_table
 from analysis.effects import ci, l0_range, pct
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
 from analysis.plots import frontier_plot, relative_plot, save_figure
+from analysis.provenance import provenance_warnings
 from analysis.render import SIGNIFICANT, md_table, render, write_csv
 from analysis.variants import LABEL, frontier_axis, value_key
 from sae_sweep.evaluation.catalogue import title as title_of
@@ -319,7 +320,7 @@ def _opening(a: Analysis, title: str | None, generated: str | None) -> list[tupl
     blocks: list[tuple] = [("h1", title), ("p", f"Generated {generated}. {_status_line(a.runs)}.")]
     if len(a.runs) == 0:
         blocks.append(("p", "No runs were found."))
-    return blocks
+    return blocks + [("p", line) for line in provenance_warnings(a.runs)]
 
 
 def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
