@@ -364,9 +364,12 @@ class LaunchConfig(Config):
     threads: int = 0
     """CPU threads of each job's torch; 0 = the job's share of the cores (cores / jobs run at
     once: joblib's n_jobs, SLURM's cpus_per_task)."""
+    require_clean_tree: bool = False
+    """Refuse to start (a single run or a sweep) when the sae-sweep checkout has uncommitted
+    changes, so every run names the commit that made it (docs/records.md, "Provenance")."""
 
 
-LAUNCH_KEYS = ("rerun_failed", "pack", "threads")
+LAUNCH_KEYS = ("rerun_failed", "pack", "threads", "require_clean_tree")
 
 
 def job_config(cfg: Config) -> Config:

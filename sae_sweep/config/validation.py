@@ -18,6 +18,11 @@ from .schema import Config, PenaltyKind, SparsePath
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
+MAX_L0_FRACTION = 0.5
+"""Default of the dense-regime limit (`hydra.callbacks.sweep.max_l0_fraction`): a run whose
+L0 is above this fraction of the input width d is dense, and the analysis leaves it out of
+every verdict; a sweep's target L0s must stay below it (`target_limit_problems`)."""
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be trained as written."""
@@ -144,3 +149,32 @@ def _speed_problems(tr):
             "train.compile=true or train.autocast=true selects the reference loss. Fix: "
             "train.sparse_path=auto/off, or train.fast_path=true with compile and autocast off"
         )
+
+
+def target_limit_problems(
+    targets, tolerance: float, d: int | None, max_l0_fraction: float = MAX_L0_FRACTION
+):
+    """The target L0s that cannot stay below the dense limit. A target counts as hit anywhere
+    up to target x (1 + tolerance), which must not pass max_l0_fraction x d: runs above it
+    are dense and never enter a verdict. Nothing to check while d is unknown (a model's
+    width before it loads); non-positive targets are `sweep.targets.validate_targets`' to
+    report."""
+    if not d or d <= 0 or not 0 <= tolerance < 1:
+        return
+    limit = max_l0_fraction * d
+    largest = limit / (1 + tolerance)
+    ts = sorted({float(t) for t in targets if float(t) > 0})
+    over = [t for t in ts if t * (1 + tolerance) > limit * (1 + 1e-9)]
+    if not over:
+        return
+    fixed = [t for t in ts if t not in over]
+    if math.floor(largest) >= 1 and math.floor(largest) not in fixed:
+        fixed.append(math.floor(largest))
+    yield (
+        f"l0_targets {', '.join(f'{t:g}' for t in over)} cannot stay below the dense limit on "
+        f"d = {d}: target x (1 + l0_tolerance={tolerance:g}) must be at most max_l0_fraction="
+        f"{max_l0_fraction:g} (hydra.callbacks.sweep.max_l0_fraction) x d = {limit:g} (runs "
+        f"above it are dense and never enter a verdict), so the largest allowed target is "
+        f"{largest:.4g}. Fix: targets at most that, "
+        f"e.g. 'l0_targets=[{','.join(f'{t:g}' for t in fixed)}]', or a larger data.d"
+    )

@@ -23,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.validation import MAX_L0_FRACTION
 from . import manifest, table
 from .gpus import publish_machine_gpus
 from .task import ENV_LAUNCH_ID
@@ -46,7 +47,10 @@ _problems: list[str] | None = None
 
 class SweepCallback(Callback):
     def __init__(
-        self, analysis: bool = True, max_l0_fraction: float = 0.5, reference: str | None = None
+        self,
+        analysis: bool = True,
+        max_l0_fraction: float = MAX_L0_FRACTION,
+        reference: str | None = None,
     ) -> None:
         self.analysis = analysis
         self.analysis_options = {"max_l0_fraction": max_l0_fraction, "reference": reference}

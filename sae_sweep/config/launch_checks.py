@@ -1,0 +1,74 @@
+"""A Hydra callback that refuses a launch before anything is written, naming the fix.
+
+Registered in conf/config.yaml as `hydra.callbacks.launch_checks`, first of the callbacks
+(start events run in order), so a refused launch leaves no folder and no sweep.json:
+- `require_clean_tree=true` (a single run or a sweep): the sae-sweep checkout must have no
+  uncommitted change (record/versions.py), so every run names the commit that made it;
+- a sweep's `l0_targets` must stay below the dense limit on its data's d
+  (`validation.target_limit_problems`, with `hydra.callbacks.sweep.max_l0_fraction`).
+  With `data.d` null (a Hugging Face model's width is known once the model loads) nothing
+  is checked here: the analysis still leaves every dense run out of the verdicts.
+
+Hydra turns an exception raised in a callback into a warning and goes on; SystemExit passes
+through it, with the message as the last line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ..record.versions import code_tree, unclean_tree_message
+from ..sweep import manifest
+from .validation import MAX_L0_FRACTION, target_limit_problems
+
+
+class LaunchChecks(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse(launch_problems(config, sweep=False))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse(launch_problems(config, sweep=True))
+
+
+def refuse(problems: list[str]) -> None:
+    if problems:
+        sys.exit("\n".join(["sae-sweep refuses to start:", *problems]))
+
+
+def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
+    """What forbids this launch (empty: nothing)."""
+    problems = []
+    if OmegaConf.select(config, "require_clean_tree", default=False):
+        message = unclean_tree_message(code_tree())
+        if message:
+            problems.append(message)
+    targets = OmegaConf.select(config, "l0_targets", default=None)
+    if sweep and targets:
+        tolerance = float(OmegaConf.select(config, "l0_tolerance", default=0.1))
+        fraction = OmegaConf.select(
+            config, "hydra.callbacks.sweep.max_l0_fraction", default=MAX_L0_FRACTION
+        )
+        d = min(sweep_widths(config), default=None)  # the narrowest data bounds the targets
+        problems += target_limit_problems(list(targets), tolerance, d, float(fraction))
+    return problems
+
+
+def sweep_widths(config: DictConfig) -> list[int]:
+    """The input widths d of a sweep's jobs that are known before they run: the grid's
+    `data.d` values (sweep file or command line) when it sweeps them, else the config's."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    params = OmegaConf.to_container(params, resolve=True) if params else {}
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    grid = manifest.expand_grid(params, list(task))
+    values = grid.get("data.d") or [OmegaConf.select(config, "data.d", default=None)]
+    widths = []
+    for v in values:
+        try:
+            widths.append(int(float(str(v))))
+        except ValueError:
+            continue  # null, or an interpolation: unknown until the jobs run
+    return sorted(set(widths))
