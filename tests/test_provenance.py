@@ -18,7 +18,7 @@ from analysis.load import load_runs
 from analysis.provenance import provenance_warnings
 from analysis.report import write_report
 from analysis.variants import LABEL, assign_variants
-from sae_sweep.config import launch_checks
+from sae_sweep import launch_checks
 from sae_sweep.config.schema import Config, job_config
 from sae_sweep.config.validation import target_limit_problems
 from sae_sweep.job import run_job

@@ -5,7 +5,7 @@ Registered in conf/config.yaml as `hydra.callbacks.launch_checks`, first of the 
 - `require_clean_tree=true` (a single run or a sweep): the sae-sweep checkout must have no
   uncommitted change (record/versions.py), so every run names the commit that made it;
 - a sweep's `l0_targets` must stay below the dense limit on its data's d
-  (`validation.target_limit_problems`, with `hydra.callbacks.sweep.max_l0_fraction`).
+  (`config.validation.target_limit_problems`, with `hydra.callbacks.sweep.max_l0_fraction`).
   With `data.d` null (a Hugging Face model's width is known once the model loads) nothing
   is checked here: the analysis still leaves every dense run out of the verdicts.
 
@@ -21,9 +21,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ..record.versions import code_tree, unclean_tree_message
-from ..sweep import manifest
-from .validation import MAX_L0_FRACTION, target_limit_problems
+from .config.validation import MAX_L0_FRACTION, target_limit_problems
+from .record.versions import code_tree, unclean_tree_message
+from .sweep import manifest
 
 
 class LaunchChecks(Callback):
