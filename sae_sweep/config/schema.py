@@ -335,8 +335,10 @@ class Config:
     """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
     so that every variant's frontier spans the same L0 range)."""
     l0_targets: list[float] = field(default_factory=list)
-    """Target-L0 sweeps: L0 values every variant should hit (e.g. `[4,8,16,32]`); lambda is
-    placed per variant by refinement rounds after the grid (empty = the grid only)."""
+    """Target-L0 sweeps: L0 values every variant should hit (e.g. `[4,8,12,16]`); lambda is
+    placed per variant by refinement rounds after the grid (empty = the grid only). Each must
+    stay below the dense limit: target x (1 + l0_tolerance) <= max_l0_fraction x d, checked
+    when the sweep starts (docs/sweeps.md, "Target-L0 sweeps")."""
     l0_tolerance: float = 0.1
     """Target-L0 sweeps: a target is hit when the seed-mean L0 is within this fraction of it."""
     l0_max_rounds: int = 3
