@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sae_sweep.record.versions import DIRTY
@@ -42,9 +43,9 @@ def commit_and_clean(versions: Mapping[str, Any]) -> tuple[str | None, bool | No
     clean = versions.get("git_clean")
     if isinstance(clean, str):
         clean = {"true": True, "false": False}.get(clean.strip().lower())
-    if not isinstance(clean, bool):
-        clean = not label.endswith(DIRTY)
-    return commit, clean
+    if isinstance(clean, bool | np.bool_):
+        return commit, bool(clean)
+    return commit, not label.endswith(DIRTY)
 
 
 def provenance(runs: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +107,8 @@ def _short(code: str) -> str:
 
 
 def _per_variant(variants: pd.Series) -> str:
-    """'12 runs of a, 3 of b', variants in order of appearance."""
-    counts = variants.value_counts(sort=False)
+    """'12 runs of a, 3 of b' ('1 run of a, ...'), variants in order of appearance."""
+    counts = variants.value_counts().reindex(list(dict.fromkeys(variants)))
     parts = [f"{n} of {v or 'unnamed'}" for v, n in counts.items()]
-    parts[0] = parts[0].replace(" of ", " runs of ", 1)
+    parts[0] = parts[0].replace(" of ", " run of " if counts.iloc[0] == 1 else " runs of ", 1)
     return ", ".join(parts)

@@ -158,6 +158,10 @@ def test_the_report_warns_when_the_runs_mix_code_versions():
     assert "commit 1111111aa (2 runs of a, 1 of b); commit 2222222bb (2 runs of b)" in line
     runs["git_commit"] = "1111111aaaa"
     assert provenance_warnings(runs) == []  # one clean commit: nothing to say
+    runs["git_clean"] = [True, True, True, True, False, False]  # a table read back from CSV
+    (line,) = provenance_warnings(runs[["git_commit", "git_clean", "status", LABEL]])
+    assert "1 of 5 finished runs were made from a tree with uncommitted changes" in line
+    assert ": 1 run of b." in line
 
 
 def test_installed_package_versions_count_as_code_versions_and_unknown_runs_do_not():
@@ -170,7 +174,7 @@ def test_installed_package_versions_count_as_code_versions_and_unknown_runs_do_n
         }
     )
     (line,) = provenance_warnings(runs)
-    assert "sae-sweep 0.3.0 (2 runs of a); sae-sweep 0.4.0 (1 runs of b)" in line
+    assert "sae-sweep 0.3.0 (2 runs of a); sae-sweep 0.4.0 (1 run of b)" in line
     runs["versions.sae-sweep"] = ["0.3.0", "0.3.0", "0.3.0", None]
     assert provenance_warnings(runs) == []
 
