@@ -30,7 +30,7 @@ from sae_sweep.models.topk import AuxKWeighting
 from sae_sweep.penalties import make_penalty
 from sae_sweep.record.weights import load_sae, save_sae
 
-KINDS = ["standard", "gated", "topk", "batchtopk", "jumprelu"]
+KINDS = ["standard", "gated", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
 # one penalty each, with no stop-gradient, so that finite differences see the whole loss
 PENALTY = {
     "standard": (PenaltyKind.decoder_norm, NormGrad.live),
@@ -38,12 +38,14 @@ PENALTY = {
     "topk": (PenaltyKind.none, None),
     "batchtopk": (PenaltyKind.none, None),
     "jumprelu": (PenaltyKind.l0, None),
+    "matryoshka_batchtopk": (PenaltyKind.none, None),
 }
 OPTIONS = {
     "gated": {"aux_decoder": "trainable"},
     "topk": {"k": 3},
     "batchtopk": {"k": 3},
     "jumprelu": {"bandwidth": 0.05},
+    "matryoshka_batchtopk": {"k": 3, "prefix_fractions": [0.25, 0.5, 1.0]},
 }
 
 

@@ -28,6 +28,7 @@ PENALTIES = {  # each architecture's own penalty
     "gated": PenaltyConfig(PenaltyKind.decoder_norm, 3.0, decoder_norm_grad=NormGrad.live),
     "topk": PenaltyConfig(PenaltyKind.none, 0.0),
     "batchtopk": PenaltyConfig(PenaltyKind.none, 0.0),
+    "matryoshka_batchtopk": PenaltyConfig(PenaltyKind.none, 0.0),
     "jumprelu": PenaltyConfig(PenaltyKind.l0, 0.5),
 }
 
@@ -122,7 +123,7 @@ def test_import_folds_b_dec_when_saelens_does_not_subtract_it(tmp_path, kind):
         for p in sae.parameters():
             p.add_(0.3 * torch.randn_like(p))
     sae.eval()  # BatchTopK: inference by its threshold
-    if kind == "batchtopk":
+    if kind in ("batchtopk", "matryoshka_batchtopk"):
         sae.threshold.fill_(0.2)
     if kind == "jumprelu":  # thresholds are >= 0, as training keeps them
         sae.threshold.data.abs_()

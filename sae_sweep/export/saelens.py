@@ -135,6 +135,14 @@ MAPPINGS: dict[str, SAELensMapping] = {
         from_saelens=_jumprelu_from,
         encoder_name="W_enc",
     ),
+    # the prefixes shape training only; at inference it is BatchTopK's global threshold, and
+    # SAELens saves its own Matryoshka BatchTopK SAEs as this same JumpReLU
+    "matryoshka_batchtopk": SAELensMapping(
+        "jumprelu",
+        to_saelens=_batchtopk_to,
+        from_saelens=_jumprelu_from,
+        encoder_name="W_enc",
+    ),
 }
 
 

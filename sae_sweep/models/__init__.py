@@ -13,6 +13,11 @@ from .base import SAEOutput, SparseAutoencoder
 from .batchtopk import BATCHTOPK, BatchTopKSAE, BatchTopKSAEConfig
 from .gated import GATED, GatedSAE, GatedSAEConfig
 from .jumprelu import JUMPRELU, JumpReLUSAE, JumpReLUSAEConfig
+from .matryoshka import (
+    MATRYOSHKA_BATCHTOPK,
+    MatryoshkaBatchTopKSAE,
+    MatryoshkaBatchTopKSAEConfig,
+)
 from .registry import (
     ARCHITECTURES,
     Architecture,
@@ -24,7 +29,7 @@ from .standard import STANDARD, StandardSAE, StandardSAEConfig
 from .topk import TOPK, TopKSAE, TopKSAEConfig
 from .validation import validate
 
-for _arch in (STANDARD, GATED, TOPK, BATCHTOPK, JUMPRELU):
+for _arch in (STANDARD, GATED, TOPK, BATCHTOPK, JUMPRELU, MATRYOSHKA_BATCHTOPK):
     register_architecture(_arch)
 
 __all__ = [
@@ -36,6 +41,8 @@ __all__ = [
     "GatedSAEConfig",
     "JumpReLUSAE",
     "JumpReLUSAEConfig",
+    "MatryoshkaBatchTopKSAE",
+    "MatryoshkaBatchTopKSAEConfig",
     "SAEOutput",
     "SparseAutoencoder",
     "StandardSAE",
