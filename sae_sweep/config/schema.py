@@ -88,7 +88,7 @@ class SAEConfig:
 
     kind: str = MISSING
     """Architecture: a name registered in `sae_sweep.models` (built in: `standard`, `gated`,
-    `topk`, `batchtopk`, `jumprelu`)."""
+    `topk`, `batchtopk`, `matryoshka_batchtopk`, `jumprelu`)."""
     expansion_factor: float = 8.0
     """Dictionary size as a multiple of the input dimension d (ignored when d_sae is set)."""
     d_sae: int | None = None
