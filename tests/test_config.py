@@ -82,7 +82,7 @@ def test_an_unknown_architecture_is_named_with_the_registered_ones_and_the_fix()
         validate(cfg)
     message = str(info.value)
     assert "sae.kind='gatd' is not a registered architecture" in message
-    assert "batchtopk, gated, jumprelu, standard, topk" in message
+    assert "batchtopk, gated, jumprelu, matryoshka_batchtopk, standard, topk" in message
     assert "Fix: sae=<one of them>, or register" in message
     assert "train.steps=-1 must be positive" in message  # reported together with the rest
 

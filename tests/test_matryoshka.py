@@ -19,12 +19,12 @@ from sae_lens.saes.sae import TrainStepInput
 from safetensors.torch import load_file
 from test_architectures import _coords, finite_difference_check
 
-from sae_sweep.config import ConfigError, validate
+from sae_sweep.config import ConfigError
 from sae_sweep.config.schema import PenaltyConfig, PenaltyKind
 from sae_sweep.export.saelens import write_saelens_folder
 from sae_sweep.job import run_job
 from sae_sweep.main import CONF_DIR
-from sae_sweep.models import architecture, build_sae
+from sae_sweep.models import architecture, build_sae, validate
 from sae_sweep.models.matryoshka import prefix_widths
 from sae_sweep.penalties import make_penalty
 
