@@ -17,7 +17,7 @@ from sae_lens.saes.matryoshka_batchtopk_sae import (
 )
 from sae_lens.saes.sae import TrainStepInput
 from safetensors.torch import load_file
-from test_architectures import _coords, finite_difference_check
+from test_architectures import _coords, finite_difference_check, random_sae
 
 from sae_sweep.config import ConfigError
 from sae_sweep.config.schema import PenaltyConfig, PenaltyKind
@@ -32,14 +32,9 @@ KIND = "matryoshka_batchtopk"
 NO_PENALTY = make_penalty(PenaltyConfig(kind=PenaltyKind.none, coefficient=0.0))
 
 
-def matryoshka(d=6, M=16, k=3, sizes=(2, 4, 8, 16), dtype=torch.float64, seed=0, **options):
-    cfg = architecture(KIND).config(d_sae=M, k=k, prefix_sizes=list(sizes), **options)
-    sae = build_sae(cfg, d_in=d, seed=seed).to(dtype)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=dtype) * 0.3)
-    return sae
+def matryoshka(d=6, M=16, k=3, sizes=(2, 4, 8, 16), dtype=torch.float64, **options):
+    """A Matryoshka SAE with randomly perturbed weights, prefixes `sizes`."""
+    return random_sae(KIND, d=d, M=M, dtype=dtype, k=k, prefix_sizes=list(sizes), **options)
 
 
 def loss(sae, x):
