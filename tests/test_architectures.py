@@ -249,8 +249,8 @@ def test_an_unknown_kind_names_the_registered_architectures_and_the_fix():
         build_sae(StandardSAEConfig(kind="gatd"), d_in=4, seed=0)
     assert str(info.value) == (
         "sae.kind='gatd' is not a registered architecture (registered: batchtopk, gated, "
-        "jumprelu, matryoshka_batchtopk, standard, topk). Fix: sae=<one of them>, or register a plug-in with "
-        "sae_sweep.models.register_architecture before the config is composed"
+        "jumprelu, matryoshka_batchtopk, standard, topk). Fix: sae=<one of them>, or register "
+        "a plug-in with sae_sweep.models.register_architecture before the config is composed"
     )
 
 
