@@ -24,6 +24,11 @@ from sae_sweep.config.schema import (  # noqa: E402
 )
 from sae_sweep.models import GatedSAEConfig  # noqa: E402
 
+# The tests' models are tiny: a second thread speeds no op up, and on a busy machine (a CI
+# runner, or jobs beside the suite) two threads per op wait on each other (measured: a tiny
+# job 5x slower in CPU time). Tests of the thread budget set the count they test.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _deterministic():
@@ -89,3 +94,23 @@ def tiny_llama(tmp_path_factory):
     root = tmp_path_factory.mktemp("llama")
     stories = write_chain_text(root / "stories.txt")
     return save_tiny_llama(root / "llama", stories), write_jsonl(root / "stories.jsonl", stories)
+
+
+SHARED_SWEEP = ["variant=gated_original,gated_dn_frozen_detached", "lambda_multiplier=0.25,1,4",
+                "seed=0,1", "hydra.callbacks.sweep.analysis=true"]  # fmt: skip
+"""The shared sweep's grid: 2 variants x 3 lambdas x 2 seeds of tiny jobs, then its analysis."""
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """The folder of a finished `sae-sweep +sweep=quick` (SHARED_SWEEP, on sweep_fixtures'
+    tiny jobs, ended by its analysis: report, plots, tables), run in this process once per
+    test run. Tests that only read a finished sweep share it; a test that changes it works on
+    a copy (shutil.copytree)."""
+    from sweep_fixtures import run_sweep_in_process
+
+    root = tmp_path_factory.mktemp("finished_sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        r = run_sweep_in_process(mp, None, root / "sweep", *SHARED_SWEEP, cwd=root)
+    assert r.returncode == 0, r.stdout[-3000:]
+    return root / "sweep"

@@ -9,6 +9,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
+
+from sae_sweep.models.base import SAEOutput
+
 WORDS = [
     "the",
     "cat",
@@ -123,6 +127,20 @@ def save_tiny_bert(folder: Path, d: int = 32) -> Path:
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class FixedSAE(torch.nn.Module):
+    """An SAE replaced by the identity (x_hat = x) or by zero (x_hat = 0): splices whose loss
+    recovered is known exactly (1 and 0)."""
+
+    def __init__(self, identity: bool):
+        super().__init__()
+        self.identity = identity
+        self.w = torch.nn.Parameter(torch.zeros(1))  # the splice reads its device and dtype
+
+    def forward(self, x):
+        x_hat = x.clone() if self.identity else torch.zeros_like(x)
+        return SAEOutput(x_hat=x_hat, f=x, g=x)
 
 
 LLAMA_SPECIALS = ["<unk>", "<s>", "</s>"]

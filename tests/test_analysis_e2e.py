@@ -1,30 +1,22 @@
-"""End to end: a real tiny sweep trained by `sae-sweep` into tmp_path, then analysed."""
-
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
+"""End to end: a real tiny sweep trained by `sae-sweep --multirun` (no sweep file) into
+tmp_path, in this process, then analysed."""
 
 import analysis
 from analysis.plots import frontier_plot, series_labels
+from tests.sweep_fixtures import run_cli_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.mark.slow
-def test_real_tiny_sweep_is_analysed(tmp_path):
-    pytest.importorskip("sae_sweep.main")
+def test_real_tiny_sweep_is_analysed(tmp_path, monkeypatch, capfd):
     sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable, "-m", "sae_sweep", "--multirun",
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli_in_process(
+        monkeypatch, capfd, "--multirun",
         "penalty=l1,decoder_norm", "penalty.coefficient=0.03,1.0",
         "logger=disabled", "device=cpu", "train.steps=5", "train.batch_size=64",
-        "data.n_eval=512", "data.d=16", "data.n_features=32",
+        "data.n_eval=512", "data.d=16", "data.n_features=32", "threads=1",
         f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    )  # fmt: skip
+    assert code == 0, out[-3000:]
 
     runs = analysis.load_runs(sweep)
     assert len(runs) == 4

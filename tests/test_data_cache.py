@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +21,6 @@ try:
 except ImportError:  # run from the repository root as a package
     from tests.data_fixtures import save_tiny_bert, save_tiny_gpt2, write_text
 
-REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 
 
@@ -199,23 +195,25 @@ def test_dataset_errors(tiny, tmp_path):
         open_cache(hf_cfg(model, "no-such-org/no-such-dataset", tmp_path / "c"))
 
 
-def test_two_job_sweep_builds_the_cache_once(tiny, tmp_path):
-    """A real two-job multirun: the first job builds the cache, the second reads it."""
+def test_two_job_sweep_builds_the_cache_once(tiny, tmp_path, monkeypatch, capfd):
+    """A real two-job multirun (in this process): the first job builds the cache, the second
+    reads it."""
+    from tests.sweep_fixtures import run_cli_in_process
+
     model, text, _ = tiny
     sweep_dir = tmp_path / "sweep"
-    cmd = [
-        sys.executable, "-m", "sae_sweep", "--multirun",
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli_in_process(
+        monkeypatch, capfd, "--multirun",
         "data=hf", f"data.model={model}", "data.site=transformer.h.1", f"data.dataset={text}",
         "data.context_length=32", "data.n_tokens=2000", "data.eval_sequences=8",
         "data.cache_dir=shared_cache",  # relative: resolved against the launch directory
         "sae=standard", "penalty=l1", "penalty.coefficient=1e-3,3e-3",
         "train.steps=20", "train.batch_size=64", "train.log_every=10",
-        "train.eval_batch_size=256", "device=cpu", "logger=disabled",
+        "train.eval_batch_size=256", "device=cpu", "logger=disabled", "threads=1",
         f"hydra.sweep.dir={sweep_dir}",
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )  # fmt: skip
+    assert code == 0, out[-3000:]
     caches = [p for p in (tmp_path / "shared_cache").iterdir() if p.is_dir()]
     assert len(caches) == 1
     logs = [next((sweep_dir / str(i)).glob("*.log")).read_text() for i in (0, 1)]

@@ -20,7 +20,7 @@ from sae_sweep.data import DataError, build_source  # noqa: E402
 from sae_sweep.data.cache import open_cache  # noqa: E402
 from sae_sweep.data.hf_model import find_site, load_model, site_activations  # noqa: E402
 from sae_sweep.evaluation.lm import evaluate_lm  # noqa: E402
-from sae_sweep.models.base import SAEOutput  # noqa: E402
+from tests.data_fixtures import FixedSAE  # noqa: E402
 
 SITE = "model.layers.1"
 CPU = torch.device("cpu")
@@ -96,18 +96,6 @@ def test_the_cache_holds_the_site_activations_of_its_tokens(cache, lm):
     assert m["norm_scale"] * m["mean_norm"] == pytest.approx(math.sqrt(32))
 
 
-class Fixed(torch.nn.Module):
-    """An SAE replaced by the identity (x_hat = x) or by zero (x_hat = 0)."""
-
-    def __init__(self, identity: bool):
-        super().__init__()
-        self.identity = identity
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        return SAEOutput(x_hat=x.clone() if self.identity else torch.zeros_like(x), f=x, g=x)
-
-
 def test_identity_splice_recovers_exactly_all_the_loss(tiny_llama, cache):
     """Through the job's own path (the LM evaluation of the source's held-out sequences
     from the cache): the identity changes no logit, so loss recovered is exactly 1 and the delta
@@ -115,8 +103,8 @@ def test_identity_splice_recovers_exactly_all_the_loss(tiny_llama, cache):
     normalisation scalar keeps x * s / s exact."""
     src = build_source(llama_cfg(tiny_llama, cache.folder.parent), run_seed=0, device=CPU)
     try:
-        identity = evaluate_lm(src.held_out_lm, Fixed(identity=True), 4.0)
-        zero = evaluate_lm(src.held_out_lm, Fixed(identity=False), 4.0)
+        identity = evaluate_lm(src.held_out_lm, FixedSAE(identity=True), 4.0)
+        zero = evaluate_lm(src.held_out_lm, FixedSAE(identity=False), 4.0)
     finally:
         src.close()
     assert identity["ce_zero"] - identity["ce_clean"] > 0.05  # zero ablation matters here

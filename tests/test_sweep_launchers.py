@@ -9,7 +9,13 @@ from safetensors.torch import load_file
 
 from sae_sweep.sweep.status import sweep_status
 from sae_sweep.sweep.threads import machine_cores
-from tests.sweep_fixtures import assert_complete_record, jobs, run_sweep, summary
+from tests.sweep_fixtures import (
+    assert_complete_record,
+    jobs,
+    run_sweep,
+    run_sweep_in_process,
+    summary,
+)
 
 GRID = ["variant=gated_original,gated_dn_trainable_live", "lambda_multiplier=1,2"]
 FOLDERS = {f"{v}/lam{m}_seed0" for v in ("gated_original", "gated_dn_trainable_live")
@@ -29,13 +35,14 @@ def _check_sweep(sweep_dir, out, n_done):
     assert (sweep_dir / "jobs.md").read_text().startswith("4 jobs:")
 
 
-def test_basic_launcher_then_a_rerun_skips_every_finished_job(tmp_path):
+def test_basic_launcher_then_a_rerun_skips_every_finished_job(tmp_path, monkeypatch, capfd):
     d = tmp_path / "sweep"
-    r = run_sweep(d, *GRID, cwd=tmp_path)
+    r = run_sweep_in_process(monkeypatch, capfd, d, *GRID, cwd=tmp_path)
     assert r.returncode == 0, r.stdout
     _check_sweep(d, r.stdout, n_done=4)
 
-    r = run_sweep(d, *GRID, cwd=tmp_path)  # the same command into the same folder
+    # the same command into the same folder
+    r = run_sweep_in_process(monkeypatch, capfd, d, *GRID, cwd=tmp_path)
     assert r.returncode == 0, r.stdout
     _check_sweep(d, r.stdout, n_done=0)
     assert {j["action"] for j in jobs(d).values()} == {"skip_done"}
@@ -47,14 +54,16 @@ def test_joblib_launcher_packed_and_not_with_each_job_its_share_of_the_cores(tmp
     SAEs at once, each on half the cores, ending with the same records."""
     cores = machine_cores()
     alone, packed = tmp_path / "alone", tmp_path / "packed"
-    r = run_sweep(alone, *GRID, "hydra.launcher.n_jobs=1", launcher="joblib", cwd=tmp_path)
+    # threads=0: the budget under test, not the one thread of the other tiny sweeps
+    r = run_sweep(alone, *GRID, "threads=0", "hydra.launcher.n_jobs=1", launcher="joblib",
+                  cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout
     _check_sweep(alone, r.stdout, n_done=4)
     assert {j["threads"] for j in jobs(alone).values()} == {cores}
     assert {summary(alone / f)["threads"] for f in FOLDERS} == {cores}
 
-    r = run_sweep(packed, *GRID, "hydra.launcher.n_jobs=2", "pack=2", launcher="joblib",
-                  cwd=tmp_path)  # fmt: skip
+    r = run_sweep(packed, *GRID, "threads=0", "hydra.launcher.n_jobs=2", "pack=2",
+                  launcher="joblib", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout
     _check_sweep(packed, r.stdout, n_done=4)
     records = jobs(packed)
@@ -86,11 +95,12 @@ def test_submitit_local_launcher_without_cuda_claims_no_gpu(tmp_path):
     assert not list(tmp_path.glob("gpu-*.lock"))
 
 
-def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path):
+def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path, monkeypatch,
+                                                                       capfd):  # fmt: skip
     d = tmp_path / "sweep"
     grid = ["variant=gated_dn_trainable_live", "lambda_multiplier=1", "train.grad_clip=null",
             "train.lr=0.003,1e30", "hydra.sweep.subdir=lr${train.lr}"]  # fmt: skip
-    r = run_sweep(d, *grid, cwd=tmp_path)
+    r = run_sweep_in_process(monkeypatch, capfd, d, *grid, cwd=tmp_path)
     # the sweep runs every job, then reports the failure in its exit status and last line
     assert r.returncode == 1, r.stdout
     assert "sweep incomplete (1 failed of 2 jobs" in r.stdout.strip().splitlines()[-1]
@@ -105,9 +115,9 @@ def test_a_failing_job_is_contained_recorded_and_rerun_only_when_asked(tmp_path)
     assert rows["lr0.003"]["state"] == "done" and rows["lr1e+30"]["state"] == "failed"
     assert rows["lr1e+30"]["note"].startswith("TrainingDivergedError: the loss became")
 
-    r = run_sweep(d, *grid, cwd=tmp_path)
+    r = run_sweep_in_process(monkeypatch, capfd, d, *grid, cwd=tmp_path)
     assert "2 jobs: 0 done, 0 failed, 2 skipped" in r.stdout  # failures are not retried...
-    r = run_sweep(d, *grid, "rerun_failed=true", cwd=tmp_path)
+    r = run_sweep_in_process(monkeypatch, capfd, d, *grid, "rerun_failed=true", cwd=tmp_path)
     assert "2 jobs: 0 done, 1 failed, 1 skipped" in r.stdout  # ...unless asked
     assert jobs(d)["lr1e+30"]["action"] == "rerun"
     assert jobs(d)["lr0.003"]["action"] == "skip_done"
@@ -130,15 +140,16 @@ def test_a_single_run_that_fails_exits_non_zero(tmp_path, overrides, message, mo
     assert message in out
 
 
-def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
+def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, monkeypatch, capfd):
     """`+sweep=calibrate` (here 2 variants x 4 lambdas, packed into one job), then
     `python -m sae_sweep.sweep.calibrate <dir>`: a scale and exponent per variant that put
     the measured lambdas of the target L0 range at the ends of the multiplier grid."""
     from sae_sweep.sweep import calibrate
 
     d = tmp_path / "calibrate"
-    r = run_sweep(d, "variant=gated_original,standard_dn", "lambda_multiplier=0.1,0.4,1.6,6.4",
-                  "train.steps=60", "pack=8", sweep="calibrate", cwd=tmp_path)  # fmt: skip
+    r = run_sweep_in_process(monkeypatch, capfd, d, "variant=gated_original,standard_dn",
+                             "lambda_multiplier=0.1,0.4,1.6,6.4", "train.steps=60", "pack=8",
+                             sweep="calibrate", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout
     assert "8 jobs: 8 done" in r.stdout
     points = calibrate.load_points(d)
@@ -156,7 +167,7 @@ def test_lambda_calibration_on_a_real_calibration_sweep(tmp_path, capsys):
                 lam
             )
     calibrate.main([str(d), "--l0", "2", "20"])
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert out.count("lambda_scale:") == 2 and "measured (lambda, L0)" in out
 
 

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -21,16 +22,16 @@ from sae_sweep.sweep.policy import checkpoint_step
 from sae_sweep.sweep.status import sweep_status
 from tests.sweep_fixtures import env, jobs, summary, sweep_cmd
 
-# Long enough to be caught mid-training: checkpoints every 25 steps of 400.
-SLOW = ["variant=gated_dn_trainable_live", "train.steps=400", "train.checkpoint_every=25",
-        "train.log_every=25"]  # fmt: skip
+# Long enough to be caught mid-training: checkpoints every 10 steps of 200.
+SLOW = ["variant=gated_dn_trainable_live", "train.steps=200", "train.checkpoint_every=10",
+        "train.log_every=10"]  # fmt: skip
 
 
 def _wait_for_checkpoint(job_dir: Path, proc: subprocess.Popen, timeout=240) -> int:
     t0 = time.time()
     while time.time() - t0 < timeout:
         step = checkpoint_step(job_dir)
-        if step is not None and step < 400 and not (job_dir / "summary.json").exists():
+        if step is not None and step < 200 and not (job_dir / "summary.json").exists():
             return step
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.02)
@@ -54,6 +55,7 @@ def _assert_same_weights(a: dict, job_dir: Path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes(tmp_path):
     d = tmp_path / "sweep"
     cmd = sweep_cmd(d, *SLOW, "lambda_multiplier=1,2,4")
@@ -90,6 +92,7 @@ def test_killed_sweep_resumes(tmp_path):
     _assert_same_weights(_uninterrupted_weights(second, tmp_path), second)
 
 
+@pytest.mark.slow
 def test_preempted_job_checkpoints_requeues_and_resumes(tmp_path):
     """SIGUSR2 is what SLURM (and submitit's local executor, at its time limit) sends before
     preemption/timeout: submitit asks the launcher to checkpoint (a resubmission of the same

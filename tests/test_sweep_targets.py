@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sae_sweep.sweep import targets as tg
-from tests.sweep_fixtures import jobs, run_sweep
+from tests.sweep_fixtures import jobs, run_sweep_in_process
 
 
 def _refine(l0_of, grid, targets, tol=0.1, max_rounds=3, seeds=(0, 1)):
@@ -162,7 +162,9 @@ def test_bad_target_settings_name_the_fix(targets, tol, msg):
         tg.validate_targets(targets, tol, 3)
 
 
-def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_path):
+@pytest.mark.slow
+def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_path, monkeypatch,
+                                                                          capfd):  # fmt: skip
     """The sweeper end to end on tiny synthetic jobs (d = 16): one command runs the grid
     and the refinement rounds, then the analysis; a re-run trains nothing. TopK is placed
     by its k (sae.k = 6), in folders of its own: its target runs keep the grid's
@@ -170,7 +172,8 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
     d = tmp_path / "sweep"
     args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,4",
             "train.steps=120", "l0_targets=[6]"]  # fmt: skip
-    proc = run_sweep(d, *args, "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args,
+                                "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = {line.split()[0]: line for line in proc.stdout.splitlines() if " hit " in line}
     assert " at k 6" in summary["topk"] and " at lambda " in summary["gated_dn_trainable_live"]
@@ -204,6 +207,6 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
 
     # Re-running the same command resumes: nothing new is trained, no duplicate job.
     before = set(jobs(d))
-    proc = run_sweep(d, *args, cwd=tmp_path)
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
     assert proc.returncode == 0 and set(jobs(d)) == before
     assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])
