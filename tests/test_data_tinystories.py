@@ -1,7 +1,9 @@
 """A real end-to-end job on the trained TinyStories Llama (skipped when it is absent).
 
 The model is data, not part of the project: it lives beside the repository in
-`../shared/data/tinystories-260k/` and is never committed.
+`../shared/data/tinystories-260k/` and is never committed. This is an extra check on a real
+model: the Llama path, its hook names, the cache and the splice are tested on every machine
+on a tiny Llama the tests make (test_data_llama.py).
 """
 
 from __future__ import annotations
