@@ -5,7 +5,7 @@ Registered in conf/config.yaml as `hydra.callbacks.launch_checks`, first of the 
 - `require_clean_tree=true` (a single run or a sweep): the sae-sweep checkout must have no
   uncommitted change (record/versions.py), so every run names the commit that made it;
 - a sweep's `l0_targets` must stay below the dense limit on its data's d
-  (`config.validation.target_limit_problems`, with `hydra.callbacks.sweep.max_l0_fraction`).
+  (`config.validation.target_limit_problems`, with the `max_l0_fraction` the analysis uses).
   With `data.d` null (a Hugging Face model's width is known once the model loads) nothing
   is checked here: the analysis still leaves every dense run out of the verdicts.
 
@@ -49,9 +49,7 @@ def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
     targets = OmegaConf.select(config, "l0_targets", default=None)
     if sweep and targets:
         tolerance = float(OmegaConf.select(config, "l0_tolerance", default=0.1))
-        fraction = OmegaConf.select(
-            config, "hydra.callbacks.sweep.max_l0_fraction", default=MAX_L0_FRACTION
-        )
+        fraction = max_l0_fraction(config)
         d = min(sweep_widths(config), default=None)  # the narrowest data bounds the targets
         problems += target_limit_problems(list(targets), tolerance, d, float(fraction))
     return problems
@@ -72,3 +70,17 @@ def sweep_widths(config: DictConfig) -> list[int]:
         except ValueError:
             continue  # null, or an interpolation: unknown until the jobs run
     return sorted(set(widths))
+
+
+MAX_L0_FRACTION_KEYS = ("hydra.sweeper.max_l0_fraction", "hydra.callbacks.sweep.max_l0_fraction")
+"""Where a config may set the dense limit the analysis applies at the sweep's end: the
+sweeper's options, or (before the sweeper owned the analysis) the sweep callback's."""
+
+
+def max_l0_fraction(config: DictConfig) -> float:
+    """The sweep's dense limit, as a fraction of d (default `MAX_L0_FRACTION`)."""
+    for key in MAX_L0_FRACTION_KEYS:
+        value = OmegaConf.select(config, key, default=None)
+        if value is not None:
+            return float(value)
+    return MAX_L0_FRACTION

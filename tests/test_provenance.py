@@ -244,9 +244,9 @@ def test_every_committed_sweep_keeps_its_targets_below_the_dense_limit(_hydra, s
 
 
 def test_the_limit_follows_max_l0_fraction_and_a_swept_d(_hydra):
-    cfg = _compose(
-        "+sweep=quick", "l0_targets=[8,16]", "hydra.callbacks.sweep.max_l0_fraction=0.25"
-    )
+    cfg = _compose("+sweep=quick", "l0_targets=[8,16]")
+    with open_dict(cfg):  # the limit the analysis applies at the sweep's end
+        cfg.hydra.sweeper.max_l0_fraction = 0.25
     (problem,) = launch_checks.launch_problems(cfg, sweep=True)
     assert "largest allowed target is 14.55" in problem
     # a grid over d: the narrowest d bounds the targets

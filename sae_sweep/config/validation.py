@@ -19,7 +19,7 @@ from .schema import Config, PenaltyKind, SparsePath
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
 MAX_L0_FRACTION = 0.5
-"""Default of the dense-regime limit (`hydra.callbacks.sweep.max_l0_fraction`): a run whose
+"""Default of the dense-regime limit (a sweep's `max_l0_fraction` option): a run whose
 L0 is above this fraction of the input width d is dense, and the analysis leaves it out of
 every verdict; a sweep's target L0s must stay below it (`target_limit_problems`)."""
 
@@ -173,7 +173,7 @@ def target_limit_problems(
     yield (
         f"l0_targets {', '.join(f'{t:g}' for t in over)} cannot stay below the dense limit on "
         f"d = {d}: target x (1 + l0_tolerance={tolerance:g}) must be at most max_l0_fraction="
-        f"{max_l0_fraction:g} (hydra.callbacks.sweep.max_l0_fraction) x d = {limit:g} (runs "
+        f"{max_l0_fraction:g} x d = {limit:g} (runs "
         f"above it are dense and never enter a verdict), so the largest allowed target is "
         f"{largest:.4g}. Fix: targets at most that, "
         f"e.g. 'l0_targets=[{','.join(f'{t:g}' for t in fixed)}]', or a larger data.d"
