@@ -34,6 +34,7 @@ from analysis.model import Analysis, analyse
 from analysis.paired import PairedDiff, winner
 from analysis.variants import Variants, assign_variants
 from sae_sweep.evaluation.catalogue import METRICS, higher_is_better
+from sae_sweep.record import layout
 
 EXPECTATIONS = ("a", "b", "equal", "context")
 HEADLINE = "headline"
@@ -273,7 +274,7 @@ def _literal(v):
 
 
 def read_targets(folder: Path) -> dict | None:
-    p = folder / "targets.json"
+    p = folder / layout.TARGETS
     return json.loads(p.read_text()) if p.exists() else None
 
 

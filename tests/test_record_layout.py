@@ -10,7 +10,8 @@ NAMES = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str
 
 
 def _string_constants(path: Path):
-    """(line, value) of the string literals of a module, docstrings left out."""
+    """(line, value) of the string literals of a module, docstrings and enum members left
+    out."""
     tree = ast.parse(path.read_text())
     docstrings = {
         id(node.body[0].value)
@@ -20,11 +21,22 @@ def _string_constants(path: Path):
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
+    # `saelens = "saelens"` in a class body is an enum member named after its value (a
+    # knob's choice), not a file name that happens to match one
+    enum_members = {
+        id(stmt.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        for stmt in node.body
+        if isinstance(stmt, ast.Assign)
+        and isinstance(stmt.value, ast.Constant)
+        and [getattr(t, "id", None) for t in stmt.targets] == [stmt.value.value]
+    }
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
-            and id(node) not in docstrings
+            and id(node) not in docstrings | enum_members
         ):
             yield node.lineno, node.value
 
