@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config.validation import MAX_L0_FRACTION, target_limit_problems
 from .record.versions import code_tree, unclean_tree_message
-from .sweep import manifest
+from .sweep.planning.grid import grid_axes, param_lines
 
 
 class LaunchChecks(Callback):
@@ -61,7 +61,7 @@ def sweep_widths(config: DictConfig) -> list[int]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
     params = OmegaConf.to_container(params, resolve=True) if params else {}
     task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
-    grid = manifest.expand_grid(params, list(task))
+    grid = grid_axes(param_lines(params, list(task)))
     values = grid.get("data.d") or [OmegaConf.select(config, "data.d", default=None)]
     widths = []
     for v in values:
@@ -72,15 +72,8 @@ def sweep_widths(config: DictConfig) -> list[int]:
     return sorted(set(widths))
 
 
-MAX_L0_FRACTION_KEYS = ("hydra.sweeper.max_l0_fraction", "hydra.callbacks.sweep.max_l0_fraction")
-"""Where a config may set the dense limit the analysis applies at the sweep's end: the
-sweeper's options, or (before the sweeper owned the analysis) the sweep callback's."""
-
-
 def max_l0_fraction(config: DictConfig) -> float:
-    """The sweep's dense limit, as a fraction of d (default `MAX_L0_FRACTION`)."""
-    for key in MAX_L0_FRACTION_KEYS:
-        value = OmegaConf.select(config, key, default=None)
-        if value is not None:
-            return float(value)
-    return MAX_L0_FRACTION
+    """The sweep's dense limit, as a fraction of d: the sweeper's `max_l0_fraction`, the limit
+    the analysis applies at the sweep's end (default `MAX_L0_FRACTION`)."""
+    value = OmegaConf.select(config, "hydra.sweeper.max_l0_fraction", default=None)
+    return MAX_L0_FRACTION if value is None else float(value)

@@ -22,15 +22,9 @@ from .config_store import register_configs
 from .evaluation.catalogue import names
 from .job import run_job
 from .resources import CONF_DIR
-from .sweep import (
-    finish_pending_sweep,
-    register_resolvers,
-    register_sweeps,
-    run_sweep_job,
-    sweep_exit_code,
-)
-from .sweep.task import skip_collection_at_exit
-from .sweep.threads import apply_thread_budget
+from .sweep import register_resolvers, register_sweeps, run_sweep_job, take_exit_code
+from .sweep.running.task import skip_collection_at_exit
+from .sweep.running.threads import apply_thread_budget
 
 log = logging.getLogger("sae_sweep")
 
@@ -64,12 +58,12 @@ def main() -> None:
     skip_collection_at_exit()  # the jobs of a sweep's workers call it too
     try:
         hydra_main()
-    finally:  # Hydra skips on_multirun_end when a job or the launcher raised
-        finish_pending_sweep()
+    finally:  # taken also when Hydra exits on an error: a later run in this process starts clean
+        code = take_exit_code()
     # A sweep contains each job's failure to run the others; its exit status still tells
     # the shell (or the scheduler) that some job has no result.
-    if sweep_exit_code():
-        sys.exit(sweep_exit_code())
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

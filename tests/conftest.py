@@ -97,7 +97,7 @@ def tiny_llama(tmp_path_factory):
 
 
 SHARED_SWEEP = ["variant=gated_original,gated_dn_frozen_detached", "lambda_multiplier=0.25,1,4",
-                "seed=0,1", "hydra.callbacks.sweep.analysis=true"]  # fmt: skip
+                "seed=0,1", "hydra.sweeper.analysis=true"]  # fmt: skip
 """The shared sweep's grid: 2 variants x 3 lambdas x 2 seeds of tiny jobs, then its analysis."""
 
 

@@ -24,7 +24,7 @@ TINY = [
     "threads=1",
     "logger=disabled",
     "device=cpu",
-    "hydra.callbacks.sweep.analysis=false",
+    "hydra.sweeper.analysis=false",
     "seed=0",  # the quick sweep's 3 seeds and target rounds are chosen per test
     "l0_targets=[]",
 ]

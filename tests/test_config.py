@@ -9,7 +9,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from sae_sweep.config import ConfigError
 from sae_sweep.main import CONF_DIR  # also registers the schemas
 from sae_sweep.models import GatedSAEConfig, build_sae, validate
-from sae_sweep.sweep.packing import member_config
+from sae_sweep.sweep.planning.packing import member_config
 
 
 def _compose(*overrides):

@@ -32,7 +32,7 @@ from sae_sweep.evaluation import NonFiniteMetricsError
 from sae_sweep.job import run_job
 from sae_sweep.models import validate
 from sae_sweep.record.run_logger import WandbStartError
-from sae_sweep.sweep.task import run_sweep_job
+from sae_sweep.sweep.running.task import run_sweep_job
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError
 from sae_sweep.training.divergence import TrainingDivergedError
 
@@ -515,7 +515,7 @@ def test_sweep_with_a_failed_job_runs_them_all_and_exits_nonzero(tmp_path):
         [sys.executable, "-m", "sae_sweep", "--multirun", f"hydra.sweep.dir={sweep_dir}",
          *TINY[:8], "logger=disabled", "train.steps=20", "train.grad_clip=null",
          "train.lr=1e-3,1e30", "penalty.coefficient=1e30", "device=cpu",
-         "hydra.callbacks.sweep.analysis=false"],
+         "hydra.sweeper.analysis=false"],
         cwd=tmp_path, env=env(PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, timeout=300,
     )  # fmt: skip

@@ -110,7 +110,7 @@ def test_two_jobs_at_once_run_on_two_gpus(tmp_path):
         s = summary(d / folder)
         assert s["status"] == "done" and s["device"] == rec["gpu"]["device"]
     # the locks are free again: a third claim gets a GPU at once
-    from sae_sweep.sweep.gpus import claim
+    from sae_sweep.sweep.running.gpus import claim
 
     held = claim(sorted(gpus), 0, tmp_path / "locks", wait_s=0)
     held.release()

@@ -1,4 +1,4 @@
-"""GPU claiming (sweep/gpus.py) on a CPU machine: lock files over fake GPU ids, and
+"""GPU claiming (sweep/running/gpus.py) on a CPU machine: lock files over fake GPU ids, and
 torch.cuda stood in for where a job sets its device. tests/test_gpu_jobs.py has the real thing."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-from sae_sweep.sweep import gpus
+from sae_sweep.sweep.running import gpus
 
 
 @pytest.fixture

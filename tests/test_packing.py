@@ -12,8 +12,7 @@ from sae_sweep.config.schema import LaunchConfig, NormGrad
 from sae_sweep.job import run_job, run_jobs
 from sae_sweep.models import StandardSAEConfig
 from sae_sweep.record import layout
-from sae_sweep.sweep import task
-from sae_sweep.sweep.packing import (
+from sae_sweep.sweep.planning.packing import (
     member_config,
     pack_file,
     pack_jobs,
@@ -21,6 +20,7 @@ from sae_sweep.sweep.packing import (
     read_pack,
     write_pack,
 )
+from sae_sweep.sweep.running import task
 from sae_sweep.training.divergence import TrainingDivergedError
 from tests.conftest import small_config
 
@@ -151,27 +151,36 @@ def test_jobs_pack_only_with_jobs_that_share_their_batches():
 
 
 def test_every_job_of_a_packed_sweep_carries_its_grid_number(tmp_path, monkeypatch):
-    """A pack of one gets a pack file too: the target-L0 sweeper finds each result's overrides
+    """A pack of one gets a pack file too: the target-L0 rounds find each result's overrides
     by grid number, and a lone job's launch number differs from it once others are packed."""
     from omegaconf import OmegaConf
 
-    from hydra_plugins.sae_sweep_packing.packing_sweeper import PackingSweeper
+    from sae_sweep.sweep.lifecycle import Sweep
 
-    monkeypatch.setenv(task.ENV_LAUNCH_ID, "L")
-    sweeper = PackingSweeper()
-    sweeper.config = OmegaConf.create({"hydra": {"launcher": {"_target_": "basic"},
-                                                 "sweep": {"dir": str(tmp_path)}}})  # fmt: skip
+    class Launcher:
+        calls = []
+
+        def launch(self, jobs, initial_job_idx):
+            self.calls.append((jobs, initial_job_idx))
+            return []
+
+    config = OmegaConf.create({"hydra": {"launcher": {"_target_": "basic"},
+                                         "sweep": {"dir": str(tmp_path)}}})  # fmt: skip
+    sweep = Sweep(config, Launcher(), config_loader=None)
+    sweep.launch_id = "L"
     seeds = [0, 1, 0, 0, 1]  # seed 1's jobs train on another stream than seed 0's
 
     def compose(overrides, job_num):
         config = {**_resolved(seed=seeds[job_num]), "pack": 2}
         member = {"job": job_num, "subdir": str(job_num), "dir": str(tmp_path / str(job_num)),
                   "config": config}  # fmt: skip
-        return {"task": config, "member": member, "pack": 2}
+        return {"task": config, "member": member}
 
-    monkeypatch.setattr(sweeper, "_compose", compose)
-    launched = sweeper.pack_batch([[f"seed={s}", f"n={i}"] for i, s in enumerate(seeds)])
+    monkeypatch.setattr(sweep, "compose", compose)
+    batch = [[f"seed={s}", f"n={i}"] for i, s in enumerate(seeds)]
+    sweep.launch(batch)
 
-    assert len(launched) == 3  # packs [0, 2], [1, 4], [3]
+    # packs [0, 2], [1, 4], [3], each launched under its first member's overrides
+    assert Launcher.calls == [([batch[0], batch[1], batch[3]], 0)]
     grid_numbers = [[m["job"] for m in read_pack(pack_file(tmp_path, "L", n))] for n in range(3)]
     assert grid_numbers == [[0, 2], [1, 4], [3]]

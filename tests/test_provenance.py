@@ -25,7 +25,7 @@ from sae_sweep.job import run_job
 from sae_sweep.main import CONF_DIR
 from sae_sweep.record import versions as rv
 from sae_sweep.sweep import available_sweeps
-from sae_sweep.sweep.task import resolved_config
+from sae_sweep.sweep.running.task import resolved_config
 from tests.analysis_fixtures import make_sweep
 from tests.conftest import small_config
 from tests.sweep_fixtures import env

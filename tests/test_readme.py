@@ -44,7 +44,7 @@ SETUP = ("python3 -m venv", ". ", "pip ", "wandb sync")
 PARSERS = {
     "sae-analysis": "analysis.cli",
     "sae-export": "sae_sweep.export.cli",
-    "sae-sweep-status": "sae_sweep.sweep.status",
+    "sae-sweep-status": "sae_sweep.sweep.bookkeeping.status",
 }
 SAME_OVERRIDES_AS_A_SWEEP = ("sae_sweep", "sae_sweep.data.build_cache")
 

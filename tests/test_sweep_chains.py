@@ -3,26 +3,23 @@ on override lists and job records alone: no training, no subprocess, no Hydra la
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
-from sae_sweep.sweep import targets as tg
 from sae_sweep.sweep.planning import chains
+from sae_sweep.sweep.planning import targets as tg
+from sae_sweep.sweep.planning.grid import grid_jobs
 
 # L0 = c * lambda^-a per variant: an exact power law, which the fit places in one round.
 LAWS = {"gated_original": (40.0, 1.3), "gated_dn_trainable_live": (12.0, 0.8)}
 
 
 def grid(**axes: list) -> list[list[str]]:
-    """Hydra's basic grid: every combination of the axes' values, in axis order."""
-    keys = list(axes)
-    return [[f"{k}={v}" for k, v in zip(keys, values, strict=True)]
-            for values in itertools.product(*axes.values())]  # fmt: skip
+    """The grid's jobs (the sweep's own expansion), from axes of any values."""
+    return grid_jobs({k: [str(v) for v in values] for k, values in axes.items()})
 
 
 def run_job(overrides: list[str], job: int, lam_key: str) -> dict:
-    """The record a finished job returns (as sweep/task.py writes it), its L0 from LAWS.
+    """The record a finished job returns (as sweep/running/task.py writes it), its L0 from LAWS.
     A TopK job lands exactly on its k: `sae.k` when set, else its preset's k at the
     multiplier (${k_of:32,m,1})."""
     ov = dict(o.split("=", 1) for o in overrides)
@@ -71,15 +68,15 @@ class FakeSweep:
         return run_job(self.grid_overrides[grid_number], job, self.lam_key)
 
 
-def refine(g: list[list[str]], targets, *, pack=1, settled=0, max_rounds=3, direct=frozenset(),
+def refine(g: list[list[str]], targets, *, pack=1, settled=0, max_rounds=3,
            subdir="${variant}/lam${lambda_multiplier}_seed${seed}"):  # fmt: skip
     """The sweep's loop (sweep/lifecycle.py) over FakeSweep: grid, then rounds."""
-    plan = chains.plan_targets(g, subdir)
+    plan = chains.plan_targets(g, subdir, lambda t: "sae.k" if "variant=topk" in t else None)
     sweep = FakeSweep(plan.lam_key, pack, settled)
     runs = chains.match_runs(sweep.launch(g), plan, sweep.grid_overrides)
     rounds, batches = 0, []
     while True:
-        states = chains.place_targets(plan, runs, targets, 0.01, set(direct))
+        states = chains.place_targets(plan, runs, targets, 0.01)
         batch = chains.next_jobs(plan, states)
         if not batch or rounds >= max_rounds:
             break
@@ -92,8 +89,7 @@ def refine(g: list[list[str]], targets, *, pack=1, settled=0, max_rounds=3, dire
 def test_a_plan_names_each_variant_by_the_axes_that_vary():
     g = grid(variant=["gated_original", "gated_dn_trainable_live"],
              **{"sae.encoder_init_transpose": ["true", "false"]},
-             lambda_multiplier=[0.5, 2.0], seed=[0, 1, 2], train__steps=[200])  # fmt: skip
-    g = [[o.replace("train__steps", "train.steps") for o in job] for job in g]
+             lambda_multiplier=[0.5, 2.0], seed=[0, 1, 2], **{"train.steps": [200]})  # fmt: skip
     plan = chains.plan_targets(g)
     assert plan.lam_key == "lambda_multiplier" and plan.seeds == ("0", "1", "2")
     assert plan.variants == [
@@ -188,7 +184,8 @@ def test_a_coefficient_grid_that_also_sweeps_the_multiplier_is_refused_with_the_
 def test_a_topk_chain_is_keyed_by_k_in_folders_of_its_own():
     g = grid(variant=["topk", "gated_original"], lambda_multiplier=[1.0, 2.0], seed=[0, 1])
 
-    plan, states, rounds, batches, runs = refine(g, [8.0], direct={"topk"}, pack=2)
+    plan, states, rounds, batches, runs = refine(g, [8.0], pack=2)
+    assert plan.direct == {"topk": "sae.k"}
     assert rounds == 1
     topk = next(s for s in states if s.variant == "topk")
     assert topk.status == tg.TargetStatus.HIT and topk.knob == tg.K and topk.lam == 8

@@ -8,8 +8,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
-from sae_sweep.sweep import compose
-from sae_sweep.sweep.compose import CachingConfigLoader
+from sae_sweep.sweep.running import compose
+from sae_sweep.sweep.running.compose import CachingConfigLoader
 
 # Jobs that differ in values only, in config-group choices (variant, data), and in both.
 JOBS = [

@@ -2,11 +2,11 @@
 valid config in its own folder; plus the pure pieces (grid, skip/resume policy, GPU
 assignment, end table) on small inputs."""
 
-import itertools
 import json
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # what users know
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
@@ -15,8 +15,11 @@ from sae_sweep.config import ConfigError
 from sae_sweep.config.schema import Config, job_config
 from sae_sweep.main import CONF_DIR  # also registers schemas, resolvers and sweeps
 from sae_sweep.models import architecture, validate
-from sae_sweep.sweep import available_sweeps, manifest, policy, table
-from sae_sweep.sweep.task import resolved_config
+from sae_sweep.sweep import available_sweeps
+from sae_sweep.sweep.bookkeeping import table
+from sae_sweep.sweep.planning.grid import batches, grid_axes, grid_jobs, param_lines
+from sae_sweep.sweep.running import policy
+from sae_sweep.sweep.running.task import resolved_config
 
 VARIANTS = sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
 
@@ -36,15 +39,13 @@ def _grid(sweep: str, *cmdline: str) -> dict[str, list[str]]:
     fixed = [line for line, o in zip(cmdline, parsed, strict=True) if not o.is_sweep_override()]
     cfg = _compose(f"+sweep={sweep}", *fixed, hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
-    return manifest.expand_grid(params, [f"+sweep={sweep}", *cmdline])
+    return grid_axes(param_lines(params, [f"+sweep={sweep}", *cmdline]))
 
 
 def _jobs(sweep: str, *cmdline: str, shorten: tuple[str, ...] = ()) -> list[list[str]]:
     """The override lists the basic sweeper launches for `+sweep=<sweep> <cmdline>`; the
     axes in `shorten` keep their first two values (composing a job takes a while)."""
-    grid = {k: v[:2] if k in shorten else v for k, v in _grid(sweep, *cmdline).items()}
-    keys, combos = list(grid), itertools.product(*grid.values())
-    return [[f"{k}={v}" for k, v in zip(keys, vals, strict=True)] for vals in combos]
+    return grid_jobs({k: v[:2] if k in shorten else v for k, v in _grid(sweep, *cmdline).items()})
 
 
 def _job_config(overrides):
@@ -139,10 +140,17 @@ def test_a_meaningless_override_of_a_variant_is_an_error():
 # ---- the pure pieces -------------------------------------------------------------------
 
 
-def test_expand_grid_follows_the_basic_sweeper():
-    grid = manifest.expand_grid({"a": "1,2", "b": "x"}, ["a=3,4,5", "c=7"])
-    assert grid == {"a": ["3", "4", "5"], "b": ["x"], "c": ["7"]}
-    assert OverridesParser.create().parse_overrides(["a=1,2"])[0].is_sweep_override()
+def test_the_grid_is_the_one_hydras_basic_sweeper_launches():
+    lines = param_lines({"a": "1,2", "b": "x", "d": "range(0,3)"}, ["a=3,4,5", "c=7", "e=p,q"])
+    axes = grid_axes(lines)
+    assert axes == {"a": ["3", "4", "5"], "b": ["x"], "d": ["0", "1", "2"], "c": ["7"],
+                    "e": ["p", "q"]}  # fmt: skip
+    # The command line wins for a key the sweep file sets, and it keeps its place.
+    parsed = OverridesParser.create().parse_overrides(lines)
+    assert grid_jobs(axes) == BasicSweeper.split_arguments(parsed, None)[0]
+    assert batches(grid_jobs(axes), 4) == BasicSweeper.split_arguments(parsed, 4)
+    with pytest.raises(ValueError, match="interval"):
+        grid_axes(["lr=interval(0.1,1)"])
 
 
 def _record(tmp_path, config, status=None, ckpt_step=None, metrics_steps=()):
@@ -249,7 +257,7 @@ def test_every_launcher_preset_composes_with_every_sweep(sweep):
     for launcher, target in LAUNCHERS.items():
         cfg = _compose(f"+sweep={sweep}", f"hydra/launcher={launcher}", "pack=4", hydra=True)
         assert cfg.hydra.launcher._target_.endswith(target), (sweep, launcher)
-        assert cfg.hydra.sweeper._target_.endswith("TargetSweeper")  # packing + target rounds
+        assert cfg.hydra.sweeper._target_.endswith("SaeSweeper")  # packing + target rounds
         assert cfg.hydra.sweeper.params.variant, sweep
         OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every value resolves
     slurm = _compose(f"+sweep={sweep}", "hydra/launcher=slurm", hydra=True).hydra.launcher

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae_sweep.sweep.status import sweep_status
-from sae_sweep.sweep.threads import machine_cores
+from sae_sweep.sweep.bookkeeping.status import sweep_status
+from sae_sweep.sweep.running.threads import machine_cores
 from tests.sweep_fixtures import (
     assert_complete_record,
     jobs,
@@ -187,7 +187,7 @@ def test_a_bad_override_in_any_job_fails_the_sweep_before_a_job_runs(tmp_path, m
 
 
 def test_the_covering_jobs_hold_every_override_of_a_grid():
-    from hydra_plugins.sae_sweep_packing.packing_sweeper import covering_jobs
+    from sae_sweep.sweep.planning.grid import covering_jobs
 
     grid = [[f"variant={v}", f"lambda_multiplier={m}", f"seed={s}"]
             for v in "abcd" for m in (1, 2, 4) for s in (0, 1, 2)]  # fmt: skip

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from sae_sweep.config.schema import Config, SyntheticDataConfig
 from sae_sweep.job import run_job
 from sae_sweep.models import architecture
-from sae_sweep.sweep.policy import checkpoint_step
-from sae_sweep.sweep.status import sweep_status
+from sae_sweep.sweep.bookkeeping.status import sweep_status
+from sae_sweep.sweep.running.policy import checkpoint_step
 from tests.sweep_fixtures import env, jobs, summary, sweep_cmd
 
 # Long enough to be caught mid-training: checkpoints every 10 steps of 200.

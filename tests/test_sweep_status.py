@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sae_sweep.record.progress import PROGRESS_FILE, Progress
-from sae_sweep.sweep.status import main, sweep_status
+from sae_sweep.sweep.bookkeeping.status import main, sweep_status
 
 
 def _json(path: Path, obj: dict) -> None:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from sae_sweep.sweep import targets as tg
+from sae_sweep.sweep.planning import targets as tg
 from tests.sweep_fixtures import jobs, run_sweep_in_process
 
 
@@ -173,7 +173,7 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
     args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,4",
             "train.steps=120", "l0_targets=[6]"]  # fmt: skip
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args,
-                                "hydra.callbacks.sweep.analysis=true", cwd=tmp_path)  # fmt: skip
+                                "hydra.sweeper.analysis=true", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = {line.split()[0]: line for line in proc.stdout.splitlines() if " hit " in line}
     assert " at k 6" in summary["topk"] and " at lambda " in summary["gated_dn_trainable_live"]

@@ -1,6 +1,11 @@
 """The thread budget: each job's share of the cores, from the launcher's parallelism."""
 
-from sae_sweep.sweep.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores, thread_count
+from sae_sweep.sweep.running.threads import (
+    ENV_JOBS_AT_ONCE,
+    jobs_at_once,
+    machine_cores,
+    thread_count,
+)
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"

@@ -157,7 +157,7 @@ def target_limit_problems(
     """The target L0s that cannot stay below the dense limit. A target counts as hit anywhere
     up to target x (1 + tolerance), which must not pass max_l0_fraction x d: runs above it
     are dense and never enter a verdict. Nothing to check while d is unknown (a model's
-    width before it loads); non-positive targets are `sweep.targets.validate_targets`' to
+    width before it loads); non-positive targets are `sweep.planning.targets.validate_targets`' to
     report."""
     if not d or d <= 0 or not 0 <= tolerance < 1:
         return

@@ -27,7 +27,7 @@ from ..data import build_source
 from ..record import layout
 from ..record.atomic import atomic_write_json
 from ..record.weights import load_sae
-from ..sweep.packing import config_schema, member_config
+from ..sweep.planning.packing import config_schema, member_config
 from . import evaluate
 from .catalogue import names
 

@@ -1,10 +1,10 @@
 """The record layout: every file a job or a sweep leaves, named here and nowhere else.
 
 A sweep folder (`hydra.sweep.dir`):
-    sweep.json            the manifest: grid, git commit, every launch (sweep/manifest.py)
-    jobs.md, jobs.json    the end-of-sweep table (sweep/table.py)
+    sweep.json            the manifest: grid, git commit, launches (sweep/bookkeeping/manifest.py)
+    jobs.md, jobs.json    the end-of-sweep table (sweep/bookkeeping/table.py)
     multirun.yaml         Hydra's record of the multirun
-    packs/                what each packed job trains (sweep/packing.py)
+    packs/                what each packed job trains (sweep/planning/packing.py)
     targets.json          a target-L0 sweep's outcome per (variant, target)
     <job folder>/         one per SAE, named by `hydra.sweep.subdir`
 
@@ -19,7 +19,7 @@ A job folder:
     saelens/              the SAE in SAELens's format, when W&B logs it as an artifact
     checkpoint/           resumable training state: state.safetensors, then meta.json
     checkpoint.damaged-<time>/  an unreadable checkpoint, moved aside (the re-run starts afresh)
-    job.json              what the latest launch did with the job (sweep/task.py)
+    job.json              what the latest launch did with the job (sweep/running/task.py)
     wandb_run_id.txt      the job's W&B run id, reused on resume
     .hydra/               Hydra's own copy of the job's config and overrides
 

@@ -2,7 +2,7 @@
 
 Without it an unwritable `hydra.run.dir` / `hydra.sweep.dir` ends in Hydra's "Unable to
 configure handler 'file'", the real cause buried above it. Registered in conf/config.yaml
-under `hydra.callbacks.output_dir`, before the sweep callback (start events run in order).
+under `hydra.callbacks.output_dir`; callbacks start before the sweeper writes anything.
 """
 
 from __future__ import annotations

@@ -1,32 +1,41 @@
 """Sweep-level machinery around the one-job entry point (docs/design.md, "Sweeps").
 
-One concept per file:
-    sweep_files.py  `sweeps/*.yaml` as the `sweep` config group (`sae-sweep +sweep=NAME`)
-    resolvers.py    ${mul:...} and ${step_at:...} used by variant presets and sweep files
-    policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request
-    threads.py      each job's share of the cores (the thread budget)
-    packing.py      pack=K: grid points sharing their data trained as one job
-    gpus.py         one GPU per job on a multi-GPU machine, claimed through a per-GPU lock
-    task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures, job.json
-    manifest.py     sweep.json: grid, git commit, versions, start/end of every launch
-    table.py        the end-of-sweep table of done / failed / skipped jobs
-    callback.py     the Hydra callback tying start and end together (+ the fallback)
+One owner of a sweep's lifecycle, and its parts grouped by what they do:
+    lifecycle.py        `Sweep`: start, grid, target-L0 rounds, end (table, manifest, analysis),
+                        every batch composed, settled on a resume, packed, thread-budgeted
+    planning/           what a sweep launches
+        grid.py         the grid from the sweep file and the command line; batches
+        packing.py      pack=K: grid points sharing their data trained as one job; pack files
+        chains.py       target-L0 rounds: next jobs per (variant, target), which job answers which
+        targets.py      the fit: where to put lambda (or k) to land on a target L0
+    running/            one job, in the process that trains it
+        task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures
+        policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request
+        threads.py      each job's share of the cores (the thread budget)
+        gpus.py         one GPU per job on a multi-GPU machine, claimed through a per-GPU lock
+        compose.py      job configs composed from each distinct set of files once
+    bookkeeping/        the sweep's records, read and written
+        manifest.py     sweep.json: grid, git commit, versions, start/end of every launch
+        table.py        jobs.md / jobs.json: the end-of-sweep table of done / failed / skipped
+        status.py       `sae-sweep-status`: progress, failures and ETA of a running sweep
+    sweep_files.py      `sweeps/*.yaml` as the `sweep` config group (`sae-sweep +sweep=NAME`)
+    resolvers.py        ${lambda_of:...}, ${step_at:...}, ${k_of:...} of presets and sweep files
+    calibrate.py        `python -m sae_sweep.sweep.calibrate`: lambda scales from a calibration
 Job folders are named in `sweeps/_base.yaml` (`hydra.sweep.subdir`: variant/lambda/seed).
-The sweeper classes are in hydra_plugins/ (Hydra loads plugins only from there):
-sae_sweep_packing/ (grid, packing, thread budget) and sae_sweep_targets/ (target-L0 rounds).
+Hydra reaches the sweep through one adapter in hydra_plugins/sae_sweep_sweeper/ (Hydra loads
+plugins only from there); the entry point (sae_sweep/main.py) reads its exit status back.
 """
 
-from .callback import SweepCallback, finish_pending_sweep, sweep_exit_code
+from .lifecycle import Sweep, take_exit_code
 from .resolvers import register_resolvers
+from .running.task import run_sweep_job
 from .sweep_files import available_sweeps, register_sweeps
-from .task import run_sweep_job
 
 __all__ = [
-    "SweepCallback",
+    "Sweep",
     "available_sweeps",
-    "finish_pending_sweep",
     "register_resolvers",
     "register_sweeps",
     "run_sweep_job",
-    "sweep_exit_code",
+    "take_exit_code",
 ]

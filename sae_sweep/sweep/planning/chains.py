@@ -5,9 +5,9 @@ A chain is one (variant, target L0). The sweep's grid gives every variant its fi
 each refinement round then launches, for every chain still open, its proposed lambda (or k)
 with every seed of the grid, and reads the finished jobs back into points:
 
-    plan = plan_targets(grid, subdir)               # variants, the lambda key, the seeds
+    plan = plan_targets(grid, subdir, l0_knob)      # variants, the lambda key, the seeds
     runs = match_runs(returns, plan, grid_overrides)  # finished jobs -> (variant, lam, seed, L0)
-    states = place_targets(plan, runs, targets, tolerance, direct)   # targets.py's fit
+    states = place_targets(plan, runs, targets, tolerance)   # targets.py's fit
     jobs = next_jobs(plan, states)                 # the next round: every seed, every proposal
 
 Plain functions of override lists and job records (no Hydra launcher, no training), so the
@@ -16,31 +16,29 @@ the jobs, packs them like the grid, and hands the launcher's returns back here.
 
 The lambda key is `penalty.coefficient` when the grid sets it (it replaces the coefficient the
 variant preset derives from `lambda_multiplier`), else `lambda_multiplier`. A variant whose L0
-is set by a knob (TopK's `sae.k`) is placed by that knob, and its points are keyed by it.
+is set by a knob (TopK's `sae.k`, its architecture's `l0_knob`) is placed by that knob at
+knob = target, and its points are keyed by the knob's value.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from ...models import l0_knobs
-from .. import targets as tg
+from . import targets as tg
 
 MULTIPLIER_KEY = "lambda_multiplier"
 COEFFICIENT_KEY = "penalty.coefficient"
 SEED_KEY = "seed"
 TARGET_KEY = "l0_target"
-(K_KEY,) = l0_knobs()
-"""The knob a direct variant's rounds set: the registered architectures' L0 knob (TopK's and
-BatchTopK's `sae.k`), the one their records name `k` (targets.K)."""
 SUBDIR_KEY = "hydra.sweep.subdir"
-FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef", K_KEY: "k"}
-"""How a round job's folder names its knob when the sweep's folder pattern does not."""
+FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef"}
+"""How a round job's folder names its knob when the sweep's folder pattern does not (another
+knob by its last part: `sae.k` -> k)."""
 _MULTIPLIER_TAG = "lam${lambda_multiplier}"
 
 
@@ -54,6 +52,8 @@ class TargetPlan:
     seeds: tuple[str, ...]
     subdir: str | None = None
     """The sweep's job-folder pattern (`hydra.sweep.subdir`), interpolations unresolved."""
+    direct: dict[str, str] = field(default_factory=dict)
+    """{variant: the knob that sets its L0 directly}, for the variants placed by one."""
 
     @property
     def variants(self) -> list[str]:
@@ -67,15 +67,21 @@ class TargetPlan:
         """The variant a job (grid or round) belongs to, by its overrides; None if none."""
         set_by_rounds = (self.lam_key, SEED_KEY, TARGET_KEY, SUBDIR_KEY)
         wanted = {o for o in overrides if _key(o) not in set_by_rounds}
-        without_k = {o for o in wanted if _key(o) != K_KEY}  # a direct variant's round job
+        knobs = set(self.direct.values())
+        without_knob = {o for o in wanted if _key(o) not in knobs}  # a direct variant's round job
         for variant, template in self.templates.items():
-            if set(template) in (wanted, without_k):
+            if set(template) in (wanted, without_knob):
                 return variant
         return None
 
 
-def plan_targets(grid: Sequence[Sequence[str]], subdir: str | None = None) -> TargetPlan:
-    """The plan of a sweep's grid (its jobs' overrides, in grid order)."""
+def plan_targets(
+    grid: Sequence[Sequence[str]],
+    subdir: str | None = None,
+    l0_knob: Callable[[tuple[str, ...]], str | None] = lambda template: None,
+) -> TargetPlan:
+    """The plan of a sweep's grid (its jobs' overrides, in grid order). `l0_knob`: the knob
+    that sets a variant's L0 directly, from its template (None: lambda sets it)."""
     parsed = [_parse(job) for job in grid]
     lam_key = lambda_key(parsed)
     seeds = tuple(dict.fromkeys(job[SEED_KEY] for job in parsed if SEED_KEY in job))
@@ -83,7 +89,8 @@ def plan_targets(grid: Sequence[Sequence[str]], subdir: str | None = None) -> Ta
     for job, raw in zip(parsed, grid, strict=True):
         template = tuple(o for o in raw if _key(o) not in (lam_key, SEED_KEY, TARGET_KEY))
         templates.setdefault(_label(job, parsed, lam_key), template)
-    return TargetPlan(templates, lam_key, seeds, subdir)
+    direct = {v: knob for v, t in templates.items() if (knob := l0_knob(t))}
+    return TargetPlan(templates, lam_key, seeds, subdir, direct)
 
 
 def lambda_key(grid: Sequence[Mapping[str, str]]) -> str:
@@ -157,10 +164,8 @@ def place_targets(
     runs: Sequence[Mapping[str, Any]],
     targets: Sequence[float],
     tolerance: float,
-    direct: set[str] = frozenset(),
 ) -> list[tg.TargetState]:
-    """Where every chain stands, variants in grid order, targets in the given order. `direct`:
-    the variants whose L0 is set by `sae.k` (placed at k = target)."""
+    """Where every chain stands, variants in grid order, targets in the given order."""
     points = tg.points_from_runs(runs, plan.n_seeds)
     tried: dict[str, set[float]] = {}  # launched lambdas, failed ones too: never proposed again
     for r in runs:
@@ -168,7 +173,7 @@ def place_targets(
     states = []
     for v in plan.variants:
         for t in targets:
-            if v in direct:
+            if v in plan.direct:
                 states.append(tg.place_direct(v, points.get(v, []), t, tolerance))
             else:
                 states.append(tg.place(v, points.get(v, []), t, tolerance, tried.get(v, set())))
@@ -184,7 +189,7 @@ def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[s
         if s.status != tg.TargetStatus.PENDING or (s.variant, s.lam) in seen:
             continue
         seen.add((s.variant, s.lam))
-        knob = K_KEY if s.knob == tg.K else plan.lam_key
+        knob = plan.direct[s.variant] if s.knob == tg.K else plan.lam_key
         value = int(s.lam) if s.knob == tg.K else s.lam
         folder = round_subdir(plan.subdir, knob, value)
         where = [f"{SUBDIR_KEY}='{folder}'"] if folder else []
@@ -201,7 +206,7 @@ def round_subdir(pattern: str | None, knob: str, value: float) -> str | None:
     alone would put it in a grid job's folder, or every round's in one."""
     if pattern is None or f"${{{knob}}}" in pattern:
         return None
-    tag = f"{FOLDER_TAGS[knob]}{value}"
+    tag = f"{FOLDER_TAGS.get(knob, knob.rsplit('.', 1)[-1])}{value}"
     if _MULTIPLIER_TAG in pattern:
         return pattern.replace(_MULTIPLIER_TAG, tag)
     return f"{pattern}_{tag}"
@@ -209,8 +214,8 @@ def round_subdir(pattern: str | None, knob: str, value: float) -> str | None:
 
 def _label(job: Mapping[str, str], grid: Sequence[Mapping[str, str]], lam_key: str) -> str:
     """The variant's name: the values of the knobs that vary across the grid."""
-    fixed_by_rounds = (lam_key, SEED_KEY, TARGET_KEY)
-    varying = [k for k in job if k not in fixed_by_rounds and len(_values(grid, k)) > 1]
+    set_by_rounds = (lam_key, SEED_KEY, TARGET_KEY)
+    varying = [k for k in job if k not in set_by_rounds and len(_values(grid, k)) > 1]
     if not varying:
         return job.get("variant", "all")
     if varying == ["variant"]:

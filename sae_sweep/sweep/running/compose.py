@@ -8,7 +8,7 @@ seed), not in the files they are made of: `CachingConfigLoader` keeps the merged
 defaults list and gives each job a copy, to which Hydra applies the job's own overrides as
 before. The composed configs are the same as Hydra's own (tests/test_sweep_compose.py).
 
-The sweeper (hydra_plugins/sae_sweep_packing/) hands this loader to the launcher, which ships it
+The sweeper (hydra_plugins/sae_sweep_sweeper/) hands this loader to the launcher, which ships it
 to every job; the cache is per process, so a worker that runs many jobs composes each set of
 files once.
 """

@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..record import layout
-from ..record.atomic import atomic_write_json, atomic_write_text
-from ..record.layout import JOB as JOB_FILE
-from ..record.layout import TABLE_JSON, TABLE_MD
+from ...record import layout
+from ...record.atomic import atomic_write_json, atomic_write_text
+from ...record.layout import JOB as JOB_FILE
+from ...record.layout import TABLE_JSON, TABLE_MD
 
 OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
 COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0_target", "l0",

@@ -1,8 +1,8 @@
 """Packed jobs: grid points that share their data train as one job, on one stream of batches.
 
-With `pack=K`, the sweeper (hydra_plugins/sae_sweep_packing/) groups the grid's jobs whose data
-stream is the same (`pack_key`: data config, seed, device, dtype, batch size) into packs of
-up to K, in grid order, and launches one job per pack. A pack travels as a file,
+With `pack=K`, the sweep (sweep/lifecycle.py) groups the grid's jobs whose data stream is the
+same (`pack_key`: data config, seed, device, dtype, batch size) into packs of up to K, in
+grid order, and launches one job per pack. A pack travels as a file,
 `<sweep dir>/packs/<launch id>/<job number>.json`, holding each member's grid number, folder
 and resolved config; the launched job (its Hydra config is the pack's first member's) finds
 it by its own job number, so packing works with every launcher. Each member keeps its own
@@ -18,15 +18,15 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config.schema import (
+from ...config.schema import (
     ActivationsDataConfig,
     HFDataConfig,
     LaunchConfig,
     SyntheticDataConfig,
 )
-from ..models import architecture
-from ..record import layout
-from ..record.atomic import atomic_write_json
+from ...models import architecture
+from ...record import layout
+from ...record.atomic import atomic_write_json
 
 # What must be equal for two SAEs to train on the same batches.
 SHARED_KEYS = ("data", "seed", "device", "dtype", "train.batch_size")

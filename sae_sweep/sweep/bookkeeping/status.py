@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..record import layout
-from ..record.progress import duration, read_progress
+from ...record import layout
+from ...record.progress import duration, read_progress
 from .manifest import read_manifest
 
 STATES = ("done", "running", "stale", "failed", "interrupted", "conflict", "not started")

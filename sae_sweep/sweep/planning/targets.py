@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..models import architecture
+from ...models import architecture
 
 EXTRAPOLATE = 4.0
 """A proposal goes at most this factor beyond the measured lambdas."""

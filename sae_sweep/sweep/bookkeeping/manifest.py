@@ -13,31 +13,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-
-from ..record.atomic import atomic_write_json
-from ..record.layout import MANIFEST as MANIFEST_FILE
-from ..record.versions import versions
-
-
-def expand_grid(params: dict[str, str], task_overrides: list[str]) -> dict[str, list[str]]:
-    """{key: values} of a Hydra basic-sweeper grid, as the sweeper expands it: the sweep
-    file's `hydra.sweeper.params`, then the command line (which wins for the same key)."""
-    parser = OverridesParser.create()
-    lines = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
-    grid: dict[str, list[str]] = OrderedDict()
-    for o in parser.parse_overrides(lines):
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            grid[key] = [str(v) for v in o.sweep_string_iterator()]
-        else:
-            grid[key] = [o.get_value_element_as_str()]
-    return grid
+from ...record.atomic import atomic_write_json
+from ...record.layout import MANIFEST as MANIFEST_FILE
+from ...record.versions import versions
 
 
 def start_launch(

@@ -27,10 +27,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import LAUNCH_KEYS
-from ..record import layout
-from ..record.atomic import atomic_write_text
-from ..record.layout import checkpoint_step
+from ...config.schema import LAUNCH_KEYS
+from ...record import layout
+from ...record.atomic import atomic_write_text
+from ...record.layout import checkpoint_step
 
 # Top-level keys that do not change what is trained: a re-run may differ in them. (Launch
 # options are no longer recorded, but records of earlier versions hold `rerun_failed`.)

@@ -6,7 +6,7 @@ traceback in its summary and returns normally, so the launcher goes on with the 
 and Hydra's end-of-multirun callback still runs. Only an interruption (Ctrl-C, SIGTERM,
 a SLURM preemption) propagates: the job is then resumed by the next launch.
 
-A packed job (sweep/packing.py) applies the policy to each member on its own: finished
+A packed job (sweep/planning/packing.py) applies the policy to each member on its own: finished
 members are skipped, interrupted ones resumed, and those left train together.
 
 Each job also leaves `job.json` in its folder: what this launch did with it (action,
@@ -29,9 +29,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config.schema import Config, job_config
-from ..record import layout
-from ..record.atomic import atomic_write_json, atomic_write_text
+from ...config.schema import Config, job_config
+from ...record import layout
+from ...record.atomic import atomic_write_json, atomic_write_text
 from .gpus import claim_gpu
 from .policy import Action, Decision, decide, prepare
 from .threads import apply_thread_budget
@@ -49,7 +49,7 @@ def run_sweep_job(
     cfg: the composed config (launch options included); out_dir: the job's folder, `subdir`
     inside `sweep_dir`.
     """
-    from .packing import member_config, pack_file, read_pack
+    from ..planning.packing import member_config, pack_file, read_pack
 
     skip_collection_at_exit()
     threads = apply_thread_budget(getattr(cfg, "threads", 0))
@@ -133,7 +133,7 @@ def _settle(record: dict[str, Any], decision: Decision) -> None:
 def _train(records: list[dict[str, Any]], job_num: int) -> None:
     """Train the jobs (one, or a pack's members) on one GPU, held while they train; contain
     every failure."""
-    from ..job import run_jobs  # imported late: keeps `import sae_sweep.sweep` light
+    from ...job import run_jobs  # imported late: keeps `import sae_sweep.sweep` light
 
     with claim_gpu(job_num, records[0]["_cfg"].device) as gpu:
         jobs = []

@@ -1,1 +1,0 @@
-"""Hydra plugin: the target-L0 sweeper (Hydra loads sweepers only from `hydra_plugins`)."""

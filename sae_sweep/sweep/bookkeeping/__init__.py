@@ -1,0 +1,1 @@
+"""A sweep's records: sweep.json, jobs.md / jobs.json, and the status read from them."""

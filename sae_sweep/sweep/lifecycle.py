@@ -1,0 +1,288 @@
+"""A sweep's lifecycle, owned by one object: start, grid, target-L0 rounds, end.
+
+    sweep = Sweep(config, launcher, config_loader, params, max_batch_size, **end_options)
+    sweep.run(arguments)
+
+`run` starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches
+the grid in batches, then, when the sweep sets `l0_targets`, refinement rounds until no
+target is open (targets.json), and ends it whatever happened in between: a job or the
+launcher raising, Ctrl-C. The end writes jobs.md / jobs.json and the launch's end in
+sweep.json, runs the analysis, and says whether every job has a result (`take_exit_code`).
+
+Every batch, grid or round, goes through `launch`: its jobs are composed before any is
+launched (a bad override fails the sweep at once), jobs finished in an earlier launch into
+the same folder are settled without launching (a resume), the rest are packed (`pack=K`),
+and each job is told how many run at once (its thread budget).
+
+Hydra reaches it through the sweeper plugin (hydra_plugins/sae_sweep_sweeper/), which only
+builds it from its config and the launcher Hydra configured. Hydra returns nothing from a
+multirun to the entry point, so the outcome of the sweep a process ran is kept here for
+`sae_sweep.main` to turn into its exit status (`take_exit_code`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..config.schema import job_config
+from ..record import layout
+from ..record.atomic import atomic_write_json
+from .bookkeeping import manifest, table
+from .planning import chains, grid, targets
+from .planning.packing import member_config, pack_file, pack_jobs, write_pack
+from .running.gpus import publish_machine_gpus
+from .running.task import ENV_LAUNCH_ID, settle_without_training
+from .running.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
+
+log = logging.getLogger("sae_sweep")
+
+_outcome: list[str] | None = None
+"""What went wrong in the last sweep this process ran ([] = nothing; None = no sweep)."""
+
+
+def take_exit_code() -> int:
+    """1 when the last sweep this process ran left a job without a result, else 0; the
+    outcome is then forgotten (a process that runs another command starts clean)."""
+    global _outcome
+    problems, _outcome = _outcome, None
+    return 1 if problems else 0
+
+
+class Sweep:
+    """One launch of a sweep into its folder (see the module docstring)."""
+
+    def __init__(
+        self, config: DictConfig, launcher, config_loader, *, params: dict | None = None,
+        max_batch_size: int | None = None, analysis: bool = True,
+        analysis_options: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.launcher = launcher
+        self.loader = config_loader
+        self.params = params or {}
+        self.max_batch_size = max_batch_size
+        self.analysis = analysis
+        self.analysis_options = analysis_options or {}
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+        self.n_jobs = 0  # the grid's jobs (the manifest's count)
+        self.grid_overrides: dict[int, list[str]] = {}  # grid job number -> its overrides
+        self.launched = 0  # jobs launched so far (Hydra's job numbers)
+        self.resuming = False  # an earlier launch went into this folder
+        self.problems: list[str] | None = None  # set by `end`
+
+    # -- the lifecycle --------------------------------------------------------------------
+
+    def run(self, arguments: list[str]) -> list[list[JobReturn]]:
+        """Start, the grid, the target rounds, the end; the launcher's returns per batch.
+        A sweep that cannot run (bad targets, a grid its rounds cannot refine) fails before
+        it starts."""
+        global _outcome
+        axes = grid.grid_axes(grid.param_lines(self.params, arguments), self.loader)
+        jobs = grid.grid_jobs(axes)
+        plan = self.plan_rounds(jobs) if self.config.get("l0_targets") else None
+        self.start(axes)
+        try:
+            returns = [self.launch(batch) for batch in grid.batches(jobs, self.max_batch_size)]
+            if plan is not None:
+                returns += self.refine(plan, returns)
+            return returns
+        finally:
+            _outcome = self.end()
+
+    def start(self, axes: dict[str, list[str]]) -> None:
+        """Record the launch in sweep.json; publish the launch id and the machine's GPUs to
+        every job (each launcher's job processes inherit this process's environment)."""
+        hc = self.config.hydra
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
+        os.environ[ENV_LAUNCH_ID] = self.launch_id
+        m = manifest.start_launch(self.sweep_dir, self.config.get("sweep"), axes,
+                                  list(hc.overrides.task), self.launch_id)  # fmt: skip
+        self.n_jobs = m["n_jobs"]
+        self.resuming = len(m["launches"]) > 1
+        publish_machine_gpus(on_slurm="Slurm" in str(hc.launcher.get("_target_", "")))
+        log.info("sweep %s: %d jobs -> %s", m["name"], m["n_jobs"], self.sweep_dir)
+
+    def plan_rounds(self, jobs: list[list[str]]) -> chains.TargetPlan:
+        """The plan of the target-L0 rounds (planning/chains.py), checked before the grid runs."""
+        cfg = self.config
+        targets.validate_targets(cfg.l0_targets, float(cfg.l0_tolerance), int(cfg.l0_max_rounds))
+        return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob)
+
+    def refine(
+        self, plan: chains.TargetPlan, returns: list[list[JobReturn]]
+    ) -> list[list[JobReturn]]:
+        """Target-L0 rounds after the grid: each round launches every seed at the lambda (or k)
+        proposed for each open (variant, target), until none is open or `l0_max_rounds` ran;
+        then targets.json and a summary line per target."""
+        cfg = self.config
+        tolerance, max_rounds = float(cfg.l0_tolerance), int(cfg.l0_max_rounds)
+        l0_targets = targets.validate_targets(cfg.l0_targets, tolerance, max_rounds)
+        runs = chains.match_runs(_pairs(returns), plan, self.grid_overrides)
+        rounds, more = 0, []
+        while True:
+            states = chains.place_targets(plan, runs, l0_targets, tolerance)
+            batch = chains.next_jobs(plan, states)
+            if not batch or rounds >= max_rounds:
+                break
+            rounds += 1
+            log.info("target-L0 round %d: %d jobs", rounds, len(batch))
+            results = self.launch(batch)
+            more.append(results)
+            runs += chains.match_runs(_pairs([results]), plan, self.grid_overrides)
+        states = targets.give_up_pending(states, targets.points_from_runs(runs, plan.n_seeds),
+                                         rounds)  # fmt: skip
+        atomic_write_json(self.sweep_dir / layout.TARGETS, {
+            "l0_targets": l0_targets, "l0_tolerance": tolerance, "max_rounds": max_rounds,
+            "rounds": rounds, "targets": [s.as_dict() for s in states],
+        })  # fmt: skip
+        print(f"\ntarget L0s after {rounds} refinement rounds ({layout.TARGETS}):", flush=True)
+        print("\n".join(targets.summary_lines(states)), flush=True)
+        return more
+
+    def end(self) -> list[str]:
+        """Table, manifest, analysis; returns the launch's problems (see `table.problems`).
+        The last line printed says whether every job has a result: a script or a scheduler
+        reading the exit status (non-zero on any problem) finds the reason beside it."""
+        rows = table.collect(self.sweep_dir, self.launch_id)
+        text = table.write_table(self.sweep_dir, rows, expected=self.n_jobs)
+        manifest.end_launch(self.sweep_dir, self.launch_id, table.counts(rows))
+        print(f"\nsweep {self.sweep_dir}\n{text}", flush=True)
+        self.problems = table.problems(rows, expected=self.n_jobs)
+        if self.analysis:
+            run_analysis_safely(self.sweep_dir, **self.analysis_options)
+        if self.problems:
+            print(
+                f"sweep incomplete ({', '.join(self.problems)} of {max(self.n_jobs, len(rows))} "
+                f"jobs; exit status 1): see jobs.md and each job's summary.json. Re-run the "
+                f"same command with hydra.sweep.dir={self.sweep_dir} to resume (add "
+                f"rerun_failed=true to retry failures)",
+                flush=True,
+            )
+        else:
+            print(f"sweep complete: all {len(rows)} jobs have a result", flush=True)
+        return self.problems
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def launch(self, batch: list[list[str]]) -> list[JobReturn]:
+        """Launch a batch of grid jobs (grid or round) and return every job's outcome: the
+        launched jobs' (a pack's members' as a list), then those settled without launching.
+
+        Every job is composed here, before any is launched, so a bad override fails the sweep
+        at once; unpacked, only the jobs that cover every override value (`covering_jobs`),
+        since each launched job composes its own config again. On a resume every job is
+        composed, and those that need no training are settled here, not launched. Grid job
+        numbers continue across batches, so rounds pack the same way as the grid."""
+        base = self.n_grid  # the batch's first grid number
+        configs = {0: self.compose(batch[0], base)} if batch else {}
+        k = max(int(configs[0]["task"].get("pack") or 1), 1) if batch else 1
+        settled: dict[int, dict[str, Any]] = {}  # batch index -> outcome of a job not launched
+        if k > 1 or self.resuming:  # packing and settling need every resolved config
+            configs.update((i, self.compose(batch[i], base + i)) for i in range(1, len(batch)))
+            if self.resuming:
+                settled = self._settle(configs)
+            todo = [i for i in range(len(batch)) if i not in settled]
+            packs = [[todo[j] for j in pack]
+                     for pack in pack_jobs([configs[i]["task"] for i in todo], k)]  # fmt: skip
+        else:
+            for i in grid.covering_jobs(batch)[1:]:
+                self.compose(batch[i], base + i)
+            packs = [[i] for i in range(len(batch))]
+        self.grid_overrides.update((base + i, list(o)) for i, o in enumerate(batch))
+        # Through a pack file (a pack of one too) a launched job's record carries its grid
+        # number, which differs from its launch number once jobs are packed or settled.
+        through_files = k > 1 or bool(settled)
+        to_launch = []
+        for n, members in enumerate(packs, start=self.launched):
+            to_launch.append(batch[members[0]])
+            if through_files:
+                write_pack(pack_file(self.sweep_dir, self.launch_id, n),
+                           [configs[i]["member"] for i in members])  # fmt: skip
+        launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+        at_once = jobs_at_once(launcher_cfg, len(to_launch), machine_cores())
+        os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every launcher's jobs
+        first_launched, self.launched = self.launched, self.launched + len(to_launch)
+        results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)
+                       if to_launch else [])  # fmt: skip
+        for r in results:
+            _ = r.return_value  # re-raises what stopped a job (an interruption): the sweep stops
+        return results + [
+            JobReturn(overrides=batch[i], status=JobStatus.COMPLETED, _return_value=outcome)
+            for i, outcome in settled.items()
+        ]
+
+    def _l0_knob(self, template: tuple[str, ...]) -> str | None:
+        """The knob that sets a variant's L0 directly (TopK's `sae.k`), from its config."""
+        return targets.direct_l0_knob(self.compose(list(template))["task"].get("sae") or {})
+
+    @property
+    def n_grid(self) -> int:
+        """Grid jobs handed out so far: the next one's grid number."""
+        return len(self.grid_overrides)
+
+    def compose(self, overrides: list[str], job_num: int = 0) -> dict[str, Any]:
+        """A job's config: {"task": resolved, launch options included; "member": what a pack
+        file holds for it}."""
+        cfg = self.loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = job_num
+        subdir = str(cfg.hydra.sweep.subdir)
+        task = OmegaConf.to_container(cfg, resolve=False)
+        task.pop("hydra")
+        task = OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+        member = {"job": job_num, "subdir": subdir,
+                  "dir": str((self.sweep_dir / subdir).absolute()), "config": task}  # fmt: skip
+        return {"task": task, "member": member}
+
+    def _settle(self, configs: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Batch index -> outcome, for the jobs that need no training (`settle_without_training`);
+        their folders say so, so they are not launched."""
+        settled = {}
+        for i, config in configs.items():
+            member, task = config["member"], config["task"]
+            outcome = settle_without_training(
+                job_config(member_config(task)), Path(member["dir"]), member["job"],
+                member["subdir"], bool(task.get("rerun_failed")),
+            )  # fmt: skip
+            if outcome is not None:
+                settled[i] = outcome
+        return settled
+
+
+def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
+    """The analysis report of the sweep; a failure here is logged, never raised."""
+    try:
+        from analysis import run_analysis
+
+        paths = run_analysis([sweep_dir], **options)
+        log.info("analysis report: %s (also %s)", paths.report_md, paths.report_html.name)
+        for plot in paths.plots:
+            if plot.suffix == ".png":
+                log.info("plot: %s", plot)
+    except Exception as exc:  # noqa: BLE001 -- the sweep's records are complete without it
+        log.error(
+            "the analysis failed (%s: %s); the records are complete, run it again with "
+            "`sae-analysis %s`",
+            type(exc).__name__,
+            exc,
+            sweep_dir,
+        )
+
+
+def _pairs(returns: list[list[JobReturn]]) -> list[tuple[list[str], Any]]:
+    """(launched overrides, return value) of every job of the batches."""
+    return [(list(r.overrides or []), r.return_value) for batch in returns for r in batch]
+
+
+def _raw_subdir(cfg: DictConfig) -> str | None:
+    """The sweep's job-folder pattern, interpolations unresolved."""
+    return OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir")
