@@ -97,7 +97,7 @@ step loader 90 \
     "--d 16 --rows 8192 --shard-rows 4096 --shuffle-buffer 2048 --batch 256 --epochs 1 --d-sae 64 --step-repeats 2"
 step sweep 200 \
     "sae-sweep +sweep=quick device=cuda pack=4 hydra.launcher.n_jobs=1 hydra.sweep.dir=$out/sweep" \
-    "variant=gated_original lambda_multiplier=1.0 seed=0 train.steps=20 'l0_targets=[]' hydra.callbacks.sweep.analysis=false"
+    "variant=gated_original lambda_multiplier=1.0 seed=0 train.steps=20 'l0_targets=[]' hydra.sweeper.analysis=false"
 step sweep_status 20 "sae-sweep-status $out/sweep" ""
 
 cat "$details" >> "$summary"
