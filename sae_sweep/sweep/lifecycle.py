@@ -102,7 +102,7 @@ class Sweep:
         every job (each launcher's job processes inherit this process's environment)."""
         hc = self.config.hydra
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
+        OmegaConf.save(self.config, self.sweep_dir / layout.HYDRA_MULTIRUN)  # as Hydra's sweepers
         os.environ[ENV_LAUNCH_ID] = self.launch_id
         m = manifest.start_launch(self.sweep_dir, self.config.get("sweep"), axes,
                                   list(hc.overrides.task), self.launch_id)  # fmt: skip
