@@ -104,14 +104,20 @@ def _saelens_twin(ours, sizes, threshold=0.0):
     return theirs
 
 
-def test_loss_and_latents_equal_saelens_matryoshka_training_sae():
+@pytest.mark.parametrize("dead", [False, True], ids=["alive", "dead-latents"])
+def test_loss_and_latents_equal_saelens_matryoshka_training_sae(dead):
     """SAELens sums the prefixes' squared errors (per input over d, mean over the batch), as
-    the paper's equation does; with no dead latents (no AuxK) its loss is ours."""
+    the paper's equation does: its loss is ours, AuxK included under SAELens's weighting."""
     sizes = (4, 8, 16, 32)
-    ours = matryoshka(d=8, M=32, k=3, sizes=sizes, dtype=torch.float32)
+    ours = matryoshka(d=8, M=32, k=3, sizes=sizes, dtype=torch.float32,
+                      aux_weighting="saelens", aux_coefficient=1.0, dead_tokens=10)  # fmt: skip
+    dead_mask = torch.zeros(32, dtype=torch.bool)
+    if dead:
+        dead_mask[1::3] = True
+        ours.tokens_since_fired.masked_fill_(dead_mask, 100)
     theirs = _saelens_twin(ours, sizes)
     x = torch.randn(64, 8)
-    step = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
+    step = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead_mask,
                           n_training_steps=0, is_logging_step=False)  # fmt: skip
     out = theirs.training_forward_pass(step)
     assert {k for k in out.losses if k.startswith("inner_mse_loss")} == {
@@ -119,7 +125,12 @@ def test_loss_and_latents_equal_saelens_matryoshka_training_sae():
     }
     mine = ours(x)
     torch.testing.assert_close(mine.f, out.feature_acts)
-    torch.testing.assert_close(loss(ours, x).total, out.loss, rtol=1e-6, atol=1e-5)
+    terms = loss(ours, x)
+    assert (terms.aux.item() > 0) == dead
+    # float32, the same sums in another order
+    torch.testing.assert_close(terms.aux, out.losses["auxiliary_reconstruction_loss"], rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(terms.total, out.loss, rtol=1e-5, atol=1e-4)
 
 
 def test_export_is_what_saelens_writes_for_its_own_matryoshka_sae(tmp_path):
