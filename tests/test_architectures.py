@@ -180,7 +180,7 @@ def _loss_and_grads(sae, fn):
 
 @pytest.mark.parametrize("weighting", list(AuxKWeighting), ids=lambda w: w.value)
 @pytest.mark.parametrize("dead", [False, True], ids=["alive", "dead-latents"])
-@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "matryoshka_batchtopk"])
 def test_topk_kernel_matches_the_reference(kind, dead, weighting):
     sae = random_sae(kind, d=16, M=64, dtype=torch.float32, k=4, k_aux=8, dead_tokens=50,
                      aux_weighting=weighting)  # fmt: skip
@@ -287,7 +287,7 @@ def test_saved_and_reloaded_sae_gives_identical_outputs(kind, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "matryoshka_batchtopk"])
 def test_topk_training_on_the_kernel_gives_the_reference_weights(kind):
     from sae_sweep.data.synthetic import SyntheticData
     from sae_sweep.training.loop import TrainingRun, train

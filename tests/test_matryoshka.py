@@ -163,7 +163,7 @@ def test_trains_on_synthetic_data_at_l0_k(tmp_path):
     cfg.sae = architecture(KIND).config(expansion_factor=4, k=4)
     cfg.penalty = PenaltyConfig(kind=PenaltyKind.none, coefficient=0.0)
     summary = run_job(cfg, tmp_path)
-    assert summary["status"] == "done" and summary["loss_paths"] == ["reference"]
+    assert summary["status"] == "done" and summary["loss_paths"] == ["sparse"]
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in lines if "train/l0" in r]
     assert [r["train/l0"] for r in train] == [4.0] * 4  # k x B of each batch: mean L0 = k

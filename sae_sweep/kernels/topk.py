@@ -1,4 +1,4 @@
-"""TopK / BatchTopK fast path: only the encoder's forward product is dense.
+"""TopK / BatchTopK (and Matryoshka) fast path: only the encoder's forward product is dense.
 
 With the selected entries (k per row, or k x B per batch) and the AuxK entries (k_aux per
 row, among dead latents) fixed, everything else costs nnz * d:
@@ -80,13 +80,24 @@ def topk_sparse_loss(sae, x: torch.Tensor, penalty, coefficient, ws: Workspace):
         W_dec_t = sae.W_dec.t().contiguous()
         x_hat = _row_bags(W_dec_t, active, f) + sae.b_dec
         recon = L_recon(x, x_hat)
+        inner = _inner_prefixes(sae, x, active, f, W_dec_t)
         counts = torch.zeros(M, dtype=x.dtype, device=x.device)
         counts.index_add_(0, active.cols, (f > 0).to(x.dtype))
         sae.observe_training_batch_(f.detach())
         aux = _auxk(sae, x, xc, x_hat, P, W_dec_t, ws)
     sparse = torch.zeros((), dtype=x.dtype, device=x.device)  # TopK takes penalty=none
-    total = recon + aux
+    total = recon + inner + aux
     return LossTerms(total, recon.detach(), sparse, aux.detach()), counts
+
+
+def _inner_prefixes(sae, x, active, f, W_dec_t) -> torch.Tensor:
+    """Matryoshka BatchTopK (models/matryoshka.py): the squared errors of the inner prefixes,
+    each a row bag of the active entries below its width. TopK and BatchTopK have none."""
+    total = torch.zeros((), dtype=x.dtype, device=x.device)
+    for width in getattr(sae, "prefix_sizes", ())[:-1]:
+        x_hat = _row_bags(W_dec_t, active, f * (active.cols < width)) + sae.b_dec
+        total = total + L_recon(x, x_hat)
+    return total
 
 
 def _auxk(sae, x, xc, x_hat, P, W_dec_t, ws: Workspace) -> torch.Tensor:

@@ -142,6 +142,7 @@ MATRYOSHKA_BATCHTOPK = Architecture(
     config=MatryoshkaBatchTopKSAEConfig,
     model=MatryoshkaBatchTopKSAE,
     penalties=BATCHTOPK.penalties,
+    kernels=BATCHTOPK.kernels,  # kernels/topk.py adds the inner prefixes' terms
     l0_knob="sae.k",
     irrelevant_knobs=BATCHTOPK.irrelevant_knobs,
     problems=_matryoshka_problems,
