@@ -1,5 +1,5 @@
 """One job: config -> data -> training loop -> evaluation -> record, for one SAE or a pack of
-several that share their data (sweep/packing.py); each SAE leaves its complete record
+several that share their data (sweep/planning/packing.py); each SAE leaves its complete record
 (docs/design.md, "The record").
 
 `run_job` trains one SAE; `run_jobs` a pack, in lockstep on one stream of batches

@@ -1,11 +1,12 @@
 """The training loop: one stream of batches, and every SAE of a job steps on each batch.
 
-A job trains one SAE or a pack of several that share their data (sweep/packing.py); one SAE is
-a pack of one. Each step's batch is drawn or read once and every SAE steps on it, each a
-`TrainingRun` with its own optimizer, schedules, logger, checkpoint and progress, so each ends
-exactly as when it trains alone. An SAE that fails leaves the loop (`on_failure`) and the
-others train on. Metrics accumulate on the device and are read once every `train.log_every`
-steps (window.py): the loop never synchronises with the device on an ordinary step.
+A job trains one SAE or a pack of several that share their data
+(sweep/planning/packing.py); one SAE is a pack of one. Each step's batch is drawn or read
+once and every SAE steps on it, each a `TrainingRun` with its own optimizer, schedules,
+logger, checkpoint and progress, so each ends exactly as when it trains alone. An SAE that
+fails leaves the loop (`on_failure`) and the others train on. Metrics accumulate on the
+device and are read once every `train.log_every` steps (window.py): the loop never
+synchronises with the device on an ordinary step.
 """
 
 from __future__ import annotations
