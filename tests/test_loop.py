@@ -3,6 +3,9 @@ resampling at its steps, one batch per step for a whole pack, and a failing SAE 
 pack while the others end as when each trains alone. Through whole jobs (records, resume,
 checkpoints): test_job.py, test_packing.py, test_faults.py."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from conftest import small_config
@@ -100,6 +103,22 @@ def test_a_pack_draws_each_batch_once_and_a_failing_sae_leaves_it_alone():
             assert runs[i].logger.logged(key) == pytest.approx(alone.logger.logged(key)), key
         assert results[i].steps == alone_result.steps == 12
         assert results[i].loss_paths == alone_result.loss_paths
+
+
+def test_a_failed_sae_gives_its_memory_back_to_the_pack():
+    """Out of memory in one SAE of a pack must not keep its weights and Adam moments alive
+    (in the run, or in the frames of the traceback its record was written from)."""
+    configs = [_config(), _config(train__lr=1e30, train__grad_clip=None)]  # the second diverges
+    source = _CountingSource(configs[0])
+    runs = [_run(cfg, source) for cfg in configs]
+    failed_sae = weakref.ref(runs[1].sae)
+    failures = []
+    results = train(runs, source, lambda i, exc: failures.append((i, exc)))
+    gc.collect()
+    assert [i for i, _ in failures] == [1] and results[1] is None
+    assert failed_sae() is None
+    assert failures[0][1].__traceback__ is not None  # the record still had its traceback
+    assert results[0].steps == 12
 
 
 def test_without_on_failure_a_failure_is_raised():

@@ -12,6 +12,7 @@ synchronises with the device on an ordinary step.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,11 @@ def train(
             if on_failure is None:
                 raise
             del live[i]
-            on_failure(i, exc)
+            on_failure(i, exc)  # writes the record, traceback included
+            # e.g. out of memory: the failed SAE's weights and Adam moments go back to the
+            # others, so neither the run nor the frames of its traceback may keep them alive
+            traceback.clear_frames(exc.__traceback__)
+            runs[i].release()
 
     first = min((run.start for run in runs), default=0)
     for step in range(first, max((run.steps for run in runs), default=0)):
@@ -122,6 +127,11 @@ class TrainingRun:
         self.t_start = self.t_window = time.perf_counter()
         if progress is not None:
             progress.start(self.start)
+
+    def release(self) -> None:
+        """Drop every tensor this run holds (the SAE, its optimizer and their helpers): called
+        when it has failed, so its memory serves the SAEs still training."""
+        self.sae = self.optimizer = self.stepper = self.window = self.last_fired = None
 
     def step(self, step: int, batch: torch.Tensor) -> None:
         """Train on `batch`, the source's batch of `step`; then what falls due after the step:
