@@ -10,9 +10,10 @@ The modules, one concept each: `load` (records and W&B -> DataFrame), `variants`
 knobs vary, labels, like with like), `frontier` (Pareto frontiers, seeds aggregated),
 `logl0` (reading a curve at any L0: interpolation in log L0, common ranges, grids, local
 slopes), `effects` (which way a metric is better, and how effects and CIs are written),
-`compare` (frontier overlap and band winners, descriptive), `paired` (paired seed
-differences, t confidence intervals, verdicts), `matched` (variants at matched L0: targets
-or per-seed interpolation, dense regime left out), `model` (the analysis of a sweep),
+`compare` (frontier overlap and band winners, descriptive), `paired` (paired seeds: the
+log ratio ln(b/a), its t intervals and tests), `verdicts` (margins, the summaries' L0 band,
+multiplicity, the verdict words, planning seeds), `matched` (variants at matched L0: targets
+or per-seed interpolation, dense runs left out), `model` (the analysis of a sweep),
 `plots`, `render` (Markdown/HTML, rounded CSV), `report` (the report: one function per
 section), `publish` (W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`), `claims`
 (claims as data: a YAML file of comparisons -> verdict rows) and `results_page` (the

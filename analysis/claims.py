@@ -5,11 +5,16 @@ A claims file (docs/results/claims.yaml is the results page's) names the data se
 their metrics, the kinds of sweep, and per claim: its statement, the sweep kind it is
 tested on (on every data set that has that sweep), its metrics, the verdicts' L0 band, and
 its comparisons. A comparison is variant `b` against variant `a` at matched L0 (the target
-L0s of a target-L0 sweep, interpolated L0s otherwise), seed-paired, with a 95% CI
-(`analysis.matched.compare_matched`), and what the claim expects of it: `b` (b better),
-`a` (a better), `equal`, or `context` (no expectation). A variant is named by its preset,
-and where a sweep varies on/off knobs within one preset (the recipe sweep), by those
-switches as well: `{variant: gated_original, init: on, warm-up: off}`.
+L0s of a target-L0 sweep, interpolated L0s otherwise), seed-paired: the log ratio ln(b/a)
+with its 95% CI and a verdict per matched L0, and one summary over the declared L0 band
+(`analysis.matched.compare_matched`); and what the claim expects of it: `b` (b better),
+`a` (a better), `equivalent` (within the margin; `equal` is read as `equivalent`),
+`no_worse` (one-sided: b no worse than a by more than the margin), or `context` (no
+expectation). The margins (relative, per metric) are the file's `margins`, overridden by a
+claim's `margins` and by a comparison's `margin`; `band` is the summaries' L0 band and
+`multiplicity` the adjustment within each claim, a family (`analysis.verdicts`). A variant
+is named by its preset, and where a sweep varies on/off knobs within one preset (the recipe
+sweep), by those switches as well: `{variant: gated_original, init: on, warm-up: off}`.
 
 A sweep is a folder <data set>_<sweep kind>/ with the runs table `runs.csv` (one row per
 SAE, as docs/results/collect.py writes it) and, for a target-L0 sweep, `targets.json`.
@@ -31,12 +36,14 @@ from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
 from analysis.matched import PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
-from analysis.paired import PairedDiff, winner
 from analysis.variants import Variants, assign_variants
-from sae_sweep.evaluation.catalogue import METRICS, higher_is_better
+from analysis.verdicts import Rules, adjust, pct_text
+from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
 
-EXPECTATIONS = ("a", "b", "equal", "context")
+EXPECTATIONS = ("a", "b", "equivalent", "no_worse", "context")
+ALIASES = {"equal": "equivalent"}
+"""Older names of an expectation."""
 HEADLINE = "headline"
 """In a claim's metrics: the headline metrics of each data set."""
 DERIVED_METRICS = {"shrinkage_gap": "|1 - shrinkage gamma| (0 = no shrinkage)"}
@@ -97,7 +104,14 @@ class Comparison:
     a: Selection
     b: Selection
     expect: str
-    """'b' (b better), 'a' (a better), 'equal', or 'context' (no expectation)."""
+    """'b' (b better), 'a' (a better), 'equivalent', 'no_worse' (one-sided: b no worse than
+    a by more than the margin), or 'context' (no expectation)."""
+    margin: float | None = None
+    """Relative, overriding the claim's margin for every metric of this comparison."""
+
+    @property
+    def one_sided(self) -> bool:
+        return self.expect == "no_worse"
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,10 @@ class Claim:
     """The L0 band of its verdicts: L0 <= this x d (the sparse regime)."""
     other_metrics: bool = True
     """The evidence also shows the data set's other metrics, as context."""
+    rules: Rules = Rules()
+    """Margins (the file's, overridden by the claim's), band and multiplicity."""
+    why: str = ""
+    """Why its margins are the right size (shown with its evidence)."""
 
     def metrics_of(self, data: DataSet) -> list[str]:
         """The claim's metrics on one data set."""
@@ -129,6 +147,8 @@ class Claims:
     claims: tuple[Claim, ...]
     reference: str | None = None
     """The variant a sweep report's relative plots divide by, where the sweep has it."""
+    rules: Rules = Rules()
+    """The file's margins, band and multiplicity (the sweep reports use them)."""
 
 
 def load_claims(path: Path) -> Claims:
@@ -139,8 +159,9 @@ def load_claims(path: Path) -> Claims:
         raise ClaimsError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ClaimsError(f"{path}: expected a mapping with data_sets, sweeps and claims")
-    _keys(raw, {"data_sets", "sweeps", "switches", "claims", "reference", "max_l0_fraction"},
-          {"data_sets", "sweeps", "claims"}, str(path))  # fmt: skip
+    _keys(raw, {"data_sets", "sweeps", "switches", "claims", "reference", "max_l0_fraction",
+                "band", "margins", "multiplicity"}, {"data_sets", "sweeps", "claims"},
+          str(path))  # fmt: skip
     data_sets = tuple(
         _data_set(d, f"{path}: data_sets[{i}]") for i, d in enumerate(raw["data_sets"])
     )
@@ -148,14 +169,15 @@ def load_claims(path: Path) -> Claims:
     switches = {str(k): str(v) for k, v in (raw.get("switches") or {}).items()}
     band = float(raw.get("max_l0_fraction", 0.5))
     known = {m for d in data_sets for m in d.metrics} | {HEADLINE}
+    rules = _rules(raw, Rules(), str(path))
     claims = tuple(
-        _claim(c, f"{path}: claims[{i}]", sweeps, switches, known, band)
+        _claim(c, f"{path}: claims[{i}]", sweeps, switches, known, band, rules)
         for i, c in enumerate(raw["claims"])
     )
     keys = [c.key for c in claims]
     if len(set(keys)) != len(keys):
         raise ClaimsError(f"{path}: claim keys must be unique, got {keys}")
-    return Claims(data_sets, sweeps, claims, raw.get("reference"))
+    return Claims(data_sets, sweeps, claims, raw.get("reference"), rules)
 
 
 def _keys(raw: dict, allowed: set[str], required: set[str], where: str) -> None:
@@ -183,11 +205,32 @@ def _data_set(raw: dict, where: str) -> DataSet:
     )
 
 
+def _rules(raw: dict, base: Rules, where: str) -> Rules:
+    """The verdict rules of a file or a claim: its band, margins and multiplicity over `base`."""
+    margins = raw.get("margins") or {}
+    if not isinstance(margins, dict):
+        raise ClaimsError(f"{where}: margins must map metrics to relative margins, e.g. fvu: 0.05")
+    try:
+        return Rules(
+            {**base.margins, **{str(k): v for k, v in margins.items()}},
+            tuple(raw.get("band", base.band)),
+            str(raw.get("multiplicity", base.multiplicity)),
+        )
+    except ValueError as e:
+        raise ClaimsError(f"{where}: {e}") from e
+
+
 def _claim(
-    raw: dict, where: str, sweeps: tuple[str, ...], switches: dict, known: set, band: float
+    raw: dict,
+    where: str,
+    sweeps: tuple[str, ...],
+    switches: dict,
+    known: set,
+    band: float,
+    rules: Rules,
 ) -> Claim:
     allowed = {"key", "statement", "sweep", "comparisons", "metrics", "max_l0_fraction",
-               "other_metrics"}  # fmt: skip
+               "other_metrics", "margins", "why"}  # fmt: skip
     _keys(raw, allowed, {"key", "statement", "sweep", "comparisons"}, where)
     where = f"{where} ({raw['key']})"
     if raw["sweep"] not in sweeps:
@@ -212,17 +255,24 @@ def _claim(
         metrics,
         float(raw.get("max_l0_fraction", band)),
         bool(raw.get("other_metrics", True)),
+        _rules(raw, rules, where),
+        str(raw.get("why", "")).strip(),
     )
 
 
 def _comparison(raw: dict, where: str, switches: dict) -> Comparison:
-    _keys(raw, {"a", "b", "expect"}, {"a", "b", "expect"}, where)
-    if raw["expect"] not in EXPECTATIONS:
+    _keys(raw, {"a", "b", "expect", "margin"}, {"a", "b", "expect"}, where)
+    expect = ALIASES.get(raw["expect"], raw["expect"])
+    if expect not in EXPECTATIONS:
         raise ClaimsError(f"{where}: expect {raw['expect']!r} is not one of {EXPECTATIONS}")
+    margin = raw.get("margin")
+    if margin is not None and not (isinstance(margin, int | float) and 0 < margin < 1):
+        raise ClaimsError(f"{where}: margin {margin!r}: give a relative margin in (0, 1)")
     return Comparison(
         _selection(raw["a"], f"{where}.a", switches),
         _selection(raw["b"], f"{where}.b", switches),
-        raw["expect"],
+        expect,
+        None if margin is None else float(margin),
     )
 
 
@@ -306,17 +356,30 @@ class Sweep:
                 return label
         return None
 
-    def compare(self, a: str, b: str, metric: str, max_l0_fraction: float) -> PairResult:
+    def compare(
+        self,
+        a: str,
+        b: str,
+        metric: str,
+        max_l0_fraction: float,
+        rules: Rules,
+        one_sided: bool = False,
+        margin: float | None = None,
+    ) -> PairResult:
         """b against a at matched L0 (the sweep's targets, else interpolated L0s)."""
         targets, tol = sweep_targets(self.runs)
-        return compare_matched(self.runs, metric, a, b, max_l0_fraction, targets, tol)
+        return compare_matched(self.runs, metric, a, b, max_l0_fraction, targets, tol, rules,
+                               one_sided, margin)  # fmt: skip
 
-    def analyse(self, reference: str | None) -> Analysis:
+    def analyse(self, reference: str | None, rules: Rules | None = None) -> Analysis:
         """The whole analysis of the sweep's own report (every pair, every metric), relative
         to `reference` where the sweep has that variant."""
         have = set(self.runs.get("variant", []))
         return analyse(
-            self.runs, metrics=self.metrics, reference=reference if reference in have else None
+            self.runs,
+            metrics=self.metrics,
+            reference=reference if reference in have else None,
+            rules=rules,
         )
 
 
@@ -348,98 +411,102 @@ class Verdict:
     """None: the sweep lacks one of the two variants."""
     expect: str
 
-    @property
-    def winners(self) -> list[tuple[float, str | None]]:
-        """(matched L0, the better variant or None) per matched L0."""
-        out = []
+    def per_l0(self) -> str:
+        """Each matched L0's verdict, shortly: "4: b better; 8: equivalent; 32: out (dense)"."""
         if self.result is None:
-            return out
-        a, b = self.result.a, self.result.b
-        for r in self.result.rows.itertuples(index=False):
-            diff = PairedDiff(int(r.seeds), r.diff, r.ci_hi - r.diff)  # the row's symmetric CI
-            out.append((float(r.l0), winner(diff, a, b, higher_is_better(self.metric))))
-        return out
+            return "-"
+        parts = [(p.l0, p.judged.kind()) for p in self.result.points]
+        out = [f"{fmt(l0)}: {kind}" for l0, kind in parts]
+        out += [f"{fmt(t)}: out (dense run)" for t, _ in self.result.excluded]
+        return "; ".join(out) or "-"
 
     def words(self) -> str:
-        """The verdict in words, saying where it flips when it depends on L0."""
+        """The summary verdict over the band, adjusted within the claim."""
         if self.result is None:
             return "not run"
-        if not len(self.result.rows):
-            return "no matched L0 in the sparse regime: not compared"
-        won = self.winners
-        names = {w for _, w in won if w}
-        d = self.result.pooled
-        if d.n == 0:
+        if self.result.summary is not None and self.result.summary.effect.n == 0:
             return "no seed reached a matched L0 in both variants: not compared"
-        if not names:
-            return f"no difference detected with {d.n} seeds (CI ±{fmt(d.half_width)}%)"
-        if len(won) == 1 or (len(names) == 1 and all(w for _, w in won)):
-            return f"`{names.pop()}` better at every matched L0"
-        parts = []
-        for w, group in _runs_of(won):
-            at = "L0 " + ", ".join(fmt(x) for x in group)
-            parts.append(f"`{w}` better at {at}" if w else f"no difference detected at {at}")
-        return "depends on L0: " + "; ".join(parts)
+        return self.result.headline
 
     def answer(self) -> str:
-        """Does the comparison say what the claim expects?"""
-        if self.result is None or self.result.pooled.n == 0 or self.expect == "context":
+        """Does the summary verdict say what the claim expects?"""
+        r = self.result
+        if r is None or r.summary is None or not r.summary.testable or self.expect == "context":
             return ""
-        won = [w for _, w in self.winners]
-        want = {"a": self.result.a, "b": self.result.b}.get(self.expect)
-        if self.expect == "equal":
-            return "holds" if not any(won) else "does not hold"
-        if all(w == want for w in won):
+        kind = r.summary.kind()
+        if self.expect in ("a", "b"):
+            other = "a" if self.expect == "b" else "b"
+            if kind == f"{self.expect} better":
+                return "holds"
+            if kind == f"{other} better":
+                return "contradicted"
+            return f"not shown ({kind})"
+        if self.expect == "equivalent":
+            if kind == "equivalent":
+                return "holds"
+            return "does not hold" if kind.endswith("better") else "not settled"
+        # no_worse
+        if kind in ("no worse", "b better"):
             return "holds"
-        if any(w == want for w in won):
-            return "holds at some L0 only"
-        if any(won):
-            return "contradicted"
-        return "not confirmed"
+        return "does not hold" if kind == "a better" else "not settled"
 
     def band(self) -> str:
-        """The matched L0s' range."""
-        if self.result is None or self.result.band is None:
+        """The summary's L0 band and the matched L0s inside it."""
+        if self.result is None:
             return "-"
-        return l0_range(*self.result.band)
+        lo, hi = self.result.band
+        pts = ", ".join(fmt(x) for x in self.result.band_points) or "none"
+        return f"{l0_range(lo, hi)} ({pts})"
+
+    def margin(self) -> str:
+        if self.result is None:
+            return "-"
+        m = pct_text(self.result.margin)
+        return f"{m}, one-sided" if self.result.one_sided else f"±{m}"
 
     def difference(self) -> str:
-        """The pooled relative difference (b - a) / a with its CI."""
-        if self.result is None or not len(self.result.rows) or self.result.pooled.n == 0:
+        """The summary's % change exp(mean ln(b/a)) - 1 with its 95% CI."""
+        r = self.result
+        if r is None or r.summary is None or r.summary.effect.n == 0:
             return "-"
-        d = self.result.pooled
-        if d.n < 2 or not math.isfinite(d.half_width):
-            return f"{d.mean:+.2f}%"
-        return f"{d.mean:+.2f}% [{d.lo:+.2f}, {d.hi:+.2f}]"
-
-
-def _runs_of(won: list[tuple[float, str | None]]):
-    """Consecutive matched L0s with the same winner: [(winner, [l0, ...]), ...]."""
-    out: list[tuple[str | None, list[float]]] = []
-    for l0, w in won:
-        if out and out[-1][0] == w:
-            out[-1][1].append(l0)
-        else:
-            out.append((w, [l0]))
-    return out
+        e = r.summary.effect
+        if e.n < 2 or not math.isfinite(e.half_width):
+            return f"{e.pct():+.2f}%"
+        lo, hi = e.ci
+        return f"{e.pct():+.2f}% [{lo:+.2f}, {hi:+.2f}]"
 
 
 def verdict(claim: Claim, sweep: Sweep, c: Comparison, metric: str) -> Verdict:
     """One comparison of a claim on one sweep and metric."""
     a, b = sweep.label(c.a), sweep.label(c.b)
-    result = None if a is None or b is None else sweep.compare(a, b, metric, claim.max_l0_fraction)
+    result = None
+    if a is not None and b is not None:
+        result = sweep.compare(a, b, metric, claim.max_l0_fraction, claim.rules, c.one_sided,
+                               c.margin)  # fmt: skip
     return Verdict(claim, sweep, metric, result, c.expect)
+
+
+def adjust_family(vs: list[Verdict], multiplicity: str) -> None:
+    """Adjust one family's verdicts: its per-L0 tests together, its summaries together."""
+    results = [v.result for v in vs if v.result is not None]
+    adjust([j for r in results for j in r.judged()], multiplicity)
+    adjust([r.summary for r in results if r.summary is not None], multiplicity)
 
 
 def verdicts(claims: Claims, sweeps: list[Sweep]) -> list[Verdict]:
     """Every claim's comparisons on every sweep of its kind, per claim metric the sweep has:
-    the rows of the verdict table, in the claims file's order."""
-    return [
-        verdict(claim, s, c, metric)
-        for claim in claims.claims
-        for s in sweeps
-        if s.kind == claim.sweep
-        for metric in claim.metrics_of(s.data)
-        if metric in s.metrics
-        for c in claim.comparisons
-    ]
+    the rows of the verdict table, in the claims file's order. Each claim is a family: its
+    p-values are adjusted together (`adjust_family`)."""
+    out = []
+    for claim in claims.claims:
+        mine = [
+            verdict(claim, s, c, metric)
+            for s in sweeps
+            if s.kind == claim.sweep
+            for metric in claim.metrics_of(s.data)
+            if metric in s.metrics
+            for c in claim.comparisons
+        ]
+        adjust_family(mine, claim.rules.multiplicity)
+        out += mine
+    return out

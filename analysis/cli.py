@@ -5,8 +5,10 @@
     sae-analysis --wandb my-entity/sae-sweep --group gated_penalty_ablation
     sae-analysis multirun/2024-06-01/12-00-00 --publish      # + W&B summary run and Report
     sae-analysis multirun/a --reference gated_original --max-l0-fraction 0.25
+    sae-analysis multirun/a --band 4 d/4 --margin fvu=3% mmcs=1% --multiplicity bh
 
-Prints the report's path and the plots' paths. Exit status: 0 on success (also when some
+Prints the report's first lines (the verdicts per matched L0, then the summaries over the
+band), the report's path and the plots' paths. Exit status: 0 on success (also when some
 runs failed: they are listed in the report), 1 when publishing failed or was partial,
 2 on bad arguments.
 """
@@ -17,6 +19,7 @@ import argparse
 import sys
 
 from analysis.pipeline import WandbLoadError, run_analysis
+from analysis.verdicts import DEFAULT_BAND, DEFAULT_MARGINS, METHODS, parse_margins
 from sae_sweep.evaluation.catalogue import names
 
 
@@ -70,6 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"metrics to analyse (default: {', '.join(names(compared=True))} when present; "
         "any summary key, e.g. dead_fraction, dense_fraction)",
     )
+    p.add_argument(
+        "--band",
+        nargs=2,
+        default=list(DEFAULT_BAND),
+        metavar=("LO", "HI"),
+        help="L0 band of the one-line summaries: L0s or fractions of d (default: 3 d/4)",
+    )
+    p.add_argument(
+        "--margin",
+        nargs="+",
+        default=[],
+        metavar="METRIC=M",
+        help="relative equivalence margins, e.g. fvu=5%% mmcs=0.02 (defaults: "
+        + ", ".join(f"{k} {100 * v:g}%%" for k, v in DEFAULT_MARGINS.items())
+        + "; others 5%%)",
+    )
+    p.add_argument(
+        "--multiplicity",
+        choices=sorted(METHODS),
+        default="holm",
+        help="p-value adjustment within the report: holm (default) or bh (Benjamini-Hochberg)",
+    )
     return p
 
 
@@ -78,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dirs and not args.wandb:
         build_parser().error("give at least one SWEEP_DIR or --wandb ENTITY/PROJECT")
     try:
+        margins = parse_margins(args.margin)
         paths = run_analysis(
             args.sweep_dirs,
             args.out,
@@ -89,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             reference=args.reference,
             max_l0_fraction=args.max_l0_fraction,
             metrics=args.metrics,
+            band=tuple(args.band),
+            margins=margins,
+            multiplicity=args.multiplicity,
         )
     except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)
@@ -96,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if paths.n_runs == 0:
         print("sae-analysis: warning: no runs found (no job folder with config.yaml or "
               "summary.json); the report is empty", file=sys.stderr)  # fmt: skip
+    for line in paths.verdicts:
+        print(line)
     print(f"report: {paths.report_md}")
     print(f"        {paths.report_html}")
     for p in paths.plots:

@@ -1,29 +1,24 @@
-"""Variants compared at matched L0, seed by seed, with paired confidence intervals.
+"""Variants compared at matched L0, seed by seed: the log ratio ln(b/a) per matched L0 with
+its paired CI and verdict (`analysis.paired`, `analysis.verdicts`), and a one-line summary
+over the declared L0 band.
 
 Where the comparisons happen:
 - a target-L0 sweep (runs with `l0_targets`): at each target, each variant's runs at the
   lambda whose seed-mean L0 lies within the tolerance of the target (the closest such
-  lambda), each seed's value moved to the target along the variant's local slope (below);
-  the spread of the achieved L0s is reported;
+  lambda); each seed's value is read at the target on that seed's own curve (its own runs
+  at every lambda, linear in log L0) where its runs bracket the target, else taken at the
+  run's own L0, not moved, and the note states the L0 offset;
 - any other sweep: at a few log-spaced L0 values inside the range both variants cover, each
   seed's own (L0, metric) curve interpolated linearly in log L0, never outside that seed's
   measured range; the L0 gap bridged by the interpolation is reported beside each value.
-Only the sparse regime counts: runs with L0 above `max_l0_fraction` x d (d = activation
-dimension) reconstruct densely and never enter a comparison; in a target-L0 sweep, targets
-above that limit are not compared.
+Nothing is moved along a slope estimated from other points: every value is a seed's own
+measurement or an interpolation between two of them (so a fraction stays within [0, 1]),
+and the seed-to-seed spread of those values is what the CI covers.
 
-The L0 correction at a target. Within a 10% tolerance two variants' runs can sit several
-percent apart in L0, and where the metric is steep in L0 that offset alone moves it by a few
-percent: the size of the differences some verdicts are about, and not covered by the seed
-CI. So each seed's value v at its own L0 l is moved to the target t to first order,
-v * (t / l)^s, with s the variant's local log-log slope at the hit: the three-point
-estimate from its seed-mean points on either side (one side where it has only one; linear
-in log L0 instead when a value is not positive). Every seed of every variant gets the same
-treatment, and TopK's runs at k = t need none. The note says how large the L0 offsets were.
-
-Per pair of variants (a, b) and metric this gives one row per matched L0 (paired
-difference b - a and its CI, see `analysis.paired`) and one headline: the per-seed
-relative difference (b - a) / a averaged over the matched L0s, with its CI, and a verdict.
+Only the sparse regime counts, judged on each run's achieved L0: a run with L0 above
+`max_l0_fraction` x d (d = activation dimension) reconstructs densely; the seed curves
+leave it out, and a target whose hit has any seed's run above the limit is out of verdicts
+(listed in `PairResult.excluded`), even when the target itself is at the limit.
 """
 
 from __future__ import annotations
@@ -35,11 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.effects import fmt
+from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
-from analysis.logl0 import common_range, gap_bridged, interpolate, local_slope, log_grid
-from analysis.paired import PairedDiff, paired_diff, verdict, winner
+from analysis.logl0 import common_range, gap_bridged, interpolate, log_grid
+from analysis.paired import PairedDiff, log_ratio, paired_diff
 from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, point_keys
+from analysis.verdicts import Judged, Rules, adjust
 from sae_sweep.evaluation.catalogue import higher_is_better
 
 MAX_L0_FRACTION = 0.5
@@ -85,15 +81,19 @@ class Matched:
     """{seed: metric} of variant a."""
     b: dict[int, float]
     note: str
-    """Achieved-L0 spread (targets) or the interpolation gap (no targets)."""
-    l0_a: float = math.nan
-    l0_b: float = math.nan
+    """How each value was read: achieved L0s and offsets (targets), interpolation gaps."""
+
+    @property
+    def seeds(self) -> list[int]:
+        """The paired seeds: a seed one variant lacks (a failed job, say) is in neither."""
+        return sorted(set(self.a) & set(self.b))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.seeds
+        return np.array([self.a[x] for x in s]), np.array([self.b[x] for x in s])
 
     def diff(self) -> PairedDiff:
-        seeds = sorted(set(self.a) & set(self.b))
-        return paired_diff(
-            np.array([self.a[s] for s in seeds]), np.array([self.b[s] for s in seeds])
-        )
+        return paired_diff(*self.arrays())
 
 
 def _seed_key(v) -> int:
@@ -118,8 +118,7 @@ def sparse_runs(runs: pd.DataFrame, metric: str, max_l0_fraction: float) -> pd.D
 
 def sparse_targets(runs: pd.DataFrame, targets: list[float], max_l0_fraction: float) -> list[float]:
     """The targets in the sparse regime (<= max_l0_fraction x the largest d of the runs).
-    A target is judged as a whole: its runs within the tolerance count even when some lie
-    just above the limit (a target at d/2)."""
+    A target at the limit stays; its runs are judged one by one (`match_at_targets`)."""
     d = run_dims(runs).max()
     return [t for t in targets if not np.isfinite(d) or t <= max_l0_fraction * d]
 
@@ -150,56 +149,91 @@ def _hit(points: list[_Point], target: float, tol: float) -> _Point | None:
     return min(near, key=lambda p: abs(p.l0 - target), default=None)
 
 
-def _at_target_l0(
-    hit: _Point, points: list[_Point], metric: str, target: float
-) -> tuple[dict[int, float], str]:
-    """Each seed's value moved from its own L0 to `target` along the local slope (module
-    docstring), and a note of the largest L0 offset corrected."""
-    values = _values(hit.runs, metric)
-    seeds_l0 = dict(zip(values, hit.runs["l0"].astype(float), strict=True))
-    offsets = [abs(math.log(target / x)) for x in seeds_l0.values()]
-    if not offsets or max(offsets) < 1e-9:
-        return values, ""
-    means = [(p.l0, p.value) for p in points]
-    log_metric = all(v > 0 for v in values.values()) and all(v > 0 for _, v in means)
-    slope = local_slope(means, (hit.l0, hit.value), log_metric)
-    if slope is None:
-        return values, "not corrected to the target (no other point)"
-    for s, x in seeds_l0.items():
-        dx = math.log(target / x)
-        values[s] = values[s] * math.exp(slope * dx) if log_metric else values[s] + slope * dx
-    return values, f"offsets up to {100 * (math.exp(max(offsets)) - 1):.0f}%"
+def _seeds_of(g: pd.DataFrame) -> pd.Series:
+    return (g[SEED] if SEED in g else pd.Series(0, index=g.index)).map(_seed_key)
 
 
-def _values(g: pd.DataFrame, metric: str) -> dict[int, float]:
-    seeds = g[SEED] if SEED in g else pd.Series(0, index=g.index)
-    return {_seed_key(s): float(v) for s, v in zip(seeds, g[metric].astype(float), strict=True)}
+def _at_target(
+    hit: _Point, curves: dict[int, pd.DataFrame], metric: str, target: float
+) -> dict[int, tuple[float, str, float]]:
+    """Each seed of the hit at `target`: {seed: (value, how, L0 offset ratio)}, how being
+    'measured' (its run is at the target), 'read' (on the seed's own sparse curve, where its
+    runs bracket the target) or 'not moved' (the hit run's value at its own L0)."""
+    out = {}
+    for s, l0, v in zip(_seeds_of(hit.runs), hit.runs["l0"].astype(float),
+                        hit.runs[metric].astype(float), strict=True):  # fmt: skip
+        offset = math.exp(abs(math.log(l0 / target)))
+        if offset - 1 < 1e-9:
+            out[s] = (float(v), "measured", 1.0)
+            continue
+        c = curves.get(s)
+        on_curve = math.nan
+        if c is not None:
+            on_curve = interpolate(c["l0"].to_numpy(float), c[metric].to_numpy(float), target)[0]
+        if math.isfinite(on_curve):
+            out[s] = (float(on_curve), "read", 1.0)
+        else:
+            out[s] = (float(v), "not moved", offset)
+    return out
 
 
-def match_at_targets(runs, metric, a, b, targets, tol) -> list[Matched]:
+def _target_note(l0s: pd.Series, target: float, read: list[tuple[float, str, float]]) -> str:
+    """The achieved L0s, and how the paired seeds' values were read at the target."""
+    note = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
+    n_read = sum(how == "read" for _, how, _ in read)
+    kept = [off for _, how, off in read if how == "not moved"]
+    if n_read:
+        note += f"; {n_read} of {len(read)} values read at L0 {fmt(target)} on the seed's curve"
+    if kept:
+        note += f"; {len(kept)} not moved (L0 offset up to {100 * (max(kept) - 1):.0f}%)"
+    return note
+
+
+def match_at_targets(
+    runs: pd.DataFrame,
+    metric: str,
+    a: str,
+    b: str,
+    targets: list[float],
+    tol: float,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+) -> tuple[list[Matched], list[tuple[float, str]]]:
+    """(the matched targets, (target, why) per target left out of verdicts for a dense run)."""
     pa, pb = (_variant_points(runs, v, metric) for v in (a, b))
-    out = []
+    sparse = runs[~dense(runs, max_l0_fraction)]
+    ca, cb = _seed_curves(sparse, a, metric), _seed_curves(sparse, b, metric)
+    limit = max_l0_fraction * run_dims(runs).max()
+    out, excluded = [], []
     for t in targets:
         ha, hb = _hit(pa, t, tol), _hit(pb, t, tol)
         if ha is None or hb is None:
             continue
-        va, note_a = _at_target_l0(ha, pa, metric, t)
-        vb, note_b = _at_target_l0(hb, pb, metric, t)
-        l0s = np.concatenate([ha.runs["l0"].astype(float), hb.runs["l0"].astype(float)])
-        note = f"achieved L0 {fmt(l0s.min())}-{fmt(l0s.max())}"
-        if note_a or note_b:
-            parts = [f"{n}: {x}" for n, x in (("a", note_a), ("b", note_b)) if x]
-            note += f", moved to L0 {fmt(t)} along the local slope ({'; '.join(parts)})"
-        out.append(Matched(t, va, vb, note, ha.l0, hb.l0))
-    return out
+        hits = pd.concat([ha.runs, hb.runs])
+        l0s = hits["l0"].astype(float)
+        over = hits[dense(hits, max_l0_fraction)]
+        if len(over):
+            top = fmt(over["l0"].astype(float).max())
+            why = (f"{len(over)} of its {len(hits)} runs have an achieved L0 above "
+                   f"{max_l0_fraction:g} d = {fmt(limit)} (up to {top})")  # fmt: skip
+            excluded.append((t, why))
+            continue
+        at_a, at_b = _at_target(ha, ca, metric, t), _at_target(hb, cb, metric, t)
+        paired = set(at_a) & set(at_b)
+        read = [x[s] for x in (at_a, at_b) for s in sorted(paired)]
+        va = {s: x[0] for s, x in at_a.items()}
+        vb = {s: x[0] for s, x in at_b.items()}
+        note = _target_note(l0s, t, read)
+        out.append(Matched(t, va, vb, note))
+    return out, excluded
 
 
 def _seed_curves(runs: pd.DataFrame, variant: str, metric: str) -> dict[int, pd.DataFrame]:
+    """Each seed's runs of `variant` with a finite metric, sorted by L0, each L0 once."""
     r = runs[runs[LABEL] == variant]
-    seeds = r[SEED] if SEED in r else pd.Series(0, index=r.index)
+    r = r[np.isfinite(pd.to_numeric(r[metric], errors="coerce"))] if metric in r else r.iloc[:0]
     return {
-        _seed_key(s): g.assign(l0=g["l0"].astype(float)).sort_values("l0")
-        for s, g in r.groupby(seeds.map(_seed_key))
+        s: g.assign(l0=g["l0"].astype(float)).sort_values("l0").drop_duplicates("l0")
+        for s, g in r.groupby(_seeds_of(r))
     }
 
 
@@ -253,6 +287,62 @@ def _columns_for(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return runs[[c for c in dict.fromkeys(keep) if c in runs.columns]]
 
 
+def matched_points(
+    runs: pd.DataFrame,
+    metric: str,
+    a: str,
+    b: str,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+    targets: list[float] | None = None,
+    tolerance: float = 0.1,
+) -> tuple[list[Matched], list[tuple[float, str]]]:
+    """b and a at matched L0 (targets when given, else an L0 grid), and the targets left
+    out of verdicts."""
+    runs = _columns_for(runs, metric)
+    if targets:
+        ts = sparse_targets(runs, targets, max_l0_fraction)
+        done = with_metric(runs, metric)
+        return match_at_targets(done, metric, a, b, ts, tolerance, max_l0_fraction)
+    return match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b), []
+
+
+@dataclass
+class PointResult:
+    """One matched L0 of a pair: the values, the effect and its verdict."""
+
+    l0: float
+    a: float
+    """Mean of a's paired seeds."""
+    b: float
+    diff: PairedDiff
+    """b - a in the metric's units."""
+    judged: Judged
+    """ln(b / a) and its verdict."""
+    note: str
+
+
+ROW_COLUMNS = [
+    "l0",
+    "seeds",
+    "a",
+    "b",
+    "diff",
+    "ci_lo",
+    "ci_hi",
+    "effect_pct",
+    "ci_lo_pct",
+    "ci_hi_pct",
+    "p",
+    "p_adj",
+    "p_margin",
+    "p_margin_adj",
+    "verdict",
+    "note",
+]
+"""`PairResult.rows`: p and p_adj: the difference test; p_margin, p_margin_adj: equivalence
+(or, one-sided, non-inferiority); effect_pct and its 95% CI: 100 (exp(ln(b/a)) - 1)."""
+
+
 @dataclass
 class PairResult:
     """Variant b against variant a on one metric, at matched L0."""
@@ -260,23 +350,67 @@ class PairResult:
     metric: str
     a: str
     b: str
-    rows: pd.DataFrame
-    """Per matched L0: l0, seeds, a, b, diff, ci_lo, ci_hi, rel_diff_pct, verdict, note."""
-    pooled: PairedDiff
-    """Per-seed relative difference (b - a) / a in %, averaged over the matched L0s."""
-    band: tuple[float, float] | None
-    headline: str
-    differing: list[str] = field(default_factory=list)
+    points: list[PointResult]
+    """Per matched L0 in the sparse regime: the primary result."""
+    summary: Judged | None
+    """The per-seed mean log ratio over the points inside the band; None: no point there."""
+    band: tuple[float, float]
+    """The declared L0 band of the summary."""
+    margin: float
+    one_sided: bool = False
+    excluded: list[tuple[float, str]] = field(default_factory=list)
+    """(target, why) per target left out of verdicts (a run in the dense regime)."""
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """One row per matched L0 (columns `ROW_COLUMNS`; percentages are exp(x) - 1)."""
+        rows = []
+        for p in self.points:
+            e = p.judged.effect
+            lo, hi = e.ci if e.n >= 2 else (math.nan, math.nan)
+            j = p.judged
+            effect = e.pct() if e.n else math.nan
+            rows.append(
+                [p.l0, e.n, p.a, p.b, p.diff.mean, p.diff.lo, p.diff.hi, effect, lo, hi,
+                 e.p_diff, j.p_diff_adj, j.p_margin, j.p_margin_adj, j.words(), p.note]
+            )  # fmt: skip
+        return pd.DataFrame(rows, columns=ROW_COLUMNS)
+
+    @property
+    def band_points(self) -> list[float]:
+        lo, hi = self.band
+        return [p.l0 for p in self.points if lo <= p.l0 <= hi]
+
+    @property
+    def l0_span(self) -> tuple[float, float] | None:
+        """The matched L0s' range (None: none)."""
+        ls = [p.l0 for p in self.points]
+        return (min(ls), max(ls)) if ls else None
+
+    def judged(self) -> list[Judged]:
+        """The per-L0 tests, for a family's adjustment."""
+        return [p.judged for p in self.points]
+
+    @property
+    def headline(self) -> str:
+        """The summary verdict in words, or why there is none."""
+        if not self.points:
+            return "no matched L0 in the sparse regime: not compared"
+        if self.summary is None:
+            return f"no matched L0 in the band {l0_range(*self.band)}: no summary"
+        return self.summary.words()
 
 
-def _pooled(matched: list[Matched]) -> PairedDiff:
+def _summary(points: list[tuple[Matched, float]], margin: float, h: bool, one_sided: bool):
+    """The per-seed mean log ratio over the given points (a seed averaged over the points it
+    has), tested like one point."""
     per_seed: dict[int, list[float]] = {}
-    for m in matched:
-        for s in set(m.a) & set(m.b):
-            if m.a[s] != 0:
-                per_seed.setdefault(s, []).append(100 * (m.b[s] - m.a[s]) / abs(m.a[s]))
-    rel = np.array([np.mean(v) for v in per_seed.values()], dtype=float)
-    return paired_diff(np.zeros_like(rel), rel)
+    for m, _ in points:
+        for s in m.seeds:
+            if m.a[s] > 0 and m.b[s] > 0:
+                per_seed.setdefault(s, []).append(math.log(m.b[s] / m.a[s]))
+    r = np.array([np.mean(v) for v in per_seed.values()], dtype=float)
+    return Judged(log_ratio(np.ones_like(r), np.exp(r), margin), h, one_sided)
 
 
 def compare_matched(
@@ -287,60 +421,36 @@ def compare_matched(
     max_l0_fraction: float = MAX_L0_FRACTION,
     targets: list[float] | None = None,
     tolerance: float = 0.1,
+    rules: Rules | None = None,
+    one_sided: bool = False,
+    margin: float | None = None,
 ) -> PairResult:
-    """b against a on `metric` at matched L0 (targets when given, else an L0 grid)."""
-    runs = _columns_for(runs, metric)
-    if targets:
-        ts = sparse_targets(runs, targets, max_l0_fraction)
-        matched = match_at_targets(with_metric(runs, metric), metric, a, b, ts, tolerance)
-    else:
-        matched = match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b)
+    """b against a on `metric` at matched L0 (targets when given, else an L0 grid), the
+    per-L0 verdicts adjusted within this pair (a caller adjusts a larger family again with
+    `analysis.verdicts.adjust`).
+
+    one_sided: the comparison asks "b no worse than a by more than the margin".
+    margin: relative, overriding the rules' margin for the metric.
+    """
+    rules = rules or Rules()
+    margin = rules.margin(metric) if margin is None else margin
+    matched, excluded = matched_points(runs, metric, a, b, max_l0_fraction, targets, tolerance)
     h = higher_is_better(metric)
-    rows = []
+    points = []
     for m in matched:
-        d = m.diff()
-        # the means of the paired seeds only, so that diff = b - a (a seed one variant
-        # lacks, a failed job say, is in neither)
-        paired = sorted(set(m.a) & set(m.b))
-        a_mean = float(np.mean([m.a[s] for s in paired])) if paired else math.nan
-        b_mean = float(np.mean([m.b[s] for s in paired])) if paired else math.nan
-        rows.append(
-            {
-                "l0": m.l0,
-                "seeds": d.n,
-                "a": a_mean,
-                "b": b_mean,
-                "diff": d.mean,
-                "ci_lo": d.lo,
-                "ci_hi": d.hi,
-                "rel_diff_pct": 100 * d.mean / abs(a_mean) if a_mean else math.nan,
-                "verdict": verdict(d, a, b, metric, h),
-                "note": m.note,
-            }
-        )
-    cols = ["l0", "seeds", "a", "b", "diff", "ci_lo", "ci_hi", "rel_diff_pct", "verdict", "note"]
-    table = pd.DataFrame(rows, columns=cols)
-    pooled = _pooled(matched)
-    band = (min(m.l0 for m in matched), max(m.l0 for m in matched)) if matched else None
-    return PairResult(
-        metric, a, b, table, pooled, band, _headline(matched, pooled, a, b, metric, h)
-    )
-
-
-def _headline(matched, pooled, a, b, metric, higher_is_better) -> str:
-    if not matched:
-        return "no matched L0 in the sparse regime: not compared"
-    winners = {}
-    for m in matched:
-        w = winner(m.diff(), a, b, higher_is_better)
-        if w:
-            winners.setdefault(w, []).append(m.l0)
-    if len(winners) == 2:
-        where = "; ".join(
-            f"`{w}` at L0 {', '.join(fmt(x) for x in ls)}" for w, ls in winners.items()
-        )
-        return f"frontiers cross: {where} (CI excludes 0 at each)"
-    return verdict(pooled, a, b, metric, higher_is_better, unit="%")
+        xa, xb = m.arrays()
+        judged = Judged(log_ratio(xa, xb, margin), h, one_sided)
+        mean_a = float(np.mean(xa)) if len(xa) else math.nan
+        mean_b = float(np.mean(xb)) if len(xb) else math.nan
+        note = m.note
+        if judged.effect.dropped:
+            note += f"; {judged.effect.dropped} seeds left out (a value <= 0: no log ratio)"
+        points.append(PointResult(m.l0, mean_a, mean_b, m.diff(), judged, note))
+    adjust([p.judged for p in points], rules.multiplicity)
+    band = rules.band_range(run_dims(runs).max())
+    inside = [(m, p.l0) for m, p in zip(matched, points, strict=True) if band[0] <= m.l0 <= band[1]]
+    summary = _summary(inside, margin, h, one_sided) if inside else None
+    return PairResult(metric, a, b, points, summary, band, margin, one_sided, excluded)
 
 
 def compare_pairs(
@@ -348,13 +458,14 @@ def compare_pairs(
     metric: str,
     order: list[str],
     max_l0_fraction: float = MAX_L0_FRACTION,
+    rules: Rules | None = None,
 ) -> list[PairResult]:
     """Every pair of variants (in `order`) at matched L0, targets used when the sweep has them."""
     targets, tol = sweep_targets(runs)
     have = set(finished(runs)[LABEL]) if len(runs) else set()
     labels = [v for v in order if v in have]
     return [
-        compare_matched(runs, metric, a, b, max_l0_fraction, targets, tol)
+        compare_matched(runs, metric, a, b, max_l0_fraction, targets, tol, rules)
         for a, b in itertools.combinations(labels, 2)
     ]
 
@@ -367,33 +478,19 @@ def relative_to(
     max_l0_fraction: float = MAX_L0_FRACTION,
 ) -> pd.DataFrame:
     """Each variant's metric / the reference's, at matched L0, seed-paired: columns variant,
-    l0, ratio (mean of per-seed ratios), ci_lo, ci_hi, seeds."""
+    l0, ratio (exp of the mean per-seed log ratio), ci_lo, ci_hi (its 95% CI), seeds."""
     targets, tol = sweep_targets(runs)
-    runs = _columns_for(runs, metric)
-    targets = sparse_targets(runs, targets, max_l0_fraction)
-    sparse = sparse_runs(runs, metric, max_l0_fraction)
     rows = []
     for v in order:
         if v == reference:
             continue
-        if targets:
-            matched = match_at_targets(
-                with_metric(runs, metric), metric, reference, v, targets, tol
-            )
-        else:
-            matched = match_on_grid(sparse, metric, reference, v)
+        matched, _ = matched_points(runs, metric, reference, v, max_l0_fraction, targets, tol)
         for m in matched:
-            seeds = sorted(set(m.a) & set(m.b))
-            ratios = np.array([m.b[s] / m.a[s] for s in seeds if m.a[s] != 0])
-            d = paired_diff(np.ones_like(ratios), ratios)
-            rows.append(
-                {
-                    "variant": v,
-                    "l0": m.l0,
-                    "ratio": 1 + d.mean,
-                    "ci_lo": 1 + d.lo,
-                    "ci_hi": 1 + d.hi,
-                    "seeds": d.n,
-                }
-            )
+            e = log_ratio(*m.arrays(), margin=0.05)
+            if e.n == 0:
+                continue
+            hw = e.half_width if e.n >= 2 else math.nan
+            rows.append({"variant": v, "l0": m.l0, "ratio": math.exp(e.mean),
+                         "ci_lo": math.exp(e.mean - hw), "ci_hi": math.exp(e.mean + hw),
+                         "seeds": e.n})  # fmt: skip
     return pd.DataFrame(rows, columns=["variant", "l0", "ratio", "ci_lo", "ci_hi", "seeds"])

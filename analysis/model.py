@@ -3,8 +3,10 @@
 `analyse(runs)` labels the variants, then per metric: the seed-aggregated frontier points,
 the paired comparisons at matched L0 (`analysis.matched`: the verdicts), each variant
 relative to the reference variant, and the descriptive frontier comparisons
-(`analysis.compare`: overlap, band winners). Rendering and files are elsewhere
-(`analysis.render`, `analysis.report`).
+(`analysis.compare`: overlap, band winners). The p-values are adjusted for multiplicity per
+family (`analysis.verdicts`): the headline metrics' per-L0 verdicts together, and each other
+metric's on its own; the one-line summaries over the band likewise. Rendering and files
+are elsewhere (`analysis.render`, `analysis.report`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from analysis.matched import (
     sweep_targets,
 )
 from analysis.variants import LABEL, Variants, assign_variants, value_key
+from analysis.verdicts import Rules, adjust
 from sae_sweep.evaluation.catalogue import names, primary_order
 
 
@@ -59,6 +62,8 @@ class Analysis:
     tolerance: float = 0.1
     recipes: dict[str, str] = field(default_factory=dict)
     """{variant label: the named recipe it reproduces}."""
+    rules: Rules = field(default_factory=Rules)
+    """Margins, the summaries' L0 band and the multiplicity adjustment."""
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -104,11 +109,14 @@ def analyse(
     n_bands: int = 3,
     max_l0_fraction: float = MAX_L0_FRACTION,
     reference: str | None = None,
+    rules: Rules | None = None,
 ) -> Analysis:
     """Variants, frontiers, paired comparisons and band verdicts for every metric present.
 
     reference: the variant the relative plots divide by (default: the first variant).
+    rules: margins, the summaries' L0 band, the multiplicity adjustment (default `Rules()`).
     """
+    rules = rules or Rules()
     if not max_l0_fraction > 0:
         raise ValueError(f"max_l0_fraction={max_l0_fraction} must be > 0 (0.5 = L0 up to d/2)")
     labelled, variants = assign_variants(runs)
@@ -122,7 +130,8 @@ def analyse(
         ref = named[0]
     targets, tol = sweep_targets(labelled)
     a = Analysis(labelled, variants, max_l0_fraction=max_l0_fraction, reference=ref,
-                 targets=targets, tolerance=tol, recipes=_recipes(labelled))  # fmt: skip
+                 targets=targets, tolerance=tol, recipes=_recipes(labelled),
+                 rules=rules)  # fmt: skip
     for m in metrics or metrics_present(labelled):
         pts = frontier_points(labelled, m)
         a.metrics[m] = MetricAnalysis(
@@ -130,12 +139,23 @@ def analyse(
             pts,
             compare_all(pts, m, variants),
             band_verdicts(pts, m, n_bands=n_bands),
-            compare_pairs(labelled, m, variants.order, max_l0_fraction),
+            compare_pairs(labelled, m, variants.order, max_l0_fraction, rules),
             relative_to(labelled, m, ref, variants.order, max_l0_fraction)
             if ref is not None
             else pd.DataFrame(),
         )
+    _adjust_families(a)
     return a
+
+
+def _adjust_families(a: Analysis) -> None:
+    """The report's families: the headline metrics together, every other metric alone."""
+    headline = a.headline_metrics()
+    families = [headline] + [[m] for m in a.metrics if m not in headline]
+    for family in families:
+        pairs = [p for m in family for p in a.metrics[m].pairs]
+        adjust([j for p in pairs for j in p.judged()], a.rules.multiplicity)
+        adjust([p.summary for p in pairs if p.summary is not None], a.rules.multiplicity)
 
 
 def _recipes(runs: pd.DataFrame) -> dict[str, str]:

@@ -15,6 +15,7 @@ from analysis.matched import MAX_L0_FRACTION
 from analysis.model import analyse
 from analysis.report import ReportPaths, write_report
 from analysis.variants import is_bookkeeping, knob_columns, value_key
+from analysis.verdicts import DEFAULT_BAND, Rules
 from sae_sweep.record import layout
 
 
@@ -94,6 +95,9 @@ def run_analysis(
     reference: str | None = None,
     max_l0_fraction: float = MAX_L0_FRACTION,
     metrics: list[str] | None = None,
+    band: tuple[float | str, float | str] = DEFAULT_BAND,
+    margins: dict[str, float] | None = None,
+    multiplicity: str = "holm",
 ) -> ReportPaths:
     """Analyse sweep folders (and/or a W&B project) and write the report.
 
@@ -109,7 +113,12 @@ def run_analysis(
     max_l0_fraction: verdicts cover L0 <= this x d (runs above are the dense regime).
     metrics: the metrics to analyse (default: every metric of the metric catalogue
         compared by default (`compared`) that the runs have).
-    Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`).
+    band: the L0 band of the one-line summaries, e.g. (3, "d/4") (the default).
+    margins: relative margins per metric, e.g. {"fvu": 0.05}, over the defaults
+        (`analysis.verdicts.DEFAULT_MARGINS`).
+    multiplicity: "holm" (default) or "bh" (Benjamini-Hochberg).
+    Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`) and the
+    report's first lines (`.verdicts`).
     """
     if isinstance(sweep_dirs, str | os.PathLike):
         sweep_dirs = [sweep_dirs]
@@ -127,7 +136,9 @@ def run_analysis(
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, group)
     manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
     reference = reference or first_variant(manifest, runs)
-    a = analyse(runs, metrics=metrics, reference=reference, max_l0_fraction=max_l0_fraction)
+    rules = Rules(margins or {}, tuple(band), multiplicity)
+    a = analyse(runs, metrics=metrics, reference=reference, max_l0_fraction=max_l0_fraction,
+                rules=rules)  # fmt: skip
     targets = read_targets(dirs[0]) if len(dirs) == 1 else None
     paths = write_report(a.runs, out, title=title, manifest=manifest, analysis=a, targets=targets)
     if publish:

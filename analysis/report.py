@@ -1,8 +1,10 @@
 """The sweep report: report.md and report.html (same content), plots, CSV tables.
 
-It opens with the verdicts, one line per compared pair of variants and metric (L0 band,
-paired seeds, difference with its 95% CI, verdict), the smallest difference the sweep could
-detect, and the notes on what each pair differs in (once per pair). Then: the target L0s
+It opens with the verdicts, one line per compared pair, headline metric and matched L0 (the
+log ratio b/a as a % change with its 95% CI, raw and adjusted p, the verdict word), then one
+summary line per pair and metric over the declared L0 band, the matched L0s left out for
+dense runs, what the seeds can resolve and would need (`analysis.verdicts.plan_seeds`), and
+the notes on what each pair differs in (once per pair). Then: the target L0s
 (a target-L0 sweep), the variants and their knobs, and per metric the frontier plot, the
 plot relative to the reference variant, the paired differences at each matched L0, the
 frontier per L0 band and the frontier points; last, every failed or unfinished run.
@@ -17,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.compare import pairs_table
-from analysis.effects import ci, l0_range, pct
+from analysis.effects import ci, fmt, l0_range, pct
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
 from analysis.plots import frontier_plot, relative_plot, save_figure
 from analysis.provenance import provenance_warnings
 from analysis.render import SIGNIFICANT, md_table, render, write_csv
 from analysis.variants import LABEL, frontier_axis, value_key
+from analysis.verdicts import Judged, pct_text, plan_seeds
 from sae_sweep.evaluation.catalogue import title as title_of
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
@@ -41,12 +43,14 @@ class ReportPaths:
     plots: list[Path] = field(default_factory=list)
     """PNG and SVG per metric: frontier_<metric> and relative_<metric>."""
     tables: list[Path] = field(default_factory=list)
-    """runs.csv, verdicts.csv, targets.csv, and per metric frontier_, paired_ and
+    """runs.csv, verdicts.csv, summaries.csv, targets.csv, and per metric frontier_, paired_ and
     comparisons_<metric>.csv."""
     publish: Any = None
     """`analysis.publish.PublishResult` when published, else None."""
     n_runs: int = 0
     """Runs found (any status)."""
+    verdicts: list[str] = field(default_factory=list)
+    """The report's first lines as plain text: the per-L0 verdicts, then the summaries."""
 
     def __iter__(self):
         yield from [self.report_md, self.report_html, *self.plots, *self.tables]
@@ -118,60 +122,103 @@ def _status_line(runs: pd.DataFrame) -> str:
     return f"{len(runs)} runs" + (": " + ", ".join(parts) if parts else "")
 
 
+def effect_text(j: Judged) -> str:
+    """'-3.02% [-4.10%, -1.93%]': the percentage change exp(ln(b/a)) - 1 and its 95% CI."""
+    e = j.effect
+    if e.n == 0:
+        return "n/a"
+    if e.n < 2 or not math.isfinite(e.half_width):
+        return pct(e.pct())
+    lo, hi = e.ci
+    return f"{pct(e.pct())} [{pct(lo)}, {pct(hi)}]"
+
+
+def p_text(raw: float, adjusted: float) -> str:
+    """'0.012 (adj 0.036)'."""
+    if not math.isfinite(raw):
+        return ""
+    return f"{raw:.2g} (adj {adjusted:.2g})"
+
+
 def verdict_rows(a: Analysis) -> pd.DataFrame:
-    """One row per compared pair and headline metric: the report's opening lines."""
+    """One row per compared pair, headline metric and matched L0: the report's opening lines
+    (the primary result), their verdicts adjusted within the report."""
     rows = []
     for m in a.headline_metrics():
         for p in a.metrics[m].pairs:
-            band = "none" if p.band is None else l0_range(*p.band)
-            d = p.pooled
-            interval = (
-                f"[{pct(d.lo)}, {pct(d.hi)}]" if d.n >= 2 and math.isfinite(d.half_width) else ""
-            )
+            for pt in p.points:
+                j = pt.judged
+                rows.append(
+                    {
+                        "metric": m,
+                        "a": p.a,
+                        "b": p.b,
+                        "L0": fmt(pt.l0),
+                        "seeds": j.effect.n,
+                        "b/a - 1, 95% CI": effect_text(j),
+                        "p (adj)": p_text(j.p_diff, j.p_diff_adj),
+                        "margin": f"±{pct_text(p.margin)}",
+                        "verdict": j.words(),
+                    }
+                )
+    cols = ["metric", "a", "b", "L0", "seeds", "b/a - 1, 95% CI", "p (adj)", "margin", "verdict"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def summary_rows(a: Analysis) -> pd.DataFrame:
+    """One row per compared pair and headline metric: the log ratio over the declared band."""
+    rows = []
+    for m in a.headline_metrics():
+        for p in a.metrics[m].pairs:
+            j = p.summary
             rows.append(
                 {
                     "metric": m,
                     "a": p.a,
                     "b": p.b,
-                    "L0 band": band,
-                    "L0 points": len(p.rows),
-                    "seeds": d.n,
-                    "(b - a) / a": pct(d.mean),
-                    "95% CI": interval,
+                    "L0 band": l0_range(*p.band) if math.isfinite(p.band[1]) else "-",
+                    "L0 points": ", ".join(fmt(x) for x in p.band_points) or "none",
+                    "seeds": j.effect.n if j else 0,
+                    "b/a - 1, 95% CI": effect_text(j) if j else "-",
+                    "p (adj)": p_text(j.p_diff, j.p_diff_adj) if j else "",
                     "verdict": p.headline,
                 }
             )
-    cols = ["metric", "a", "b", "L0 band", "L0 points", "seeds", "(b - a) / a", "95% CI", "verdict"]
+    cols = ["metric", "a", "b", "L0 band", "L0 points", "seeds", "b/a - 1, 95% CI", "p (adj)",
+            "verdict"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
 def _verdict_line(r) -> str:
-    size = f"{r['(b - a) / a']}" + (f" {r['95% CI']}" if r["95% CI"] else "")
     return (
-        f"**{r['metric']}**, L0 {r['L0 band']}, {r['seeds']} seeds: `{r['b']}` vs `{r['a']}` "
-        f"{size}: {r['verdict']}"
+        f"**{r['metric']}** at L0 {r['L0']}, {r['seeds']} seeds: `{r['b']}` vs `{r['a']}` "
+        f"{r['b/a - 1, 95% CI']}, p {r['p (adj)']}: **{r['verdict']}**"
     )
 
 
-def detectable(a: Analysis) -> list[str]:
-    """Per headline metric: the smallest difference the sweep could have detected."""
+def _summary_line(r) -> str:
+    return (
+        f"**{r['metric']}** over L0 {r['L0 band']} ({r['L0 points']}), {r['seeds']} seeds: "
+        f"`{r['b']}` vs `{r['a']}` {r['b/a - 1, 95% CI']}: **{r['verdict']}**"
+    )
+
+
+def verdict_lines(a: Analysis) -> list[str]:
+    """The report's first lines as plain text (the end of a sweep prints them)."""
+    lines = [_verdict_line(r).replace("**", "") for _, r in verdict_rows(a).iterrows()]
+    summary = [_summary_line(r).replace("**", "") for _, r in summary_rows(a).iterrows()]
+    return lines + (["summary over the band:", *summary] if summary else [])
+
+
+def seed_plans(a: Analysis) -> list[str]:
+    """Per headline metric: the smallest effect the seeds could detect, and the paired seeds
+    that would settle its margin."""
     out = []
     for m in a.headline_metrics():
-        pairs = [p.pooled for p in a.metrics[m].pairs if p.pooled.n > 0]
-        if not pairs:
-            continue
-        n = max(d.n for d in pairs)
-        if n < 2:
-            out.append(
-                f"{m}: one seed per point, so no difference can be detected; run at "
-                "least 3 seeds (seed=0,1,2) to get verdicts"
-            )
-            continue
-        hw = np.nanmedian([d.half_width for d in pairs])
-        out.append(
-            f"{m}: with {n} paired seeds, differences smaller than about ±{hw:.2g}% "
-            "(the median CI half-width) go undetected"
-        )
+        effects = [pt.judged.effect for p in a.metrics[m].pairs for pt in p.points]
+        plan = plan_seeds(m, effects)
+        if plan is not None:
+            out.append(plan.sentence())
     return out
 
 
@@ -223,22 +270,25 @@ def targets_table(targets: dict[str, Any]) -> pd.DataFrame:
 
 
 def paired_table(ma: MetricAnalysis) -> pd.DataFrame:
+    """Per pair and matched L0: the means, b - a, the log ratio's % change and its verdict."""
     rows = []
     for p in ma.pairs:
-        for r in p.rows.itertuples(index=False):
+        for pt in p.points:
+            j = pt.judged
             rows.append(
                 {
                     "a": p.a,
                     "b": p.b,
-                    "L0": r.l0,
-                    "seeds": r.seeds,
-                    "a mean": r.a,
-                    "b mean": r.b,
-                    "b - a": r.diff,
-                    "95% CI": ci(r.ci_lo, r.ci_hi, r.seeds),
-                    "(b - a) / a": pct(r.rel_diff_pct),
-                    "verdict": r.verdict,
-                    "L0 match": r.note,
+                    "L0": pt.l0,
+                    "seeds": j.effect.n,
+                    "a mean": pt.a,
+                    "b mean": pt.b,
+                    "b - a": pt.diff.mean,
+                    "95% CI": ci(pt.diff.lo, pt.diff.hi, pt.diff.n),
+                    "b/a - 1, 95% CI": effect_text(j),
+                    "p (adj)": p_text(j.p_diff, j.p_diff_adj),
+                    "verdict": j.words(),
+                    "L0 match": pt.note,
                 }
             )
     return pd.DataFrame(rows)
@@ -291,7 +341,8 @@ def write_report(
     out_dir = Path(out_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
-    paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs))
+    paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs),
+                        verdicts=verdict_lines(a))  # fmt: skip
     files = _Files(out_dir, paths, plots)
     files.table(a.runs, "runs.csv", recorded=True)
     # The sections, in the order the report shows them (each also writes its tables).
@@ -323,16 +374,30 @@ def _opening(a: Analysis, title: str | None, generated: str | None) -> list[tupl
     return blocks + [("p", line) for line in provenance_warnings(a.runs)]
 
 
+def _excluded(a: Analysis) -> list[str]:
+    """The matched targets left out of verdicts (a run in the dense regime), once each."""
+    lines = [f"L0 {fmt(t)}: out of verdicts, {why}" for m in a.headline_metrics()
+             for p in a.metrics[m].pairs for t, why in p.excluded]  # fmt: skip
+    return list(dict.fromkeys(lines))
+
+
 def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
-    """One line per compared pair and headline metric, what the numbers mean, the smallest
-    detectable difference, and what each pair differs in; or why nothing was compared."""
+    """The per-L0 verdicts of the headline metrics (the primary result), the one-line
+    summaries over the declared band, how to read them, what more seeds would settle, and
+    what each pair differs in; or why nothing was compared."""
     verdicts = verdict_rows(a)
+    excluded = _excluded(a)
     if not len(verdicts):
         if len(a.runs) and all(ma.points.empty for ma in a.metrics.values()):
             return [("p", "No finished run has an L0 and a metric: nothing to compare.")]
         if len(a.runs):
             return [
-                ("p", "No two variants have finished runs at a matched L0: nothing to compare.")
+                (
+                    "p",
+                    "No two variants have finished runs at a matched L0 in the sparse "
+                    "regime: nothing to compare.",
+                ),  # fmt: skip
+                *([("ul", excluded)] if excluded else []),
             ]
         return []
     limit = f"L0 <= {a.max_l0_fraction:g} d" + (f" = {a.max_l0_fraction * a.d:g}" if a.d else "")
@@ -342,18 +407,30 @@ def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
         if a.targets
         else "at matched L0 values inside the range both variants cover"
     )
+    method = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[a.rules.multiplicity]
+    summaries = summary_rows(a)
     files.table(verdicts, "verdicts.csv")
+    files.table(summaries, "summaries.csv")
     return [
-        ("h2", "Verdicts (paired seeds, 95% CI)"),
+        ("h2", f"Verdicts per matched L0 (paired seeds, {method}-adjusted)"),
         ("ul", [_verdict_line(r) for _, r in verdicts.iterrows()]),
+        ("h3", f"Summary over the L0 band {a.rules.band_text(a.d)} (declared before the sweep)"),
+        ("ul", [_summary_line(r) for _, r in summaries.iterrows()]),
         (
             "p",
-            f"(b - a) / a: the per-seed relative difference, averaged over the "
-            f"matched L0s ({where}); same seed = same initialisation and data "
-            f"order. Verdicts cover {limit}: runs above are the dense regime, "
-            "kept in the tables and plots but never in a verdict.",
+            f"b/a - 1: the per-seed log ratio ln(b/a), averaged over the paired seeds and shown "
+            f"as a percentage change, with its 95% t CI; matched {where}; same seed = same "
+            f"initialisation and data order. A verdict is one of: b better, a better (the "
+            f"paired t test, {method}-adjusted over this report's headline verdicts), "
+            f"equivalent within ±margin (two one-sided tests: the 90% CI inside the margin), "
+            f"or inconclusive; p (adj): the difference test's raw and adjusted p-values. "
+            f"Verdicts cover {limit}, judged on each run's achieved L0: runs above are the "
+            "dense regime, kept in the tables and plots but never in a verdict "
+            '(docs/analysis.md, "Reading a verdict").',
         ),
-        ("ul", detectable(a)),
+        *([("ul", excluded)] if excluded else []),
+        ("p", "What the seeds can resolve:"),
+        ("ul", seed_plans(a)),
         *pair_notes(a),
     ]
 

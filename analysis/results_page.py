@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis import render
@@ -34,15 +32,17 @@ from analysis.claims import (
     Claims,
     Sweep,
     Verdict,
+    adjust_family,
     load_claims,
     load_sweeps,
     verdicts,
 )
-from analysis.effects import ci, fmt, pct
+from analysis.effects import fmt
 from analysis.matched import relative_to
 from analysis.plots import frontier_plot, relative_plot
-from analysis.report import write_report
+from analysis.report import effect_text, p_text, write_report
 from analysis.variants import LABEL
+from analysis.verdicts import plan_seeds
 from sae_sweep.evaluation.catalogue import title as metric_title
 
 STAMP = "rebuilt by docs/results/rebuild.py from the committed run tables"
@@ -79,8 +79,9 @@ class ResultsFolder:
 
 
 def verdict_table(vs: list[Verdict]) -> str:
-    """One row per claim, data set, metric and comparison; one "not in the sweep yet" row
-    per claim and data set whose sweep lacks the variants."""
+    """One row per claim, data set, metric and comparison (the summary over the band, and
+    each matched L0's verdict); one "not in the sweep yet" row per claim and data set whose
+    sweep lacks the variants."""
     rows = []
     missing = set()
     for v in vs:
@@ -95,10 +96,12 @@ def verdict_table(vs: list[Verdict]) -> str:
                 "data": v.sweep.data.title,
                 "b vs a": f"`{r.b}` vs `{r.a}`" if r else f"not in `{v.sweep.name}` yet",
                 "metric": v.metric,
-                "L0": v.band(),
-                "seeds": r.pooled.n if r else "-",
-                "(b - a) / a, 95% CI": v.difference(),
+                "margin": v.margin(),
+                "L0 band (points)": v.band(),
+                "seeds": r.summary.effect.n if r and r.summary else "-",
+                "b/a - 1 over the band, 95% CI": v.difference(),
                 "verdict": v.words(),
+                "per matched L0": v.per_l0(),
                 "claim holds?": v.answer(),
             }
         )
@@ -106,19 +109,18 @@ def verdict_table(vs: list[Verdict]) -> str:
 
 
 def detectable(claims: Claims, vs: list[Verdict]) -> str:
-    """Per data set and headline metric: the median CI half-width of the verdict table's
-    comparisons."""
+    """Per data set and headline metric: the smallest effect the seeds could detect and the
+    paired seeds that would settle the margin (`analysis.verdicts.plan_seeds`), from the
+    verdict table's per-L0 effects."""
     out = []
     for data in claims.data_sets:
         for metric in data.headline:
-            hw = [v.result.pooled.half_width for v in vs if v.sweep.data is data and v.result
-                  and v.result.pooled.n >= 2 and v.metric == metric]  # fmt: skip
-            hw = [h for h in hw if math.isfinite(h)]
-            if hw:
-                out.append(
-                    f"- {data.title}, {metric}: differences under about "
-                    f"±{np.median(hw):.2g}% (the median CI half-width) go undetected."
-                )
+            mine = [v.result for v in vs if v.sweep.data is data and v.result
+                    and v.metric == metric]  # fmt: skip
+            effects = [p.judged.effect for r in mine for p in r.points]
+            plan = plan_seeds(metric, [e for e in effects if e.n >= 2])
+            if plan is not None:
+                out.append(f"- {data.title}, {plan.sentence()}")
     return "\n".join(out)
 
 
@@ -167,7 +169,7 @@ def _unique_pair(r: pd.DataFrame, a: str, b: str) -> str:
 def evidence(folder: ResultsFolder, claim: Claim, vs: list[Verdict], plots: bool) -> str:
     """Per data set: the claim's plots and its paired table per metric, then (unless the
     claim says not to) the data set's other metrics for the same pairs, as context."""
-    out = []
+    out = [f"*Margins.* {claim.why}"] if claim.why else []
     mine = [v for v in vs if v.claim is claim]
     for s in dict.fromkeys(v.sweep for v in mine):
         out.append(f"#### {s.data.title} ([report]({_link(s)}))")
@@ -183,10 +185,11 @@ def evidence(folder: ResultsFolder, claim: Claim, vs: list[Verdict], plots: bool
         if claim.other_metrics:
             for metric in [m for m in s.metrics if m not in {v.metric for v in here}]:
                 sub = [
-                    Verdict(claim, s, metric, s.compare(a, b, metric, claim.max_l0_fraction),
-                            "context")
+                    Verdict(claim, s, metric, s.compare(a, b, metric, claim.max_l0_fraction,
+                                                        claim.rules), "context")
                     for a, b in pairs
                 ]  # fmt: skip
+                adjust_family(sub, claim.rules.multiplicity)
                 out.append(f"**{_title(metric)}**{_chance(s, metric)}")
                 out.append(_paired_table(sub))
     return "\n\n".join(out)
@@ -209,21 +212,25 @@ def _paired_table(vs: list[Verdict]) -> str:
         r = v.result
         if r is None:
             continue
-        for x in r.rows.itertuples(index=False):
+        for p in r.points:
+            j = p.judged
             rows.append(
                 {
                     "b vs a": f"`{r.b}` vs `{r.a}`",
-                    "L0": fmt(x.l0),
-                    "seeds": x.seeds,
-                    "a": fmt(x.a),
-                    "b": fmt(x.b),
-                    "b - a, 95% CI": f"{fmt(x.diff)} {ci(x.ci_lo, x.ci_hi, x.seeds)}".strip(),
-                    "(b - a) / a": pct(x.rel_diff_pct),
-                    "verdict": x.verdict,
-                    "L0 match": x.note,
+                    "L0": fmt(p.l0),
+                    "seeds": j.effect.n,
+                    "a": fmt(p.a),
+                    "b": fmt(p.b),
+                    "b/a - 1, 95% CI": effect_text(j),
+                    "p (adj)": p_text(j.p_diff, j.p_diff_adj),
+                    "verdict": j.words(),
+                    "L0 match": p.note,
                 }
             )
-    return render.md_table(pd.DataFrame(rows))
+        for t, why in r.excluded:
+            rows.append({"b vs a": f"`{r.b}` vs `{r.a}`", "L0": fmt(t),
+                         "verdict": "out of verdicts (dense run)", "L0 match": why})  # fmt: skip
+    return render.md_table(pd.DataFrame(rows).fillna(""))
 
 
 def _claim_plots(
@@ -314,7 +321,7 @@ def build_page(folder: ResultsFolder, plots: bool) -> str:
 def write_sweep_report(folder: ResultsFolder, s: Sweep, out_dir: Path, plots: bool) -> Path:
     """The sweep's own report (every pair, every metric), as `sae-analysis` writes it, less
     the copies of what is committed already (the runs table, the one-file HTML, SVGs)."""
-    a = s.analyse(folder.claims.reference)
+    a = s.analyse(folder.claims.reference, folder.claims.rules)
     paths = write_report(
         a.runs,
         out_dir,

@@ -1,5 +1,7 @@
-"""Paired seed statistics on constructed data with a known answer: who wins, by how much,
-the CI, "no difference detected", one seed, and the dense regime kept out of verdicts."""
+"""Paired seed statistics on constructed data with a known answer: the log ratio and its t
+interval, who wins and by how much, one seed, seeds that pair with nothing, and the dense
+regime kept out of verdicts. (The verdict words, margins and multiplicity:
+test_analysis_verdicts.py.)"""
 
 import math
 
@@ -9,69 +11,46 @@ import pytest
 from scipy import stats
 
 from analysis.matched import compare_matched, compare_pairs, dense, relative_to
-from analysis.paired import paired_diff, verdict
+from analysis.paired import log_ratio, paired_diff
+from analysis.verdicts import Rules
+
+NARROW = Rules(margins={"fvu": 0.01})
+"""A 1% margin: a 3% effect is a difference, not an equivalence."""
 
 
-def test_paired_ci_is_the_t_interval_of_the_per_seed_differences():
+def test_the_ci_is_the_t_interval_of_the_per_seed_log_ratios():
     a = np.array([1.0, 2.0, 3.0])
-    b = a + np.array([-0.10, -0.12, -0.08])
-    d = paired_diff(a, b)
+    b = a * np.exp([-0.10, -0.12, -0.08])
+    e = log_ratio(a, b, margin=0.05)
     half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
-    assert d.n == 3 and d.mean == pytest.approx(-0.10)
-    assert d.half_width == pytest.approx(half)
-    assert (d.lo, d.hi) == pytest.approx((-0.10 - half, -0.10 + half))
-    assert verdict(d, "a", "b", "fvu", higher_is_better=False) == "`b` lower fvu (CI excludes 0)"
-    # Higher is better (MMCS): the same numbers make a the winner.
-    assert verdict(d, "a", "b", "mmcs", higher_is_better=True) == "`a` higher mmcs (CI excludes 0)"
+    assert e.n == 3 and e.mean == pytest.approx(-0.10)
+    assert e.half_width == pytest.approx(half)
+    assert e.pct() == pytest.approx(100 * math.expm1(-0.10))
+    assert e.ci == pytest.approx((100 * math.expm1(-0.10 - half), 100 * math.expm1(-0.10 + half)))
+    assert e.p_diff == pytest.approx(stats.ttest_1samp(np.log(b / a), 0).pvalue)
 
 
-def test_no_difference_detected_names_the_seeds_and_the_ci():
-    d = paired_diff(np.zeros(3), np.array([0.1, -0.1, 0.05]))
-    assert not d.excludes_zero
-    v = verdict(d, "a", "b", "fvu", False)
-    assert v.startswith("no difference detected with 3 seeds (CI ±") and "`" not in v
-
-
-def test_one_seed_gives_no_verdict_however_large_the_difference():
-    d = paired_diff(np.array([1.0]), np.array([0.5]))
-    assert d.n == 1 and d.mean == -0.5 and math.isnan(d.half_width)
-    assert verdict(d, "a", "b", "fvu", False) == "one seed: no verdict"
-
-
-def test_verdict_never_contradicts_the_mean_difference():
-    """Over random paired samples, the verdict is exactly what the CI says: the side the mean
-    favours when the CI excludes 0, else no difference detected; both cases occur."""
+def test_the_log_ratio_is_antisymmetric_and_bounded():
     rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(200):
-        n = int(rng.integers(2, 6))
-        a, b = rng.normal(size=n), rng.normal(size=n) + rng.normal()
-        d = paired_diff(a, b)
-        excludes = abs(d.mean) > d.half_width
-        assert d.excludes_zero == excludes
-        v = verdict(d, "a", "b", "fvu", False)
-        if excludes:
-            assert v == f"`{'b' if d.mean < 0 else 'a'}` lower fvu (CI excludes 0)"
-        else:
-            assert v.startswith(f"no difference detected with {n} seeds (CI ±")
-        seen.add(excludes)
-    assert seen == {True, False}
+    a, b = rng.uniform(0.1, 1, 5), rng.uniform(0.001, 1, 5)
+    ab, ba = log_ratio(a, b, 0.05), log_ratio(b, a, 0.05)
+    assert ab.mean == pytest.approx(-ba.mean) and ab.half_width == pytest.approx(ba.half_width)
+    assert ab.p_diff == pytest.approx(ba.p_diff)
+    assert ab.p_below == pytest.approx(ba.p_above)
+    # b a thousand times smaller: the change is close to -100%, never below it
+    tiny = log_ratio(np.ones(3), np.array([1e-3, 2e-3, 5e-4]), 0.05)
+    assert -100 < tiny.ci[0] < tiny.pct() < tiny.ci[1] < -99
 
 
-def test_nan_pairs_are_dropped_and_not_counted():
-    """A seed whose value is NaN (or infinite) in either variant leaves the pairing; n counts
-    the pairs that remain, and the verdict names that count."""
-    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
-    b = np.array([0.9, np.nan, 3.0, 3.8, np.inf])
+def test_nan_and_non_positive_pairs_are_dropped_and_counted():
+    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 0.0])
+    b = np.array([0.9, np.nan, 3.0, 3.8, np.inf, 1.0])
+    e = log_ratio(a, b, 0.05)
+    assert e.n == 2 and e.dropped == 1  # the 0.0: no log ratio
+    assert e.mean == pytest.approx(np.mean(np.log([0.9, 0.95])))
+    assert log_ratio(np.array([1.0, np.nan]), np.array([0.5, 0.5]), 0.05).n == 1
     d = paired_diff(a, b)
-    assert d.n == 2 and d.mean == pytest.approx(-0.15)
-    assert d == paired_diff(a[[0, 3]], b[[0, 3]])
-    assert verdict(d, "a", "b", "fvu", False).startswith("no difference detected with 2 seeds")
-    one = paired_diff(np.array([1.0, np.nan]), np.array([0.5, 0.5]))
-    assert one.n == 1 and verdict(one, "a", "b", "fvu", False) == "one seed: no verdict"
-    none = paired_diff(np.array([np.nan, 1.0]), np.array([1.0, np.nan]))
-    assert none.n == 0 and math.isnan(none.mean) and not none.excludes_zero
-    assert verdict(none, "a", "b", "fvu", False) == "no paired seeds: no verdict"
+    assert d.n == 3 and d.mean == pytest.approx(np.mean([-0.1, -0.2, 1.0]))
 
 
 def _runs(effect=-0.03, seeds=(0, 1, 2), lams=(1, 2, 4, 8), d=64, targets=None):
@@ -95,41 +74,40 @@ def _runs(effect=-0.03, seeds=(0, 1, 2), lams=(1, 2, 4, 8), d=64, targets=None):
 
 
 def test_matched_comparison_finds_the_winner_and_its_size():
-    r = compare_matched(_runs(-0.03), "fvu", "a", "b")
-    assert r.headline == "`b` lower fvu (CI excludes 0)"
-    assert r.pooled.mean == pytest.approx(-3.0, abs=1e-6)  # percent
-    assert r.pooled.n == 3
-    assert (r.rows["rel_diff_pct"].round(6) == -3.0).all()
-    assert all(v.startswith("`b` lower") for v in r.rows["verdict"])
+    r = compare_matched(_runs(-0.03), "fvu", "a", "b", rules=NARROW)
+    assert r.headline == "b better"
+    assert r.summary.effect.pct() == pytest.approx(-3.0, abs=1e-6)  # percent
+    assert r.summary.effect.n == 3
+    assert (r.rows["effect_pct"].round(6) == -3.0).all()
+    assert (r.rows["verdict"] == "b better").all()
 
 
 def test_the_dense_regime_never_enters_a_verdict():
     runs = _runs(-0.03)
     assert dense(runs).sum() == 6  # the L0-60 runs, above d/2 = 32
-    r = compare_matched(runs, "fvu", "a", "b")
+    r = compare_matched(runs, "fvu", "a", "b", rules=NARROW)
     assert r.rows["l0"].max() <= 32 + 1e-9
-    assert r.band[1] <= 32 + 1e-9
-    # Where b is 3x worse (L0 60) would flip the verdict if it counted.
-    assert "`b`" in r.headline
+    # Where b is 3x worse (L0 60) would flip the verdicts if it counted.
+    assert (r.rows["verdict"] == "b better").all()
     # With the limit raised to d, the dense points count and b no longer wins everywhere.
-    wide = compare_matched(runs, "fvu", "a", "b", max_l0_fraction=1.0)
+    wide = compare_matched(runs, "fvu", "a", "b", max_l0_fraction=1.0, rules=NARROW)
     assert wide.rows["l0"].max() == pytest.approx(60)
-    assert "`b` lower" not in wide.headline
+    assert wide.rows["verdict"].iloc[-1] == "a better"
 
 
 def test_no_difference_and_one_seed_in_a_sweep():
     none = compare_matched(_runs(0.0), "fvu", "a", "b")
-    assert none.headline.startswith("no difference detected with 3 seeds")
+    assert none.headline == "equivalent within ±5%" and none.summary.effect.mean == 0
     one = compare_matched(_runs(-0.03, seeds=(0,)), "fvu", "a", "b")
     assert one.headline == "one seed: no verdict"
 
 
 def test_targets_compare_at_the_lambda_that_hit_each_target():
     runs = _runs(-0.03, targets=(8.0, 16.0, 60.0))
-    (r,) = compare_pairs(runs, "fvu", ["a", "b"])
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"], rules=NARROW)
     assert r.rows["l0"].tolist() == [8.0, 16.0]  # 60 > d/2: dense, never in a verdict
     assert all(n.startswith("achieved L0") for n in r.rows["note"])
-    assert r.headline == "`b` lower fvu (CI excludes 0)"
+    assert r.headline == "b better"
     rel = relative_to(runs, "fvu", "a", ["a", "b"])
     assert rel["ratio"].to_numpy() == pytest.approx([0.97, 0.97])
     assert (rel["ci_hi"] < 1).all()
@@ -149,16 +127,36 @@ def _offset_runs(effect: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_targets_correct_the_l0_offset_inside_the_tolerance():
+def test_targets_read_each_seed_at_the_target_on_its_own_curve():
     # Read at their own L0s, b would look 6% better than a on the very same curve, only
-    # because it sits 13% higher in L0. Moved to L0 16 along the local slope, the two agree,
-    # and a real 3% effect is still found.
+    # because it sits 13% higher in L0. Read at L0 16 on each seed's own curve (its runs on
+    # either side), the two agree, and a real 3% effect is still found.
     (same,) = compare_pairs(_offset_runs(0.0), "fvu", ["a", "b"])
-    assert same.rows["rel_diff_pct"].abs().max() < 1e-6
-    assert "moved to L0 16 along the local slope" in same.rows["note"][0]
-    (better,) = compare_pairs(_offset_runs(-0.03), "fvu", ["a", "b"])
-    assert better.rows["rel_diff_pct"][0] == pytest.approx(-3.0)
-    assert better.headline == "`b` lower fvu (CI excludes 0)"
+    assert abs(same.rows["effect_pct"][0]) < 0.5
+    assert "6 of 6 values read at L0 16 on the seed's curve" in same.rows["note"][0]
+    (better,) = compare_pairs(_offset_runs(-0.03), "fvu", ["a", "b"], rules=NARROW)
+    assert better.rows["effect_pct"][0] == pytest.approx(-3.0, abs=0.5)
+    assert better.headline == "b better"
+
+
+def test_a_seed_whose_runs_miss_one_side_of_the_target_is_not_moved():
+    """a's runs stop at L0 15 (no run above 16): its values stay at L0 15, unmoved, and the
+    note states the 6% offset; nothing estimated from other points moves them."""
+    runs = _offset_runs(0.0)
+    runs = runs[~((runs["variant_label"] == "a") & (runs["l0"] == 30.0))]
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"])
+    assert "3 not moved (L0 offset up to 7%)" in r.rows["note"][0]
+    a15 = runs[(runs["variant_label"] == "a") & (runs["l0"] == 15.0)]["fvu"].mean()
+    assert r.rows["a"][0] == pytest.approx(a15)
+
+
+def test_fractions_read_at_the_target_stay_within_0_and_1():
+    """A dead fraction of 0 and 1 on either side of a target: interpolation keeps it inside
+    [0, 1] (a move along a steep slope could leave it)."""
+    runs = _offset_runs(0.0)
+    runs["dead_fraction"] = np.where(runs["l0"] < 16, 1.0, 0.0)
+    r = compare_matched(runs, "dead_fraction", "a", "b", targets=[16.0])
+    assert ((r.rows[["a", "b"]] >= 0) & (r.rows[["a", "b"]] <= 1)).all().all()
 
 
 def _drop(runs: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
@@ -172,15 +170,17 @@ def test_a_seed_of_one_variant_only_is_left_out(targets):
     columns beside it (the means of the paired seeds, whose difference the row reports)."""
     runs = _runs(-0.03, seeds=(0, 1, 2, 3), targets=targets)
     runs.loc[(runs["variant_label"] == "b") & (runs["seed"] == 3), "fvu"] *= 3
-    unequal = compare_matched(_drop(runs, "a", 3), "fvu", "a", "b", targets=targets)
-    equal = compare_matched(_drop(_drop(runs, "a", 3), "b", 3), "fvu", "a", "b", targets=targets)
-    assert (unequal.rows["seeds"] == 3).all() and unequal.pooled.n == 3
-    assert unequal.rows["rel_diff_pct"].to_numpy() == pytest.approx(-3.0)
+    unequal = compare_matched(_drop(runs, "a", 3), "fvu", "a", "b", targets=targets, rules=NARROW)
+    equal = compare_matched(
+        _drop(_drop(runs, "a", 3), "b", 3), "fvu", "a", "b", targets=targets, rules=NARROW
+    )
+    assert (unequal.rows["seeds"] == 3).all() and unequal.summary.effect.n == 3
+    assert unequal.rows["effect_pct"].to_numpy() == pytest.approx(-3.0)
     pd.testing.assert_frame_equal(unequal.rows, equal.rows)
     assert unequal.rows["diff"].to_numpy() == pytest.approx(
         (unequal.rows["b"] - unequal.rows["a"]).to_numpy()
     )
-    assert unequal.headline == "`b` lower fvu (CI excludes 0)"
+    assert unequal.headline == "b better"
 
 
 def test_variants_with_no_seed_in_common_get_no_verdict():
@@ -188,17 +188,17 @@ def test_variants_with_no_seed_in_common_get_no_verdict():
     r = compare_matched(runs, "fvu", "a", "b")
     assert len(r.rows) > 0 and (r.rows["seeds"] == 0).all()
     assert (r.rows["verdict"] == "no paired seeds: no verdict").all()
-    assert r.pooled.n == 0 and r.headline == "no paired seeds: no verdict"
+    assert r.summary.effect.n == 0 and r.headline == "no paired seeds: no verdict"
 
 
 def test_a_nan_run_leaves_its_seed_out_of_that_target_only():
     """a's seed 1 has a NaN FVU at the lambda that hits L0 8 (a job whose metric could not be
     computed): the L0-8 row pairs the two other seeds and says so in its count; the L0-16
-    row keeps all three; the headline averages each seed over the targets it has."""
+    row keeps all three; the summary averages each seed over the targets it has."""
     runs = _runs(-0.03, targets=(8.0, 16.0))
     nan = (runs["variant_label"] == "a") & (runs["seed"] == 1) & (runs["lambda_multiplier"] == 4)
     runs.loc[nan, "fvu"] = math.nan
-    (r,) = compare_pairs(runs, "fvu", ["a", "b"])
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"], rules=NARROW)
     assert r.rows["l0"].tolist() == [8.0, 16.0] and r.rows["seeds"].tolist() == [2, 3]
-    assert r.rows["verdict"].tolist() == ["`b` lower fvu (CI excludes 0)"] * 2
-    assert r.pooled.n == 3 and r.pooled.mean == pytest.approx(-3.0)
+    assert r.rows["verdict"].tolist() == ["b better"] * 2
+    assert r.summary.effect.n == 3 and r.summary.effect.pct() == pytest.approx(-3.0)

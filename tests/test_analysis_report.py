@@ -55,12 +55,12 @@ def test_report_lists_failed_and_unfinished_runs(tmp_path):
         assert "Failed and unfinished runs (2)" in text
         assert "ablation/16" in text and "CUDA out of memory" in text
         assert "ablation/17" in text and "unfinished" in text
-        assert "Verdicts (paired seeds, 95% CI)" in text
+        assert "Verdicts per matched L0 (paired seeds, Holm-adjusted)" in text
     # The report opens with the verdicts; decoder_norm has 20% lower FVU at every seed.
-    first = md.split("## Verdicts (paired seeds, 95% CI)")[1].split("##")[0]
+    first = md.split("## Verdicts per matched L0 (paired seeds, Holm-adjusted)")[1].split("##")[0]
     line = next(ln for ln in first.splitlines() if ln.startswith("- **fvu**"))
-    assert "2 seeds" in line and "-20.00%" in line
-    assert line.endswith("`penalty.kind=decoder_norm` lower fvu (CI excludes 0)")
+    assert "2 seeds: `penalty.kind=decoder_norm` vs" in line and "-20.00%" in line
+    assert line.endswith(": **b better**")
     assert md.index("## Verdicts") < md.index("## Variants")
     assert "plots/frontier_fvu.png" in md
     assert "data:image/png;base64," in html  # the HTML is one self-contained file

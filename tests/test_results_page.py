@@ -54,22 +54,31 @@ def _verdict(sweep: cl.Sweep, expect: str) -> cl.Verdict:
 
 
 def test_a_verdict_says_where_the_better_variant_changes_with_l0():
+    # b 10% lower at L0 4 and 8, equal at 16, 10% higher at 32: the per-L0 verdicts say so;
+    # the summary over the band [3, d/4] = [3, 16] averages 4, 8 and 16 (-7%).
     v = _verdict(_sweep({4: 0.09, 8: 0.09, 16: 0.1, 32: 0.11}), "b")
-    assert v.words() == (
-        "depends on L0: `b_recipe` better at L0 4, 8; no difference detected at L0 16; "
-        "`a_recipe` better at L0 32"
-    )
-    assert v.answer() == "holds at some L0 only"
-    assert v.band() == "4-32"
+    assert v.per_l0() == "4: b better; 8: b better; 16: equivalent; 32: a better"
+    assert v.words() == "b better" and v.answer() == "holds"
+    assert v.difference().startswith(("-6.", "-7."))
+    assert v.band() == "3-16 (4, 8, 16)"
 
 
-def test_equal_variants_get_no_difference_detected_and_the_claim_of_equality_holds():
-    v = _verdict(_sweep({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}), "equal")
-    assert v.words().startswith("no difference detected with 5 seeds (CI ±")
-    assert v.answer() == "holds"
+def test_equal_variants_are_equivalent_and_the_claim_of_equivalence_holds():
+    v = _verdict(_sweep({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}), "equivalent")
+    assert v.words() == "equivalent within ±5%"
+    assert v.answer() == "holds" and v.difference().startswith("+0.00%")
     one = _verdict(_sweep({4: 0.09, 8: 0.09, 16: 0.09, 32: 0.09}), "a")
-    assert one.words() == "`b_recipe` better at every matched L0"
+    assert one.words() == "b better" and one.per_l0().count("b better") == 4
     assert one.answer() == "contradicted"
+
+
+def test_non_inferiority_holds_within_the_margin_and_not_beyond_it():
+    # b 2% worse: no worse than a by more than 5%; 10% worse: a better, the claim fails.
+    near = _verdict(_sweep({4: 0.102, 8: 0.102, 16: 0.102}), "no_worse")
+    assert near.words() == "b no worse than a by more than 5%" and near.answer() == "holds"
+    assert near.margin() == "5%, one-sided"
+    far = _verdict(_sweep({4: 0.11, 8: 0.11, 16: 0.11}), "no_worse")
+    assert far.words() == "a better" and far.answer() == "does not hold"
 
 
 def test_the_dense_regime_is_never_in_a_verdict():
@@ -77,8 +86,9 @@ def test_the_dense_regime_is_never_in_a_verdict():
     sweep = _sweep({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.2})
     sweep.runs["data.d"] = 48
     v = _verdict(sweep, "b")
-    assert v.band() == "4-16"
-    assert v.answer() == "not confirmed"
+    assert v.per_l0() == "4: equivalent; 8: equivalent; 16: equivalent"
+    assert v.band() == "3-12 (4, 8)"
+    assert v.answer() == "not shown (equivalent)"
 
 
 def test_a_relative_panel_of_pairs_with_their_own_references_names_each_pair():
@@ -134,6 +144,12 @@ def _claims_file(tmp_path, claim: str) -> Path:
          "'warmup' is not a switch"),
         ("  - {key: a, statment: x, sweep: penalty, comparisons: [{a: p, b: q, expect: b}]}\n",
          "unknown keys ['statment']"),
+        ("  - {key: a, statement: x, sweep: penalty,\n"
+         "     comparisons: [{a: p, b: q, expect: equivalent, margin: 5}]}\n",
+         "margin 5: give a relative margin in (0, 1)"),
+        ("  - {key: a, statement: x, sweep: penalty, margins: {fvu: 5},\n"
+         "     comparisons: [{a: p, b: q, expect: equivalent}]}\n",
+         "margin of fvu = 5: give a relative margin in (0, 1)"),
     ],
 )  # fmt: skip
 def test_a_malformed_claim_is_named_with_what_is_wrong(tmp_path, claim, error):

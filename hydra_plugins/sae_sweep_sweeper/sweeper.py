@@ -8,6 +8,8 @@ Options (`hydra.sweeper.<name>=...`), besides Hydra's basic ones (`params`, `max
     max_l0_fraction: the analysis's verdicts cover L0 <= this x d (default MAX_L0_FRACTION,
         0.5, of sae_sweep/config/validation.py)
     reference: the variant the relative plots divide by (default: the sweep's first)
+    band, margins, multiplicity: the verdicts' summary band, equivalence margins and p-value
+        adjustment (`analysis.run_analysis`; docs/analysis.md, "Reading a verdict")
 
 The launcher Hydra configured (basic, joblib, submitit) is instantiated as Hydra's own
 sweepers do, with a config loader that composes each distinct set of files once
@@ -21,19 +23,30 @@ from typing import Any
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class SaeSweeper(Sweeper):
     def __init__(
         self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
         analysis: bool = True, max_l0_fraction: float | None = None,
-        reference: str | None = None,
+        reference: str | None = None, band: Any = None, margins: Any = None,
+        multiplicity: str = "holm",
     ) -> None:  # fmt: skip
         self.max_batch_size = max_batch_size
         self.params = params or {}
         self.analysis = analysis
         self.max_l0_fraction, self.reference = max_l0_fraction, reference
+        # plain Python: Hydra passes lists and mappings as config nodes
+        self.verdict_options: dict[str, Any] = {"multiplicity": multiplicity}
+        if band is not None:
+            self.verdict_options["band"] = tuple(
+                OmegaConf.to_container(band) if isinstance(band, ListConfig) else band
+            )
+        if margins is not None:
+            self.verdict_options["margins"] = dict(
+                OmegaConf.to_container(margins) if isinstance(margins, DictConfig) else margins
+            )
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
@@ -58,6 +71,7 @@ class SaeSweeper(Sweeper):
         sweep = Sweep(
             self.config, self.launcher, self.hydra_context.config_loader,
             params=self.params, max_batch_size=self.max_batch_size, analysis=self.analysis,
-            analysis_options={"max_l0_fraction": fraction, "reference": self.reference},
+            analysis_options={"max_l0_fraction": fraction, "reference": self.reference,
+                              **self.verdict_options},
         )  # fmt: skip
         return sweep.run(arguments)

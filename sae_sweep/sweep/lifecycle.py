@@ -264,6 +264,9 @@ def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
         from analysis import run_analysis
 
         paths = run_analysis([sweep_dir], **options)
+        if paths.verdicts:  # the report's first lines: the verdicts per matched L0
+            lines = "\n".join(paths.verdicts)
+            print(f"\nverdicts (the report's first lines):\n{lines}", flush=True)
         log.info("analysis report: %s (also %s)", paths.report_md, paths.report_html.name)
         for plot in paths.plots:
             if plot.suffix == ".png":
