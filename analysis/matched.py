@@ -401,11 +401,11 @@ class PairResult:
         return self.summary.words()
 
 
-def _summary(points: list[tuple[Matched, float]], margin: float, h: bool, one_sided: bool):
+def _summary(points: list[Matched], margin: float, h: bool, one_sided: bool) -> Judged:
     """The per-seed mean log ratio over the given points (a seed averaged over the points it
     has), tested like one point."""
     per_seed: dict[int, list[float]] = {}
-    for m, _ in points:
+    for m in points:
         for s in m.seeds:
             if m.a[s] > 0 and m.b[s] > 0:
                 per_seed.setdefault(s, []).append(math.log(m.b[s] / m.a[s]))
@@ -448,7 +448,7 @@ def compare_matched(
         points.append(PointResult(m.l0, mean_a, mean_b, m.diff(), judged, note))
     adjust([p.judged for p in points], rules.multiplicity)
     band = rules.band_range(run_dims(runs).max())
-    inside = [(m, p.l0) for m, p in zip(matched, points, strict=True) if band[0] <= m.l0 <= band[1]]
+    inside = [m for m in matched if band[0] <= m.l0 <= band[1]]
     summary = _summary(inside, margin, h, one_sided) if inside else None
     return PairResult(metric, a, b, points, summary, band, margin, one_sided, excluded)
 
