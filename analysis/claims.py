@@ -34,7 +34,7 @@ import yaml
 
 from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
-from analysis.matched import PairResult, compare_matched, sweep_targets
+from analysis.matched import MAX_L0_FRACTION, PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
 from analysis.variants import Variants, assign_variants
 from analysis.verdicts import Rules, adjust, pct_text
@@ -123,7 +123,7 @@ class Claim:
     comparisons: tuple[Comparison, ...]
     metrics: tuple[str, ...] = (HEADLINE,)
     """The verdict table's metrics; HEADLINE stands for each data set's headline metrics."""
-    max_l0_fraction: float = 0.5
+    max_l0_fraction: float = MAX_L0_FRACTION
     """The L0 band of its verdicts: L0 <= this x d (the sparse regime)."""
     other_metrics: bool = True
     """The evidence also shows the data set's other metrics, as context."""
@@ -167,7 +167,7 @@ def load_claims(path: Path) -> Claims:
     )
     sweeps = tuple(str(s) for s in raw["sweeps"])
     switches = {str(k): str(v) for k, v in (raw.get("switches") or {}).items()}
-    band = float(raw.get("max_l0_fraction", 0.5))
+    band = float(raw.get("max_l0_fraction", MAX_L0_FRACTION))
     known = {m for d in data_sets for m in d.metrics} | {HEADLINE}
     rules = _rules(raw, Rules(), str(path))
     claims = tuple(

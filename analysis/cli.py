@@ -20,6 +20,7 @@ import sys
 
 from analysis.pipeline import WandbLoadError, run_analysis
 from analysis.verdicts import DEFAULT_BAND, DEFAULT_MARGINS, METHODS, parse_margins
+from sae_sweep.config.validation import MAX_L0_FRACTION
 from sae_sweep.evaluation.catalogue import names
 
 
@@ -62,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-l0-fraction",
         type=float,
-        default=0.5,
+        default=MAX_L0_FRACTION,
         metavar="F",
-        help="verdicts cover L0 <= F x d; runs above are the dense regime (default 0.5)",
+        help="verdicts cover L0 <= F x d; runs above are the dense regime (default %(default)s)",
     )
     p.add_argument(
         "--metrics",

@@ -36,10 +36,9 @@ from analysis.logl0 import common_range, gap_bridged, interpolate, log_grid
 from analysis.paired import PairedDiff, log_ratio, paired_diff
 from analysis.variants import FRONTIER_AXIS, LABEL, SEED, frontier_axis, point_keys
 from analysis.verdicts import Judged, Rules, adjust
+from sae_sweep.config.validation import MAX_L0_FRACTION  # one limit: verdicts and launch checks
 from sae_sweep.evaluation.catalogue import higher_is_better
 
-MAX_L0_FRACTION = 0.5
-"""Default: verdicts cover L0 <= d/2."""
 GRID_POINTS = 4
 """Matched L0 values per pair in a sweep without targets."""
 
