@@ -11,25 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sae_sweep.data.hf_model import load_model  # noqa: E402
 from sae_sweep.evaluation.lm import lm_metrics, mean_ce, sae_reconstruction  # noqa: E402
-from sae_sweep.models.base import SAEOutput  # noqa: E402
 
 try:
-    from data_fixtures import save_tiny_gpt2
+    from data_fixtures import FixedSAE, save_tiny_gpt2
 except ImportError:
-    from tests.data_fixtures import save_tiny_gpt2
-
-
-class Fixed(torch.nn.Module):
-    """A stand-in SAE whose reconstruction is x (identity) or 0 (zero)."""
-
-    def __init__(self, identity: bool):
-        super().__init__()
-        self.identity = identity
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        x_hat = x.clone() if self.identity else torch.zeros_like(x)
-        return SAEOutput(x_hat=x_hat, f=x, g=x)
+    from tests.data_fixtures import FixedSAE, save_tiny_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +36,12 @@ def tokens(n=6, t=24, seed=0):
 def test_identity_splice_recovers_all_the_loss_and_zero_recovers_none(lm, site):
     ids = tokens()
     scale = 7.3  # the reconstruction is taken in normalised units and scaled back
-    identity = lm_metrics(lm, site, ids, sae_reconstruction(Fixed(True), scale), [0], 4)
+    identity = lm_metrics(lm, site, ids, sae_reconstruction(FixedSAE(True), scale), [0], 4)
     assert identity["ce_zero"] != pytest.approx(identity["ce_clean"], abs=1e-4)
     assert identity["loss_recovered"] == pytest.approx(1.0, abs=1e-5)
     assert identity["delta_lm_loss"] == pytest.approx(0.0, abs=1e-6)
     assert identity["ce_sae"] == pytest.approx(identity["ce_clean"], abs=1e-6)
-    zero = lm_metrics(lm, site, ids, sae_reconstruction(Fixed(False), scale), [0], 4)
+    zero = lm_metrics(lm, site, ids, sae_reconstruction(FixedSAE(False), scale), [0], 4)
     assert zero["loss_recovered"] == pytest.approx(0.0, abs=1e-6)
     assert zero["ce_sae"] == pytest.approx(zero["ce_zero"], abs=1e-6)
     assert zero["delta_lm_loss"] == pytest.approx(zero["ce_zero"] - zero["ce_clean"], abs=1e-6)
