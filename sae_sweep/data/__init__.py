@@ -6,10 +6,24 @@ import torch
 
 from ..config.schema import SyntheticDataConfig
 from .hf import activations_source, hf_source
-from .source import ActivationSource, DataError, estimate_norm_scale
+from .source import (
+    ActivationSource,
+    DataError,
+    GroundTruthSource,
+    estimate_norm_scale,
+    held_out_batches,
+)
 from .synthetic import SyntheticData
 
-__all__ = ["ActivationSource", "DataError", "SyntheticData", "build_source", "estimate_norm_scale"]
+__all__ = [
+    "ActivationSource",
+    "DataError",
+    "GroundTruthSource",
+    "SyntheticData",
+    "build_source",
+    "estimate_norm_scale",
+    "held_out_batches",
+]
 
 
 def build_source(data_cfg, run_seed: int, device: torch.device,

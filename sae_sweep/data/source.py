@@ -17,7 +17,8 @@ class ActivationSource(Protocol):
     """Activations to train on, plus a held-out split that training never sees.
 
     `train_batch` is a pure function of (source, step): a resumed run sees exactly the
-    batches an uninterrupted one would.
+    batches an uninterrupted one would. A source whose data has known true features also
+    implements `GroundTruthSource`.
     """
 
     d: int
@@ -36,6 +37,34 @@ class ActivationSource(Protocol):
     def close(self) -> None:
         """Release what the source holds (a background reader); called when the job ends."""
         ...
+
+
+class GroundTruthSource(ActivationSource, Protocol):
+    """A source whose data is built from known true features (synthetic data): besides their
+    directions (`ground_truth`), it tells which features are active in each held-out row, which
+    the ground-truth metrics need (precision, recall and F1 of each latent as a detector of its
+    matched true feature: `evaluation.ground_truth`)."""
+
+    ground_truth: torch.Tensor
+
+    def eval_batches_with_truth(
+        self, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`eval_batches`' chunks, each with its (rows, G) true feature activations: the
+        coefficient of true feature g (row g of `ground_truth`) in each activation, 0 where
+        the feature is not active. Both on the source's device, the same on every call."""
+        ...
+
+
+def held_out_batches(
+    source: ActivationSource, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The held-out split as (activations, true feature activations or None) chunks: the
+    latter where the source implements `GroundTruthSource`, None for every other source."""
+    with_truth = getattr(source, "eval_batches_with_truth", None)
+    if with_truth is None or source.ground_truth is None:
+        return ((x, None) for x in source.eval_batches(batch_size))
+    return with_truth(batch_size)
 
 
 def estimate_norm_scale(source: ActivationSource, batches: int, batch_size: int) -> float:

@@ -11,7 +11,9 @@ Each training batch is drawn from a generator seeded by (data seed, run seed, st
 training device: on a GPU the batch never crosses the bus, and on the CPU the batches are
 the ones this module has always drawn. A GPU draws other (equally distributed) batches than
 the CPU for the same seeds, the same on every run. The held-out split and the features are
-drawn on the CPU, so they are the same on every device.
+drawn on the CPU, so they are the same on every device. The held-out split keeps its
+coefficients (the true feature activations, `eval_batches_with_truth`) for the ground-truth
+metrics.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _EVAL_STREAM = 1 << 40  # the held-out split's seed offset: far from any trainin
 
 
 class SyntheticData:
+    """The built-in generator as an activation source (`GroundTruthSource`)."""
+
     def __init__(self, cfg: SyntheticDataConfig, run_seed: int, device: torch.device):
         if cfg.n_features < 1 or cfg.d < 1:
             raise ValueError("data.d and data.n_features must be positive")
@@ -41,7 +45,9 @@ class SyntheticData:
         self.device = device
         self._run_seed = run_seed
         self._train_gen = torch.Generator(device)
-        self.firing_prob, self._process, self._eval = _drawn(_key(cfg), str(device))
+        self.firing_prob, self._process, self._eval, self._eval_coef = _drawn(
+            _key(cfg), str(device)
+        )
         self.ground_truth = self._process[self._train_gen.device][0]
 
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
@@ -55,12 +61,25 @@ class SyntheticData:
     def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         yield from self._eval.split(batch_size)
 
+    def eval_batches_with_truth(
+        self, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`eval_batches`' chunks with their (rows, G) coefficients (GroundTruthSource)."""
+        start = 0
+        for x in self.eval_batches(batch_size):
+            # stored sparse (about mean_active of G non-zero per row); dense chunk by chunk
+            coef = self._eval_coef.narrow_copy(0, start, len(x))
+            start += len(x)
+            yield x, coef.to_dense().to(x.device)
+
     def _sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return _sample(self.cfg, self._process, n, gen)
+        return _sample(self.cfg, self._process, n, gen)[0]
 
 
-def _sample(cfg: SyntheticDataConfig, process: dict, n: int, gen: torch.Generator) -> torch.Tensor:
-    """n samples drawn from `gen`, on its device."""
+def _sample(
+    cfg: SyntheticDataConfig, process: dict, n: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n samples, their (n, G) feature coefficients) drawn from `gen`, on its device."""
     G, c = cfg.n_features, cfg.correlation
     truth, factor, threshold = process[gen.device]
     draw = dict(generator=gen, device=gen.device)
@@ -71,14 +90,15 @@ def _sample(cfg: SyntheticDataConfig, process: dict, n: int, gen: torch.Generato
     x = coef @ truth  # (n, d)
     if cfg.noise_std > 0:
         x = x + cfg.noise_std * torch.randn(n, cfg.d, **draw)
-    return x
+    return x, coef
 
 
 @functools.lru_cache(maxsize=4)
 def _drawn(key: tuple, device: str):
-    """(firing probabilities, {device: (truth, factor, threshold)}, held-out split) of one
-    data-generating process. Kept per process: a sweep worker's next job on the same data
-    would draw them again, bit for bit (0.2 s a job at the defaults). Read-only to callers."""
+    """(firing probabilities, {device: (truth, factor, threshold)}, held-out split, its
+    coefficients as a sparse (n_eval, G) CPU tensor) of one data-generating process. Kept
+    per process: a sweep worker's next job on the same data would draw them again, bit for
+    bit (0.2 s a job at the defaults). Read-only to callers."""
     cfg = SyntheticDataConfig(**dict(key))
     gen = torch.Generator().manual_seed(cfg.seed)
     G, r = cfg.n_features, cfg.correlation_rank
@@ -93,8 +113,8 @@ def _drawn(key: tuple, device: str):
     train_device = torch.Generator(torch.device(device)).device
     process = {torch.device("cpu"): (truth, factor, threshold)}
     process[train_device] = tuple(t.to(train_device) for t in (truth, factor, threshold))
-    held_out = _sample(cfg, process, cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM))
-    return firing_prob, process, held_out.to(train_device)
+    held_out, coef = _sample(cfg, process, cfg.n_eval, _generator(cfg.seed + _EVAL_STREAM))
+    return firing_prob, process, held_out.to(train_device), coef.to_sparse()
 
 
 def _key(cfg: SyntheticDataConfig) -> tuple:
