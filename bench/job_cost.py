@@ -48,7 +48,7 @@ PHASES = [
     (job, "evaluate", "evaluation"),
     (job, "save_sae", "weights"),
     (run_logger.RunLogger, "write_summary", "summary (+ W&B summary)"),
-    (job, "_log_sae_artifact", "SAELens export + W&B artifact"),
+    (job, "log_sae_artifact", "SAELens export + W&B artifact"),
     (run_logger.RunLogger, "__exit__", "W&B finish"),
 ]
 _open: list[list[float]] = []  # the timed calls in progress: their children's cpu, wall

@@ -16,7 +16,6 @@ artifact.
 from __future__ import annotations
 
 import contextlib
-import logging
 import resource
 import time
 import traceback
@@ -31,15 +30,14 @@ from safetensors.torch import save_file
 from .config.schema import Config
 from .data import build_source, estimate_norm_scale
 from .evaluation import check_finite_metrics, evaluate
-from .export.run import export_run
-from .models import architecture, build_sae, validate
+from .models import build_sae, validate
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
+from .record.knobs import flat_knobs
 from .record.versions import versions
+from .record.wandb_run import log_sae_artifact, run_tags
 from .record.weights import save_firing, save_sae
 from .training.loop import TrainingRun, TrainResult, train
 from .training.progress import JobProgress
-
-logger = logging.getLogger("sae_sweep")
 
 
 def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
@@ -145,13 +143,15 @@ class _Member:
         self.base = {
             "variant": cfg.variant,
             "sweep": cfg.sweep,
-            "knobs": _flatten(resolved),
+            "knobs": flat_knobs(resolved),
             "versions": versions(),
             "started": _now(),
         }
         label = f"{cfg.variant}/{out_dir.name}" if cfg.variant else out_dir.name
         self.progress = JobProgress(cfg, out_dir, label=label)
-        self.log = RunLogger(out_dir, cfg.logger, resolved, _tags(cfg), default_name=out_dir.name)
+        self.log = RunLogger(
+            out_dir, cfg.logger, resolved, run_tags(cfg), default_name=out_dir.name
+        )
         stack.push(self.log)  # closed (W&B run finished) when the job ends, however it ends
         self.log.open()  # W&B starts here: a run that cannot start fails the job like any fault
 
@@ -186,7 +186,7 @@ class _Member:
         save_sae(self.out_dir, sae, cfg.sae.kind,
                  {"norm_scale": self.norm_scale, "config": self.base["knobs"]})  # fmt: skip
         save_firing(self.out_dir, firing["frequency"], metrics["dead_window_tokens"])
-        artifact = _log_sae_artifact(cfg, self.out_dir, self.log,
+        artifact = log_sae_artifact(cfg, self.out_dir, self.log,
                                      {**metrics, "norm_scale": self.norm_scale})  # fmt: skip
         summary = {
             **metrics,
@@ -232,24 +232,6 @@ class _Member:
             self.progress.finish(failed)
 
 
-def _log_sae_artifact(cfg: Config, out_dir: Path, log: RunLogger, metrics: dict) -> str | None:
-    """With W&B on: export the SAE to `saelens/` in the record and log it as an artifact.
-
-    The SAE is trained and saved by now: a W&B failure here is reported, not fatal.
-    """
-    if log.wandb_run is None:
-        return None
-    known = {**metrics, "variant": cfg.variant, "sweep": cfg.sweep}
-    try:
-        folder = export_run(out_dir, out_dir / layout.SAELENS_DIR, summary=known)
-        return log.log_sae_artifact(folder, metrics)
-    except Exception as exc:  # noqa: BLE001 - the record is complete without the artifact
-        logger.warning("the SAE artifact was not logged to W&B (%s: %s); the record is complete "
-                     "and `sae-export %s OUT` writes the same folder", type(exc).__name__, exc,
-                     out_dir)  # fmt: skip
-        return None
-
-
 def resolve_device(name: str) -> torch.device:
     """`device` as a torch device; `auto` and `cuda` name the current GPU by its index."""
     if name == "auto" and not torch.cuda.is_available():
@@ -266,39 +248,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _tags(cfg: Config) -> list[str]:
-    """W&B tags carrying the recipe knobs, so runs filter by knob in the W&B UI."""
-    val = lambda v: getattr(v, "value", v)  # noqa: E731
-    tags = [
-        f"sae={cfg.sae.kind}",
-        f"penalty={val(cfg.penalty.kind)}",
-        f"unit_norm={cfg.train.unit_norm_decoder}",
-        f"resample={cfg.resample.enabled}",
-        f"enc_transpose={cfg.sae.encoder_init_transpose}",
-        f"lambda_warmup={cfg.penalty.warmup_steps > 0}",
-    ]
-    if getattr(cfg.sae, "aux_decoder", None) is not None:
-        tags.append(f"aux={val(cfg.sae.aux_decoder)}")
-    if (knob := architecture(cfg.sae.kind).l0_knob) is not None:  # e.g. TopK's sae.k: k=32
-        leaf = knob.removeprefix("sae.")
-        tags.append(f"{leaf}={getattr(cfg.sae, leaf)}")
-    if cfg.penalty.decoder_norm_grad is not None:
-        tags.append(f"norm={val(cfg.penalty.decoder_norm_grad)}")
-    if cfg.variant:
-        tags.append(f"variant={cfg.variant}")
-    return tags
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _now() -> str:
