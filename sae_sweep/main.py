@@ -54,7 +54,25 @@ def hydra_main(dcfg: DictConfig) -> float | dict | None:
     return summary.get("fvu")
 
 
+RETIRED_PREFIXES = {"hydra.callbacks.sweep.": "hydra.sweeper."}
+"""Override prefixes of earlier releases -> where those options live now (the end-of-sweep
+options moved from a Hydra callback into the sweeper)."""
+
+
+def retired_overrides(arguments: list[str]) -> list[str]:
+    """One message per command-line override that names a retired option, with its new key."""
+    problems = []
+    for argument in arguments:
+        key = argument.lstrip("+~").split("=", 1)[0]
+        for old, new in RETIRED_PREFIXES.items():
+            if key.startswith(old):
+                problems.append(f"`{key}` moved: write `{new}{key[len(old) :]}`")
+    return problems
+
+
 def main() -> None:
+    if problems := retired_overrides(sys.argv[1:]):
+        sys.exit("sae-sweep: option no longer exists: " + "; ".join(problems))
     skip_collection_at_exit()  # the jobs of a sweep's workers call it too
     try:
         hydra_main()

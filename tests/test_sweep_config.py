@@ -262,3 +262,18 @@ def test_every_launcher_preset_composes_with_every_sweep(sweep):
         OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every value resolves
     slurm = _compose(f"+sweep={sweep}", "hydra/launcher=slurm", hydra=True).hydra.launcher
     assert slurm.gpus_per_node == 1 and slurm.cpus_per_task == 8 and slurm.signal_delay_s > 0
+
+
+def test_a_retired_end_of_sweep_option_names_its_new_key(monkeypatch, capsys):
+    """The end-of-sweep options moved from `hydra.callbacks.sweep` into the sweeper; an old
+    command line stops before anything runs and says which key to write instead."""
+    from sae_sweep import main as entry
+
+    argv = ["sae-sweep", "+sweep=quick", "hydra.callbacks.sweep.analysis=false"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert "`hydra.callbacks.sweep.analysis` moved: write `hydra.sweeper.analysis`" in str(
+        stop.value.code
+    )
+    assert entry.retired_overrides(["hydra.sweeper.analysis=false", "seed=1"]) == []
