@@ -34,7 +34,7 @@ from .models import build_sae, validate
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.knobs import flat_knobs
 from .record.versions import versions
-from .record.wandb_run import log_sae_artifact, run_tags
+from .record.wandb_run import log_sae_artifact, run_name, run_tags
 from .record.weights import save_firing, save_sae
 from .training.loop import TrainingRun, TrainResult, train
 from .training.progress import JobProgress
@@ -150,7 +150,7 @@ class _Member:
         label = f"{cfg.variant}/{out_dir.name}" if cfg.variant else out_dir.name
         self.progress = JobProgress(cfg, out_dir, label=label)
         self.log = RunLogger(
-            out_dir, cfg.logger, resolved, run_tags(cfg), default_name=out_dir.name
+            out_dir, cfg.logger, resolved, run_tags(cfg), default_name=run_name(cfg)
         )
         stack.push(self.log)  # closed (W&B run finished) when the job ends, however it ends
         self.log.open()  # W&B starts here: a run that cannot start fails the job like any fault

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sae_sweep.record import layout
 from sae_sweep.sweep.bookkeeping.status import sweep_status
 from sae_sweep.sweep.running.threads import machine_cores
 from tests.sweep_fixtures import (
@@ -33,18 +34,23 @@ def _check_sweep(sweep_dir, out, n_done):
     assert manifest["git_commit"] and manifest["started"] and manifest["ended"]
     assert f"4 jobs: {n_done} done, 0 failed, {4 - n_done} skipped" in out
     assert (sweep_dir / "jobs.md").read_text().startswith("4 jobs:")
+    # the sweep instance is the W&B group of every job (a second run of `quick` gets its own)
+    assert manifest["id"].startswith("quick-")
+    for folder in FOLDERS:
+        assert layout.read_config(sweep_dir / folder)["logger"]["group"] == manifest["id"]
+    return manifest
 
 
 def test_basic_launcher_then_a_rerun_skips_every_finished_job(tmp_path, monkeypatch, capfd):
     d = tmp_path / "sweep"
     r = run_sweep_in_process(monkeypatch, capfd, d, *GRID, cwd=tmp_path)
     assert r.returncode == 0, r.stdout
-    _check_sweep(d, r.stdout, n_done=4)
+    first = _check_sweep(d, r.stdout, n_done=4)
 
-    # the same command into the same folder
+    # the same command into the same folder: the same sweep instance
     r = run_sweep_in_process(monkeypatch, capfd, d, *GRID, cwd=tmp_path)
     assert r.returncode == 0, r.stdout
-    _check_sweep(d, r.stdout, n_done=0)
+    assert _check_sweep(d, r.stdout, n_done=0)["id"] == first["id"]
     assert {j["action"] for j in jobs(d).values()} == {"skip_done"}
     assert len(json.loads((d / "sweep.json").read_text())["launches"]) == 2
 

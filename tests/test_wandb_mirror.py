@@ -1,23 +1,28 @@
-"""The W&B mirror of a job: its SAE artifact (staged offline) and the summary the analysis reads."""
+"""The W&B mirror of a job: its named run in the sweep instance's group, its SAE artifact
+(staged offline, movable with the record) and the summary the analysis reads."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import small_config
+from wandb_log import offline_run
 
 from analysis.load import load_runs, load_wandb_runs
 from sae_sweep.config.schema import LoggerMode
 from sae_sweep.job import run_job
 from sae_sweep.record.run_logger import sae_artifact_name
+from sae_sweep.record.wandb_run import run_name
 
 
 def test_an_offline_job_stages_its_saelens_folder_as_an_artifact(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = small_config(train__steps=20)
+    cfg = small_config(train__steps=20, variant="gated_original", sweep="quick")
     cfg.logger.mode = LoggerMode.offline
+    cfg.logger.group = "quick-20240601-120000-ab12"
     run = tmp_path / "job"
     summary = run_job(cfg, run)
     import wandb
@@ -27,17 +32,40 @@ def test_an_offline_job_stages_its_saelens_folder_as_an_artifact(tmp_path, monke
     run_id = (run / "wandb_run_id.txt").read_text().strip()
     assert summary["sae_artifact"] == sae_artifact_name(run_id)
     assert (run / "saelens" / "cfg.json").is_file()
-    # The offline run's log holds the artifact, its files referenced in the record itself,
-    # so `wandb sync` uploads them later (also from another machine, with the record).
-    (log,) = run.glob("wandb/offline-run-*/run-*.wandb")
-    data = log.read_bytes()
-    assert sae_artifact_name(run_id).encode() in data
-    for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
-        assert str(run / "saelens" / name).encode() in data, name
+    # what `wandb sync` will upload: a named run of the sweep instance's group
+    sent = offline_run(run)
+    assert sent["run"].display_name == "gated_original coef=3 seed0"
+    assert sent["run"].run_group == "quick-20240601-120000-ab12"
+    assert sent["run"].job_type == "train"
+    assert {"variant=gated_original", "sweep=quick"} <= set(sent["run"].tags)
+    # The artifact's files are referenced in the record itself, relative to the job folder,
+    # so `wandb sync` run there uploads them, also after the sweep folder moved.
+    (artifact,) = sent["artifacts"]
+    assert artifact.name == sae_artifact_name(run_id)
+    entries = {e.path: e.local_path for e in artifact.manifest.contents}
+    assert set(entries) == {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors"}
+    moved = tmp_path / "elsewhere" / "job"
+    moved.parent.mkdir()
+    run.rename(moved)
+    for name, local in entries.items():
+        assert not Path(local).is_absolute(), local
+        assert (moved / local).read_bytes() == (moved / "saelens" / name).read_bytes()
     # per-run work a sweep job does not need stays off: no package list, no machine scan
-    (files,) = run.glob("wandb/offline-run-*/files")
+    (files,) = moved.glob("wandb/offline-run-*/files")
     assert not (files / "requirements.txt").exists()
     assert not (files / "wandb-metadata.json").exists()
+
+
+def test_run_names_tell_variant_target_knob_and_seed_apart():
+    from sae_sweep.models.topk import TopKSAEConfig
+
+    cfg = small_config(variant="gated_original", lambda_multiplier=2.0, seed=1)
+    assert run_name(cfg) == "gated_original lam2 seed1"
+    cfg.l0_target = 8.0
+    assert run_name(cfg) == "gated_original L0=8 lam2 seed1"
+    topk = small_config(variant="topk", seed=2)
+    topk.sae = TopKSAEConfig(k=12)
+    assert run_name(topk) == "topk k=12 seed2"
 
 
 class _FakeWandbRun:
@@ -46,6 +74,7 @@ class _FakeWandbRun:
 
     def __init__(self, config: dict, group: str | None):
         self.id, self.config, self.group = "r1", config, group
+        self.offline = True
         self.logged: dict = {}
         self.summary = SimpleNamespace(update=self._update)
         self.explicit: dict = {}

@@ -286,9 +286,9 @@ class LoggerConfig:
     entity: str | None = None
     """W&B entity (user or team); null = your default."""
     group: str | None = None
-    """W&B group (a sweep sets it to the sweep's name)."""
+    """W&B group (null, in a sweep: the sweep instance, the `id` in sweep.json)."""
     name: str | None = None
-    """W&B run name (null = the job's output folder name)."""
+    """W&B run name (null = variant, target L0, lambda multiplier or k, and seed)."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (the run's knobs are added automatically)."""
     init_timeout_s: float = 20.0

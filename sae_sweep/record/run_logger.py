@@ -89,6 +89,7 @@ class RunLogger:
             project=self.cfg.project,
             entity=self.cfg.entity,
             group=self.cfg.group,
+            job_type=JOB_TYPE,
             name=self.cfg.name or self.default_name,
             tags=sorted(set(self.tags) | set(self.cfg.tags)),
             config=self.config,
@@ -136,7 +137,9 @@ class RunLogger:
         """Log an exported SAE folder as the W&B artifact `sae_artifact_name(run id)`.
 
         The files are referenced in place (policy "immutable"), so an offline run's staged
-        artifact syncs later from the record itself. Returns the name, or None without W&B.
+        artifact syncs later from the record itself. Offline, the references are relative to
+        the job folder (`wandb sync` runs there: analysis/sync.py), so they survive moving the
+        sweep folder, also to another machine. Returns the name, or None without W&B.
         """
         if self.wandb_run is None:
             return None
@@ -145,6 +148,9 @@ class RunLogger:
         name = sae_artifact_name(self.wandb_run.id)
         artifact = wandb.Artifact(name, type=SAE_ARTIFACT_TYPE, metadata=metadata)
         artifact.add_dir(str(folder), policy="immutable")
+        if self.wandb_run.offline:  # online, W&B uploads now, from the absolute paths
+            for entry in artifact.manifest.entries.values():
+                entry.local_path = os.path.relpath(entry.local_path, self.out_dir)
         self.wandb_run.log_artifact(artifact)
         return name
 
@@ -171,6 +177,8 @@ class RunLogger:
                     )
 
 
+JOB_TYPE = "train"
+"""The W&B job_type of a job's run (the analysis's summary run is "analysis")."""
 SAE_ARTIFACT_TYPE = "sae"
 
 

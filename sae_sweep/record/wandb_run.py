@@ -1,5 +1,6 @@
-"""What a job's W&B run carries beyond its metrics: the tags its knobs filter by, and its SAE
-as an artifact (the RunLogger, record/run_logger.py, sends both)."""
+"""What a job's W&B run carries beyond its metrics: a name a reader can tell apart from the
+other runs of the sweep, the tags its knobs filter by, and its SAE as an artifact (the
+RunLogger, record/run_logger.py, sends them)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,26 @@ from . import layout
 from .run_logger import RunLogger
 
 logger = logging.getLogger("sae_sweep")
+
+
+def run_name(cfg: Config) -> str:
+    """The W&B run name: variant, target L0 (a refinement job), the L0 knob (lambda
+    multiplier, or k of TopK-like SAEs) and seed, e.g. `gated_original L0=8 lam2.37 seed1`:
+    what a panel's tooltip and legend show. Job folders repeat across variants, so their
+    names alone do not tell runs apart."""
+    parts = [cfg.variant or cfg.sae.kind]
+    if cfg.l0_target is not None:
+        parts.append(f"L0={cfg.l0_target:g}")
+    knob = architecture(cfg.sae.kind).l0_knob
+    if knob is not None:
+        leaf = knob.removeprefix("sae.")
+        parts.append(f"{leaf}={getattr(cfg.sae, leaf)}")
+    elif cfg.lambda_multiplier is not None:
+        parts.append(f"lam{cfg.lambda_multiplier:g}")
+    else:
+        parts.append(f"coef={cfg.penalty.coefficient:.3g}")
+    parts.append(f"seed{cfg.seed}")
+    return " ".join(parts)
 
 
 def run_tags(cfg: Config) -> list[str]:
@@ -35,6 +56,8 @@ def run_tags(cfg: Config) -> list[str]:
         tags.append(f"norm={val(cfg.penalty.decoder_norm_grad)}")
     if cfg.variant:
         tags.append(f"variant={cfg.variant}")
+    if cfg.sweep:
+        tags.append(f"sweep={cfg.sweep}")
     return tags
 
 

@@ -1,17 +1,21 @@
 """The sweep manifest, `<sweep dir>/sweep.json`: what was launched, from which code, when.
 
-    {"name", "grid": {key: [values]}, "n_jobs", "git_commit", "versions", "started", "ended",
-     "launches": [{"id", "started", "ended", "command", "overrides", "git_commit", "jobs"}]}
+    {"id", "name", "grid": {key: [values]}, "n_jobs", "git_commit", "versions", "started",
+     "ended", "launches": [{"id", "started", "ended", "command", "overrides", "git_commit",
+     "jobs"}]}
 
-Top-level fields describe the latest launch (`started` is the first launch's); every
-launch into the same folder (re-runs, resumes) is appended to `launches`. Written by the
-launching process only, atomically.
+`id` names the sweep instance (`<name>-<first start>-<4 hex>`), made on the first launch and
+kept by every later launch into the same folder: the W&B group of its runs, so two runs of
+the same sweep file never share panels. Top-level fields describe the latest launch
+(`started` is the first launch's); every launch into the same folder (re-runs, resumes) is
+appended to `launches`. Written by the launching process only, atomically.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,8 +35,12 @@ def start_launch(
     manifest = read_manifest(sweep_dir)
     commit = versions().get("git_commit")
     now = _now()
+    name = name or manifest.get("name") or sweep_dir.name
+    manifest.setdefault(
+        "id", new_sweep_id(name, manifest.get("started") or now)
+    )  # an earlier sweep.json keeps its own
     manifest.update(
-        name=name or manifest.get("name") or sweep_dir.name,
+        name=name,
         grid={k: v for k, v in grid.items() if len(v) > 1},
         fixed={k: v[0] for k, v in grid.items() if len(v) == 1},
         n_jobs=math.prod(len(v) for v in grid.values()),
@@ -64,6 +72,17 @@ def end_launch(sweep_dir: Path, launch_id: str, counts: dict[str, int]) -> None:
         if launch.get("id") == launch_id:
             launch.update(ended=now, jobs=counts)
     atomic_write_json(Path(sweep_dir) / MANIFEST_FILE, manifest)
+
+
+def new_sweep_id(name: str, started: str) -> str:
+    """A sweep instance's id: readable (name, start time) and unique (random suffix)."""
+    stamp = datetime.fromisoformat(started).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{os.urandom(2).hex()}"
+
+
+def sweep_id(sweep_dir: Path) -> str | None:
+    """The sweep instance id of `sweep_dir` (None: no manifest, or one older than ids)."""
+    return read_manifest(sweep_dir).get("id")
 
 
 def read_manifest(sweep_dir: Path) -> dict[str, Any]:

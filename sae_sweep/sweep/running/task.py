@@ -9,6 +9,9 @@ a SLURM preemption) propagates: the job is then resumed by the next launch.
 A packed job (sweep/planning/packing.py) applies the policy to each member on its own: finished
 members are skipped, interrupted ones resumed, and those left train together.
 
+A job with no `logger.group` of its own logs to the sweep instance's W&B group, the `id` in
+sweep.json, so runs of two launches of the same sweep file never mix in W&B.
+
 Each job also leaves `job.json` in its folder: what this launch did with it (action,
 outcome, GPU, host, threads, times); the end-of-sweep table is built from these files.
 """
@@ -32,6 +35,7 @@ from omegaconf import OmegaConf
 from ...config.schema import Config, job_config
 from ...record import layout
 from ...record.atomic import atomic_write_json, atomic_write_text
+from ..bookkeeping.manifest import sweep_id
 from .gpus import claim_gpu
 from .policy import Action, Decision, decide, prepare
 from .threads import apply_thread_budget
@@ -63,9 +67,10 @@ def run_sweep_job(
         jobs = [(member_config(m["config"]), Path(m["dir"]), m["job"], m["subdir"])
                 for m in members]  # fmt: skip
     rerun_failed = getattr(cfg, "rerun_failed", False)
+    instance = sweep_id(sweep_dir) if sweep_dir is not None else None
     records, to_train = [], []
     for member_cfg, member_dir, num, member_subdir in jobs:
-        member_cfg = job_config(member_cfg)
+        member_cfg = in_wandb_group(job_config(member_cfg), instance)
         decision = decide(member_dir, resolved_config(member_cfg), rerun_failed)
         record = _start(member_cfg, member_dir, num, member_subdir, decision, threads)
         records.append(record)
@@ -77,6 +82,13 @@ def run_sweep_job(
         _train(to_train, job_num)
     public = [_public(r) for r in records]
     return public[0] if members is None else public
+
+
+def in_wandb_group(cfg: Config, instance: str | None) -> Config:
+    """`cfg` with the sweep instance as its W&B group, unless it names a group itself."""
+    if instance is None or cfg.logger.group is not None:
+        return cfg
+    return dataclasses.replace(cfg, logger=dataclasses.replace(cfg.logger, group=instance))
 
 
 def settle_without_training(cfg: Config, out_dir: Path, job_num: int, subdir: str,
