@@ -17,7 +17,8 @@ A job folder:
     latent_firing.safetensors  per-latent firing frequency on the held-out tokens
     progress.json         live progress (step, L0, FVU, ETA), rewritten while it runs
     saelens/              the SAE in SAELens's format, when W&B logs it as an artifact
-    checkpoint/           resumable training state: state.safetensors, then meta.json
+    checkpoint/           resumable training state: state.safetensors, then meta.json (its
+                          manifest: the step and each file's size; training/checkpoint.py)
     checkpoint.damaged-<time>/  an unreadable checkpoint, moved aside (the re-run starts afresh)
     job.json              what the latest launch did with the job (sweep/running/task.py)
     wandb_run_id.txt      the job's W&B run id, reused on resume
@@ -53,7 +54,7 @@ CHECKPOINT_DAMAGED_SUFFIX = (
 )
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.safetensors"  # inside CHECKPOINT_DIR
-CHECKPOINT_META = "meta.json"  # inside CHECKPOINT_DIR, written last: marks a whole checkpoint
+CHECKPOINT_META = "meta.json"  # inside CHECKPOINT_DIR, written last: the manifest
 JOB = "job.json"
 WANDB_RUN_ID = "wandb_run_id.txt"
 HYDRA_DIR = ".hydra"  # Hydra writes it; a launched job that died early has only this

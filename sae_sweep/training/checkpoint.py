@@ -1,8 +1,15 @@
 """Resumable training state, stored without pickle: tensors in safetensors, the rest in JSON.
 
-A checkpoint that cannot be read (damaged file, disk error) fails the job with
-CheckpointError naming the file, and is first moved aside to `checkpoint.damaged-<time>/`
-(kept for inspection, never deleted): the re-run starts the job from step 0.
+A checkpoint proves its own consistency: the state file carries its step in its header,
+and meta.json, written last, is its manifest: the step, and the size of each file it
+belongs with. A checkpoint whose files disagree (a write killed between the state and the
+manifest: meta.json of step 75 beside a state of step 100; a truncated file; files copied
+from two checkpoints) is as unusable as an unreadable one.
+
+A checkpoint that cannot be read or is inconsistent fails the job with CheckpointError
+naming the file, and is first moved aside to `checkpoint.damaged-<time>/` (kept for
+inspection, never deleted): the re-run starts the job from step 0. Temporary files of a
+write that was killed are removed when the job next loads its checkpoint.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..record import layout
-from ..record.atomic import atomic_write_text, replace_atomically
+from ..record.atomic import atomic_write_text, remove_stale_temporaries, replace_atomically
 from ..record.layout import CHECKPOINT_META as META_FILE
 from ..record.layout import CHECKPOINT_STATE as STATE_FILE
 
@@ -47,9 +55,12 @@ def save_checkpoint(
     flat.update({f"extra.{k}": v for k, v in tensors.items()})
     flat = {k: v.detach().cpu().contiguous() for k, v in flat.items()}
     with replace_atomically(directory / STATE_FILE) as tmp:
-        save_file(flat, str(tmp))
-    # meta.json is written last: a checkpoint without it is incomplete and is ignored.
-    atomic_write_text(directory / META_FILE, json.dumps({"step": step, **meta}, indent=2))
+        save_file(flat, str(tmp), metadata={"step": str(step)})
+    # meta.json, the manifest, is written last: a checkpoint without it is incomplete and is
+    # ignored; one whose files do not match it is damaged (`_check_consistent`).
+    files = {STATE_FILE: {"bytes": (directory / STATE_FILE).stat().st_size}}
+    manifest = {"step": step, **meta, "files": files}
+    atomic_write_text(directory / META_FILE, json.dumps(manifest, indent=2))
 
 
 def load_checkpoint(
@@ -62,7 +73,9 @@ def load_checkpoint(
     """Restore sae and optimizer in place; returns (step, extra tensors, meta) or None.
 
     Raises CheckpointError (after moving the folder aside) when it cannot be read or lacks
-    one of `required_extra` (tensors) or `required_meta` (meta.json keys)."""
+    one of `required_extra` (tensors) or `required_meta` (meta.json keys), or when its files
+    do not belong together (`_check_consistent`)."""
+    remove_stale_temporaries(directory)  # of a checkpoint write that was killed
     if not (directory / META_FILE).exists():
         return None
     try:
@@ -88,6 +101,7 @@ def quarantine(directory: Path) -> Path:
 
 def _restore(directory, sae, optimizer, required_extra, required_meta):
     meta = json.loads((directory / META_FILE).read_text())
+    _check_consistent(directory, meta)
     flat = load_file(str(directory / STATE_FILE))
     device = next(sae.parameters()).device
     sae.load_state_dict({k[4:]: v for k, v in flat.items() if k.startswith("sae.")})
@@ -99,7 +113,32 @@ def _restore(directory, sae, optimizer, required_extra, required_meta):
     for key in required_meta:
         if key not in meta:
             raise KeyError(f"{META_FILE} lacks {key!r}")
+    meta.pop("files", None)
     return int(meta.pop("step")), extra, meta
+
+
+class InconsistentCheckpointError(ValueError):
+    """A checkpoint's files do not match its manifest (meta.json)."""
+
+
+def _check_consistent(directory: Path, meta: dict) -> None:
+    """Raise InconsistentCheckpointError when a file's size differs from the manifest's, or
+    the state's step from meta.json's. Checkpoints of earlier versions hold neither record:
+    they are taken as they are."""
+    for name, expected in (meta.get("files") or {}).items():
+        size = (directory / name).stat().st_size
+        if size != expected.get("bytes", size):
+            raise InconsistentCheckpointError(
+                f"{name} holds {size} bytes, its manifest {META_FILE} says {expected['bytes']}"
+            )
+    with safe_open(str(directory / STATE_FILE), "pt") as state:
+        stored = (state.metadata() or {}).get("step")
+    if stored is not None and int(stored) != int(meta["step"]):
+        raise InconsistentCheckpointError(
+            f"{STATE_FILE} holds the state after step {stored} but {META_FILE} names step "
+            f"{meta['step']}: a checkpoint write was interrupted, or the files come from two "
+            "checkpoints"
+        )
 
 
 def _optimizer_state_dict(flat: dict[str, torch.Tensor], sae, optimizer) -> dict:
