@@ -6,6 +6,7 @@
     sae-analysis multirun/2024-06-01/12-00-00 --publish      # + W&B summary run and Report
     sae-analysis multirun/a --reference gated_original --max-l0-fraction 0.25
     sae-analysis multirun/a --band 4 d/4 --margin fvu=3% mmcs=1% --multiplicity bh
+    sae-analysis multirun/a --tune train.lr --tune-criterion at_l0=16 metric=fvu
 
 Prints the report's first lines (the verdicts per matched L0, then the summaries over the
 band), the report's path and the plots' paths. Exit status: 0 on success (also when some
@@ -19,6 +20,7 @@ import argparse
 import sys
 
 from analysis.pipeline import WandbLoadError, run_analysis
+from analysis.tuning import Tune, parse_criterion
 from analysis.verdicts import DEFAULT_BAND, DEFAULT_MARGINS, METHODS, parse_margins
 from sae_sweep.config.validation import MAX_L0_FRACTION
 from sae_sweep.evaluation.catalogue import names
@@ -96,6 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="holm",
         help="p-value adjustment within the report: holm (default) or bh (Benjamini-Hochberg)",
     )
+    p.add_argument(
+        "--tune",
+        nargs="+",
+        metavar="KNOB",
+        help="compare each variant at its best value of these knobs (default: the tuning the "
+        "sweep declared with `tune`, if any)",
+    )
+    p.add_argument(
+        "--tune-criterion",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the tuning criterion's fields over the declared ones: at_l0=16 metric=fvu "
+        'seeds=same|pilot pilot_seeds=0,1 shared.train.lr=0.003 (docs/analysis.md, "Tuning")',
+    )
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="ignore the declared tuning: every tuned value is a variant of its own",
+    )
     return p
 
 
@@ -105,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("give at least one SWEEP_DIR or --wandb ENTITY/PROJECT")
     try:
         margins = parse_margins(args.margin)
+        if args.no_tune and (args.tune or args.tune_criterion):
+            raise ValueError("--no-tune with --tune/--tune-criterion: give one or the other")
+        tune = None if args.no_tune else Tune(args.tune, parse_criterion(args.tune_criterion))
         paths = run_analysis(
             args.sweep_dirs,
             args.out,
@@ -119,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             band=tuple(args.band),
             margins=margins,
             multiplicity=args.multiplicity,
+            tune=tune,
         )
     except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)

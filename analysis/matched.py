@@ -305,6 +305,33 @@ def matched_points(
     return match_on_grid(sparse_runs(runs, metric, max_l0_fraction), metric, a, b), []
 
 
+def values_at(
+    runs: pd.DataFrame,
+    metric: str,
+    variant: str,
+    l0: float,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+    targets: list[float] | None = None,
+    tolerance: float = 0.1,
+) -> dict[int, float]:
+    """{seed: value} of one variant at one L0, read as the comparisons read it: at a target
+    (`l0` one of `targets`) from the point that hit it, each seed read on its own curve where
+    its runs bracket the target; else on each seed's own sparse curve (never outside its
+    range). Empty when the variant has no value there, or its hit has a run in the dense
+    regime (no verdict would use it)."""
+    runs = _columns_for(runs, metric)
+    done = with_metric(runs, metric)
+    if targets and any(math.isclose(l0, t) for t in targets):
+        hit = _hit(_variant_points(done, variant, metric), l0, tolerance)
+        if hit is None or dense(hit.runs, max_l0_fraction).any():
+            return {}
+        curves = _seed_curves(done[~dense(done, max_l0_fraction)], variant, metric)
+        return {s: v for s, (v, _, _) in _at_target(hit, curves, metric, l0).items()}
+    curves = _seed_curves(sparse_runs(runs, metric, max_l0_fraction), variant, metric)
+    read = {s: _interp(c, metric, l0)[0] for s, c in curves.items()}
+    return {s: v for s, v in read.items() if math.isfinite(v)}
+
+
 @dataclass
 class PointResult:
     """One matched L0 of a pair: the values, the effect and its verdict."""

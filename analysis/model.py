@@ -26,6 +26,7 @@ from analysis.matched import (
     run_dims,
     sweep_targets,
 )
+from analysis.tuning import TuneSpec, Tuning, declared_tuning, select, without_knobs
 from analysis.variants import LABEL, Variants, assign_variants, value_key
 from analysis.verdicts import Rules, adjust
 from sae_sweep.evaluation.catalogue import names, primary_order
@@ -64,6 +65,14 @@ class Analysis:
     """{variant label: the named recipe it reproduces}."""
     rules: Rules = field(default_factory=Rules)
     """Margins, the summaries' L0 band and the multiplicity adjustment."""
+    tuning: Tuning | None = None
+    """Each variant's best tuned value (a sweep that declared `tune`), else None."""
+
+    @property
+    def compared(self) -> pd.DataFrame:
+        """The runs every comparison, verdict and frontier uses: all of them, or with tuning
+        each variant's runs at its best value on the comparing seeds."""
+        return self.runs if self.tuning is None else self.tuning.compared
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -110,16 +119,21 @@ def analyse(
     max_l0_fraction: float = MAX_L0_FRACTION,
     reference: str | None = None,
     rules: Rules | None = None,
+    tune: TuneSpec | str | None = "declared",
 ) -> Analysis:
     """Variants, frontiers, paired comparisons and band verdicts for every metric present.
 
     reference: the variant the relative plots divide by (default: the first variant).
     rules: margins, the summaries' L0 band, the multiplicity adjustment (default `Rules()`).
+    tune: "declared" (the tuning the runs' sweep declared, if any), a `TuneSpec`, or None
+        (every tuned value is a variant of its own); with tuning, each variant is compared
+        at its best value (`analysis.tuning`).
     """
     rules = rules or Rules()
     if not max_l0_fraction > 0:
         raise ValueError(f"max_l0_fraction={max_l0_fraction} must be > 0 (0.5 = L0 up to d/2)")
-    labelled, variants = assign_variants(runs)
+    spec = declared_tuning(runs) if tune == "declared" else tune
+    labelled, variants = assign_variants(without_knobs(runs, spec.knobs) if spec else runs)
     ref = variants.order[0] if variants.order else None
     if reference is not None:
         # A variant name also selects its first label ("gated_original (warmup=0)").
@@ -132,15 +146,21 @@ def analyse(
     a = Analysis(labelled, variants, max_l0_fraction=max_l0_fraction, reference=ref,
                  targets=targets, tolerance=tol, recipes=_recipes(labelled),
                  rules=rules)  # fmt: skip
+    if spec is not None:
+        have = [m for m in primary_order() if m in labelled
+                and pd.to_numeric(labelled[m], errors="coerce").notna().any()]  # fmt: skip
+        criterion = have[0] if have else "fvu"
+        a.tuning = select(labelled, spec, variants.order, criterion, rules, max_l0_fraction)
+    compared = a.compared
     for m in metrics or metrics_present(labelled):
-        pts = frontier_points(labelled, m)
+        pts = frontier_points(compared, m)
         a.metrics[m] = MetricAnalysis(
             m,
             pts,
             compare_all(pts, m, variants),
             band_verdicts(pts, m, n_bands=n_bands),
-            compare_pairs(labelled, m, variants.order, max_l0_fraction, rules),
-            relative_to(labelled, m, ref, variants.order, max_l0_fraction)
+            compare_pairs(compared, m, variants.order, max_l0_fraction, rules),
+            relative_to(compared, m, ref, variants.order, max_l0_fraction)
             if ref is not None
             else pd.DataFrame(),
         )

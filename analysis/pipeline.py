@@ -14,6 +14,7 @@ from analysis.load import concat_runs, load_runs, load_wandb_runs, read_sweep_ma
 from analysis.matched import MAX_L0_FRACTION
 from analysis.model import analyse
 from analysis.report import ReportPaths, write_report
+from analysis.tuning import DECLARED, Tune
 from analysis.variants import is_bookkeeping, knob_columns, value_key
 from analysis.verdicts import DEFAULT_BAND, Rules
 from sae_sweep.record import layout
@@ -98,6 +99,7 @@ def run_analysis(
     band: tuple[float | str, float | str] = DEFAULT_BAND,
     margins: dict[str, float] | None = None,
     multiplicity: str = "holm",
+    tune: Tune | None = DECLARED,
 ) -> ReportPaths:
     """Analyse sweep folders (and/or a W&B project) and write the report.
 
@@ -117,6 +119,8 @@ def run_analysis(
     margins: relative margins per metric, e.g. {"fvu": 0.05}, over the defaults
         (`analysis.verdicts.DEFAULT_MARGINS`).
     multiplicity: "holm" (default) or "bh" (Benjamini-Hochberg).
+    tune: the tuning: `DECLARED` (default) the one the sweep declared, if any; `Tune(knobs,
+        criterion)` other knobs or criterion fields; None: none (`analysis.tuning`).
     Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`) and the
     report's first lines (`.verdicts`).
     """
@@ -137,8 +141,9 @@ def run_analysis(
     manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
     reference = reference or first_variant(manifest, runs)
     rules = Rules(margins or {}, tuple(band), multiplicity)
+    spec = tune.resolve(runs) if tune is not None else None
     a = analyse(runs, metrics=metrics, reference=reference, max_l0_fraction=max_l0_fraction,
-                rules=rules)  # fmt: skip
+                rules=rules, tune=spec)  # fmt: skip
     targets = read_targets(dirs[0]) if len(dirs) == 1 else None
     paths = write_report(a.runs, out, title=title, manifest=manifest, analysis=a, targets=targets)
     if publish:

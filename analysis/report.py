@@ -29,6 +29,7 @@ from analysis.provenance import provenance_warnings
 from analysis.render import SIGNIFICANT, md_table, render, write_csv
 from analysis.variants import LABEL, frontier_axis, value_key
 from analysis.verdicts import Judged, pct_text, plan_seeds
+from sae_sweep.evaluation.catalogue import higher_is_better
 from sae_sweep.evaluation.catalogue import title as title_of
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
@@ -159,10 +160,19 @@ def verdict_rows(a: Analysis) -> pd.DataFrame:
                         "p (adj)": p_text(j.p_diff, j.p_diff_adj),
                         "margin": f"±{pct_text(p.margin)}",
                         "verdict": j.words(),
+                        **_tuned_columns(a, p.a, p.b),
                     }
                 )
     cols = ["metric", "a", "b", "L0", "seeds", "b/a - 1, 95% CI", "p (adj)", "margin", "verdict"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=cols + list(_tuned_columns(a, "", "")))
+
+
+def _tuned_columns(a: Analysis, va: str, vb: str) -> dict[str, str]:
+    """With tuning, the value each side of a comparison was trained at (its best)."""
+    t = a.tuning
+    if t is None:
+        return {}
+    return {f"a {t.knob_text}": t.chosen(va), f"b {t.knob_text}": t.chosen(vb)}
 
 
 def summary_rows(a: Analysis) -> pd.DataFrame:
@@ -182,11 +192,12 @@ def summary_rows(a: Analysis) -> pd.DataFrame:
                     "b/a - 1, 95% CI": effect_text(j) if j else "-",
                     "p (adj)": p_text(j.p_diff, j.p_diff_adj) if j else "",
                     "verdict": p.headline,
+                    **_tuned_columns(a, p.a, p.b),
                 }
             )
     cols = ["metric", "a", "b", "L0 band", "L0 points", "seeds", "b/a - 1, 95% CI", "p (adj)",
             "verdict"]  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=cols + list(_tuned_columns(a, "", "")))
 
 
 def _verdict_line(r) -> str:
@@ -207,7 +218,69 @@ def verdict_lines(a: Analysis) -> list[str]:
     """The report's first lines as plain text (the end of a sweep prints them)."""
     lines = [_verdict_line(r).replace("**", "") for _, r in verdict_rows(a).iterrows()]
     summary = [_summary_line(r).replace("**", "") for _, r in summary_rows(a).iterrows()]
-    return lines + (["summary over the band:", *summary] if summary else [])
+    tuned = [tuned_line(a).replace("`", "")] if a.tuning is not None else []
+    return tuned + lines + (["summary over the band:", *summary] if summary else [])
+
+
+def tuned_line(a: Analysis) -> str:
+    """'Each variant at its best train.lr (fvu at L0 16): `a` 0.003, `b` 0.01.'"""
+    t = a.tuning
+    chosen = ", ".join(f"`{v}` {t.chosen(v)}" for v in a.variants.order if v in t.variants)
+    return (f"Each variant at its best {t.knob_text} ({t.metric} at L0 {fmt(t.spec.at_l0)}, "
+            f"{_choosing(t)}): {chosen}.")  # fmt: skip
+
+
+def _choosing(t) -> str:
+    seeds = ", ".join(map(str, t.seeds_choose))
+    if t.spec.seeds == "pilot":
+        return f"chosen on pilot seeds {seeds}, which no verdict uses"
+    return f"chosen on the compared seeds {seeds}"
+
+
+def tuning_table(a: Analysis) -> pd.DataFrame:
+    """Per variant and tuned value: the criterion's seed mean on the choosing seeds, which
+    value was chosen, and (on its chosen row) how much tuning changed it."""
+    t = a.tuning
+    rows = []
+    for v in a.variants.order:
+        vt = t.variants.get(v)
+        if vt is None:
+            continue
+        for c in vt.candidates:
+            best = c.key == vt.best
+            change = ""
+            if best and vt.change is not None and c.key != t.shared:
+                change = effect_text(Judged(vt.change, higher_is_better(t.metric)))
+            rows.append({
+                "variant": v, t.knob_text: t.text(c.key), "seeds": len(c.values),
+                f"{t.metric} at L0 {fmt(t.spec.at_l0)}": c.mean,
+                "chosen": "best" if best else ("shared" if c.key == t.shared else ""),
+                "best vs shared, 95% CI": change,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def tuning_changes(a: Analysis) -> list[str]:
+    """Per pair: the criterion's verdict at the shared value and with each at its best; a
+    pair whose verdict tuning changes says so."""
+    t = a.tuning
+    out = []
+    shared = t.text(t.shared)
+    for p in t.pairs:
+        va, vb = t.chosen(p.a), t.chosen(p.b)
+        line = (f"`{p.b}` vs `{p.a}`: at the shared {t.knob_text} {shared} "
+                f"{effect_text(p.shared)}: {p.shared.words()}; each at its best ({vb} vs {va}) "
+                f"{effect_text(p.best)}: {p.best.words()}")  # fmt: skip
+        before, after = p.shared.kind(), p.best.kind()
+        if before != after and "better" in before + after:
+            line += f". Tuning changes the verdict: {_who(p, before)} at the shared value, " \
+                    f"{_who(p, after)} each at its best"  # fmt: skip
+        out.append(line + ".")
+    return out
+
+
+def _who(p, kind: str) -> str:
+    return {"b better": f"`{p.b}` wins", "a better": f"`{p.a}` wins"}.get(kind, f"{kind}")
 
 
 def seed_plans(a: Analysis) -> list[str]:
@@ -349,6 +422,7 @@ def write_report(
     blocks = [
         *_opening(a, title, generated),
         *_verdicts_section(a, files),
+        *_tuning_section(a, files),
         *_targets_section(targets, files),
         *_sweep_section(manifest),
         *_variants_section(a),
@@ -413,6 +487,7 @@ def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
     files.table(summaries, "summaries.csv")
     return [
         ("h2", f"Verdicts per matched L0 (paired seeds, {method}-adjusted)"),
+        *([("p", tuned_line(a))] if a.tuning is not None else []),
         ("ul", [_verdict_line(r) for _, r in verdicts.iterrows()]),
         ("h3", f"Summary over the L0 band {a.rules.band_text(a.d)} (declared before the sweep)"),
         ("ul", [_summary_line(r) for _, r in summaries.iterrows()]),
@@ -432,6 +507,65 @@ def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
         ("p", "What the seeds can resolve:"),
         ("ul", seed_plans(a)),
         *pair_notes(a),
+    ]
+
+
+def _tuning_section(a: Analysis, files: _Files) -> list[tuple]:
+    """A tuned sweep: each variant's value per tuned value of the criterion, the value
+    chosen, how much tuning changed each variant, and each pair at the shared value against
+    each at its best (`analysis.tuning`)."""
+    t = a.tuning
+    if t is None:
+        return []
+    tt = tuning_table(a)
+    files.table(tt, "tuning.csv")
+    untuned = [v for v, vt in t.variants.items() if vt.best is None]
+    bias = (
+        "The pilot seeds chose and are left out of every comparison, so the verdicts carry "
+        "no selection bias."
+        if t.spec.seeds == "pilot"
+        else "The same seeds chose the values and compare the variants: each variant's "
+        "best is partly its seeds' luck, so a tuned variant looks a little better than it is "
+        "(tune_criterion.seeds=pilot separates the two)."
+    )
+    shared = ("declared (tune_criterion.shared)" if t.spec.shared
+              else "best on average over the variants")  # fmt: skip
+    return [
+        ("h2", f"Tuning: each variant at its best {t.knob_text}"),
+        ("p", tuned_line(a) + " " + bias),
+        (
+            "p",
+            f"Criterion: {t.metric} at L0 {fmt(t.spec.at_l0)}, the seed mean on the choosing "
+            f"seeds, {'higher' if higher_is_better(t.metric) else 'lower'} is better; every "
+            f"verdict, summary and frontier above uses only each variant's runs at its best "
+            f"value, on seeds {', '.join(map(str, t.seeds_compare))}. Shared value "
+            f"({shared}): {t.text(t.shared)}; best vs shared: the criterion at the best value "
+            "against the shared one on the compared seeds, paired log ratio with its 95% CI.",
+        ),
+        ("table", tt),
+        *(
+            [
+                (
+                    "warn",
+                    "No value of " + ", ".join(f"`{v}`" for v in untuned) + f" has a run at L0 "
+                    f"{fmt(t.spec.at_l0)}: not tuned and not compared.",
+                )
+            ]
+            if untuned
+            else []
+        ),  # fmt: skip
+        *(
+            [
+                (
+                    "p",
+                    f"{t.metric} at L0 {fmt(t.spec.at_l0)}, each pair at the shared value and "
+                    "each at its best (adjusted together):",
+                ),  # fmt: skip
+                ("ul", tuning_changes(a)),
+            ]
+            if t.pairs
+            else []
+        ),
     ]
 
 
@@ -490,7 +624,7 @@ def _metric_section(a: Analysis, m: str, files: _Files) -> list[tuple]:
     ma = a.metrics[m]
     blocks: list[tuple] = [("h2", f"{title_of(m)} vs L0")]
     fig = frontier_plot(
-        a.runs, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
+        a.compared, m, order=a.variants.order, points=ma.points, max_l0_fraction=a.max_l0_fraction
     )
     blocks.append(("img", files.figure(fig, f"frontier_{m}"), f"{m} vs L0 frontier"))
     if a.reference is not None and len(a.variants.order) > 1:
