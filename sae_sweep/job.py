@@ -190,6 +190,7 @@ class _Member:
         save_firing(self.out_dir, firing["frequency"], metrics["dead_window_tokens"])
         artifact = log_sae_artifact(cfg, self.out_dir, self.log,
                                      {**metrics, "norm_scale": self.norm_scale})  # fmt: skip
+        control = result.l0_control  # with train.l0_target: its lambda and trajectory
         summary = {
             **metrics,
             "steps": result.steps,
@@ -199,6 +200,7 @@ class _Member:
             "train_wall_s": result.train_wall_s,
             "activations_per_s": result.activations_per_s,
             "norm_scale": self.norm_scale,
+            "l0_control": control.record(metrics["l0"], cfg.l0_tolerance) if control else None,
             "d_in": sae.d_in,
             "d_sae": sae.d_sae,
             "device": str(device),

@@ -165,6 +165,14 @@ class TrainConfig:
     Synthetic batches are drawn on the GPU and need no copy."""
     cpu_small_op_threads: int = 1
     """CPU only: threads for the optimizer update and the sparse path's index work (0 = all)."""
+    l0_target: float | None = None
+    """Steer lambda to this training L0 during the control phase, then freeze it (penalty-based
+    SAEs: standard, gated, JumpReLU; TopK-like SAEs set L0 with `sae.k`). Control starts from
+    penalty.coefficient once the lambda warm-up is over (training/l0_control.py); null = a
+    fixed lambda."""
+    l0_control_fraction: float = 0.9
+    """With train.l0_target: lambda is controlled until this fraction of train.steps, then
+    frozen for the rest of training."""
 
 
 @dataclass

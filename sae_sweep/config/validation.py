@@ -87,6 +87,7 @@ def config_problems(cfg: Config):
     if tr.checkpoint_every < 0:
         yield f"train.checkpoint_every={tr.checkpoint_every} must be >= 0"
     yield from _speed_problems(tr)
+    yield from _l0_control_problems(cfg)
     if rs.enabled:
         bad = [s for s in rs.at_steps if not 0 < s < tr.steps]
         if bad:
@@ -103,6 +104,32 @@ def config_problems(cfg: Config):
         )
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         yield f"device={cfg.device!r} must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _l0_control_problems(cfg: Config):
+    """train.l0_target: a positive target, a control phase that exists after the lambda
+    warm-up, and a positive coefficient to start from (training/l0_control.py)."""
+    tr, pen = cfg.train, cfg.penalty
+    if not 0.0 < tr.l0_control_fraction <= 1.0:
+        yield f"train.l0_control_fraction={tr.l0_control_fraction} must lie in (0, 1]"
+    if tr.l0_target is None:
+        return
+    if tr.l0_target <= 0:
+        yield f"train.l0_target={tr.l0_target} must be positive (an L0: active features per input)"
+    if pen.coefficient <= 0:
+        yield (
+            f"train.l0_target with penalty.coefficient={pen.coefficient}: the controller "
+            "scales the coefficient it starts from, and 0 stays 0. Fix: a positive "
+            "penalty.coefficient (e.g. the variant's lambda at lambda_multiplier=1)"
+        )
+    end = int(round(tr.l0_control_fraction * tr.steps))
+    if end <= pen.warmup_steps:
+        yield (
+            f"train.l0_target: the control phase ends at step {end} (train.l0_control_fraction="
+            f"{tr.l0_control_fraction} x train.steps={tr.steps}), before the lambda warm-up "
+            f"(penalty.warmup_steps={pen.warmup_steps}) is over, so lambda is never controlled. "
+            "Fix: a larger train.l0_control_fraction or a shorter penalty.warmup_steps"
+        )
 
 
 def _range_problems(node, prefix: str = ""):

@@ -42,6 +42,14 @@ def _architecture_problems(cfg: Config, arch: Architecture):
             "Fix: penalty.coefficient=0"
         )
     tr = cfg.train
+    if tr.l0_target is not None and (arch.l0_knob or PenaltyKind(pen.kind) == PenaltyKind.none):
+        knob = arch.l0_knob or "its architecture"
+        fix = f"{arch.l0_knob}={max(1, round(tr.l0_target))} " if arch.l0_knob else ""
+        yield (
+            f"train.l0_target={tr.l0_target:g} with sae={arch.name}: there is no lambda to "
+            f"control, its L0 is set by {knob}. Fix: {fix}train.l0_target=null (a target "
+            "sweep places it by the knob)"
+        )
     if SparsePath(tr.sparse_path) == SparsePath.on and "sparse" not in arch.kernels:
         yield (
             f"train.sparse_path=on, but sae={arch.name} has no sparse kernel. "

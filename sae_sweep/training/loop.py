@@ -25,6 +25,7 @@ from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
 from .divergence import check_finite_weights, divergence_fix
+from .l0_control import L0Controller
 from .precision import set_matmul_precision
 from .progress import JobProgress
 from .resampling import resample_dead_features_
@@ -43,6 +44,8 @@ class TrainResult:
     """The loss implementations the steps ran on (training/step.py: reference, dense, ...)."""
     matmul_precision: str
     """What the step's matrix products ran at: float32, tf32 or bfloat16 (precision.py)."""
+    l0_control: L0Controller | None = None
+    """With train.l0_target: the controller, its final lambda and trajectory (l0_control.py)."""
 
 
 def train(
@@ -114,13 +117,17 @@ class TrainingRun:
         self.matmul_precision = set_matmul_precision(tr.matmul_dtype, self.device)
         self.last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=self.device)
         self.start, self.wall_before = 0, 0.0
+        self.control = L0Controller.from_config(cfg)  # None: lambda follows penalty.coefficient
         if checkpoint_dir is not None:
+            meta_keys = ("train_wall_s",) + (("l0_control",) if self.control else ())
             restored = load_checkpoint(
-                checkpoint_dir, sae, self.optimizer, ("last_fired",), ("train_wall_s",)
+                checkpoint_dir, sae, self.optimizer, ("last_fired",), meta_keys
             )
             if restored is not None:
                 self.start, extra, meta = restored
                 self.last_fired, self.wall_before = extra["last_fired"], meta["train_wall_s"]
+                if self.control:
+                    self.control.load_state_dict(meta["l0_control"])
         self.resample_steps = set(rs.at_steps) if rs.enabled else set()
         self.window = MetricWindow(self.device, self.divergence_fix)
         self.stepper = Stepper(cfg, sae, self.optimizer)
@@ -140,6 +147,8 @@ class TrainingRun:
         lr, lam = self._schedules(step)
         x = to_device(batch, self.device, self.dtype, tr.pin_memory) * self.norm_scale
         out = self.stepper.step(x, lr, lam)  # loss, backward, constraint, clip, Adam (step.py)
+        if self.control is not None:  # the batch's mean L0, read every few steps (l0_control.py)
+            self.control.observe(step, out.counts.sum() / x.shape[0])
         self.last_fired.masked_fill_(self.window.add(x, out), step)
         if done in self.resample_steps:
             self._resample(step)
@@ -161,15 +170,16 @@ class TrainingRun:
         trained = self.steps - self.start
         speed = trained * self.cfg.train.batch_size / max(wall - self.wall_before, 1e-9)
         paths = [p.value for p in self.stepper.paths_used]
-        return TrainResult(
-            self.steps, wall, speed if trained else 0.0, self.start, paths, self.matmul_precision
-        )
+        return TrainResult(self.steps, wall, speed if trained else 0.0, self.start, paths,
+                           self.matmul_precision, self.control)  # fmt: skip
 
     def _schedules(self, step: int) -> tuple[float, float]:
         """The learning rate and the sparsity coefficient (lambda) of `step`."""
         tr, pen = self.cfg.train, self.cfg.penalty
         lr = lr_at(step, base_lr=tr.lr, steps=tr.steps, warmup_steps=tr.lr_warmup_steps,
                    decay_fraction=tr.lr_decay_fraction)  # fmt: skip
+        if self.control is not None:
+            return lr, self.control.coefficient_at(step)
         return lr, lambda_at(step, coefficient=pen.coefficient, warmup_steps=pen.warmup_steps)
 
     def _log(self, step: int, lr: float, lam: float) -> dict[str, float]:
@@ -213,5 +223,8 @@ class TrainingRun:
             sae=self.sae,
             optimizer=self.optimizer,
             tensors={"last_fired": self.last_fired},
-            meta={"train_wall_s": self.wall_before + time.perf_counter() - self.t_start},
+            meta={
+                "train_wall_s": self.wall_before + time.perf_counter() - self.t_start,
+                **({"l0_control": self.control.state_dict()} if self.control else {}),
+            },
         )
