@@ -239,6 +239,8 @@ def test_jumprelu_weights_and_checkpoints_of_earlier_versions_load_and_export(tm
     opt = torch.optim.Adam(now.parameters())
     save_checkpoint(tmp_path / "ckpt", step=7, sae=now, optimizer=opt, tensors={}, meta={})
     _as_earlier_versions_saved_it(tmp_path / "ckpt" / layout.CHECKPOINT_STATE)
+    meta = tmp_path / "ckpt" / layout.CHECKPOINT_META  # earlier versions had no file manifest
+    meta.write_text(json.dumps({"step": 7}))
     fresh = build_sae(cfg.sae, d_in=now.d_in, seed=1)
     step, _, _ = load_checkpoint(tmp_path / "ckpt", fresh, torch.optim.Adam(fresh.parameters()))
     assert step == 7
