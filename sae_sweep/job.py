@@ -33,6 +33,7 @@ from .evaluation import check_finite_metrics, evaluate
 from .models import build_sae, validate
 from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.atomic import remove_stale_temporaries
+from .record.config_match import check_same_config
 from .record.knobs import flat_knobs
 from .record.versions import versions
 from .record.wandb_run import log_sae_artifact, run_name, run_tags
@@ -137,9 +138,10 @@ class _Member:
 
     def open(self, stack: contextlib.ExitStack) -> None:
         cfg, out_dir = self.cfg, self.out_dir
+        resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+        check_same_config(out_dir, resolved)  # a folder of other settings stays untouched
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)  # of a write killed in an earlier start (weights)
-        resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
         atomic_write_text(out_dir / layout.CONFIG, OmegaConf.to_yaml(resolved))
         self.t0 = time.perf_counter()
         self.base = {

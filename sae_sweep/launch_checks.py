@@ -7,7 +7,8 @@ Registered in conf/config.yaml as `hydra.callbacks.launch_checks`, first of the 
 - a sweep's `l0_targets` must stay below the dense limit on its data's d
   (`config.validation.target_limit_problems`, with the `max_l0_fraction` the analysis uses).
   With `data.d` null (a Hugging Face model's width is known once the model loads) nothing
-  is checked here: the analysis still leaves every dense run out of the verdicts.
+  is checked here: the analysis still leaves every dense run out of the verdicts;
+- `restart=true` is for single runs (a sweep resumes its jobs; its folders are deleted by hand).
 
 Hydra turns an exception raised in a callback into a warning and goes on; SystemExit passes
 through it, with the message as the last line.
@@ -46,6 +47,11 @@ def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
         message = unclean_tree_message(code_tree())
         if message:
             problems.append(message)
+    if sweep and OmegaConf.select(config, "restart", default=False):
+        problems.append(
+            "restart=true starts a single run over in its folder; a sweep resumes its jobs. "
+            "Fix: a new hydra.sweep.dir, or delete the job folders to start over"
+        )
     targets = OmegaConf.select(config, "l0_targets", default=None)
     if sweep and targets:
         tolerance = float(OmegaConf.select(config, "l0_tolerance", default=0.1))

@@ -21,6 +21,7 @@ from .config.validation import ConfigError
 from .config_store import register_configs
 from .evaluation.catalogue import names
 from .job import run_job
+from .record.config_match import ConfigMismatchError, discard_record
 from .resources import CONF_DIR
 from .sweep import register_resolvers, register_sweeps, run_sweep_job, take_exit_code
 from .sweep.running.task import skip_collection_at_exit
@@ -43,9 +44,12 @@ def hydra_main(dcfg: DictConfig) -> float | dict | None:
             cfg, out_dir, job_num=hc.job.num, subdir=hc.sweep.subdir, sweep_dir=Path(hc.sweep.dir)
         )
     apply_thread_budget(cfg.threads)
+    if cfg.restart:
+        removed = discard_record(out_dir)
+        log.info("restart=true: deleted %s in %s", ", ".join(removed) or "nothing", out_dir)
     try:
         summary = run_job(job_config(cfg), out_dir)
-    except ConfigError as exc:
+    except (ConfigError, ConfigMismatchError) as exc:
         log.error("%s", exc)
         raise
     log.info("record: %s", out_dir)

@@ -23,6 +23,7 @@ import pytest
 from conftest import killed_after_checkpoint, small_config
 
 from sae_sweep.job import run_job
+from sae_sweep.record.config_match import ConfigMismatchError
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError
 
 try:
@@ -59,6 +60,51 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
             proc.kill()
             pytest.fail(f"{path} did not appear within {timeout} s")
         time.sleep(0.05)
+
+
+# -- a run folder belongs to one configuration (defect 1) --------------------------------
+
+
+def test_single_run_refuses_a_folder_made_with_other_knobs(tmp_path):
+    """The second run would continue the first's checkpoint and claim its own knobs for the
+    result: it is refused, naming the knobs, and the first run's record stays as it was."""
+    first = run_job(small_config(train__steps=30), tmp_path)
+    config_before = (tmp_path / "config.yaml").read_text()
+    other = small_config(train__steps=60, penalty__coefficient=50.0)
+    with pytest.raises(ConfigMismatchError) as refused:
+        run_job(other, tmp_path)
+    message = str(refused.value)
+    assert "penalty.coefficient: 3.0 recorded, 50.0 now" in message
+    assert "train.steps: 30 recorded, 60 now" in message
+    assert "hydra.run.dir" in message and "restart=true" in message
+    assert summary(tmp_path) == first and (tmp_path / "config.yaml").read_text() == config_before
+    # the same knobs (logging and device aside) still resume their own folder
+    assert run_job(small_config(train__steps=30), tmp_path)["resumed_from_step"] == 30
+
+
+def test_single_run_command_refuses_other_knobs_and_restarts_when_told(tmp_path):
+    def sae_sweep(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sae_sweep", f"hydra.run.dir={tmp_path}", "logger=disabled",
+             "train.steps=20", "train.batch_size=64", "data.d=16", "data.n_features=32",
+             "data.n_eval=256", "train.eval_batch_size=256", "train.norm_estimate_batches=2",
+             "sae.expansion_factor=2", *overrides],
+            cwd=tmp_path, env=env(PYTHONPATH=str(REPO)), capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    run_job(small_config(penalty__coefficient=3.0), tmp_path)
+    refused = sae_sweep("penalty.coefficient=50")
+    assert refused.returncode != 0
+    assert "penalty.coefficient: 3.0 recorded, 50.0 now" in refused.stderr
+    assert "restart=true" in refused.stderr
+    assert summary(tmp_path)["knobs"]["penalty.coefficient"] == 3.0
+
+    restarted = sae_sweep("penalty.coefficient=50", "restart=true")
+    assert restarted.returncode == 0, restarted.stderr
+    s = summary(tmp_path)
+    assert s["status"] == "done" and s["resumed_from_step"] == 0 and s["steps"] == 20
+    assert s["knobs"]["penalty.coefficient"] == 50
 
 
 # -- checkpoints prove their consistency (defects 2 and 8) -------------------------------

@@ -377,9 +377,13 @@ class LaunchConfig(Config):
     require_clean_tree: bool = False
     """Refuse to start (a single run or a sweep) when the sae-sweep checkout has uncommitted
     changes, so every run names the commit that made it (docs/records.md, "Provenance")."""
+    restart: bool = False
+    """Single runs: start over from step 0 in `hydra.run.dir`, first deleting the run recorded
+    there (checkpoint, summary, metrics, weights), even one made with other settings. Without
+    it a run resumes its folder's checkpoint, and refuses a folder of other settings."""
 
 
-LAUNCH_KEYS = ("rerun_failed", "pack", "threads", "require_clean_tree")
+LAUNCH_KEYS = ("rerun_failed", "pack", "threads", "require_clean_tree", "restart")
 
 
 def job_config(cfg: Config) -> Config:

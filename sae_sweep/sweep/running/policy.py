@@ -14,9 +14,7 @@ named by variant, lambda and seed, not by job number). Per folder:
 
 RERUN and RESUME both continue from the last checkpoint when there is one (a job that ran
 out of memory or lost its node loses no work); delete the folder to start a job over.
-Configs differ when a knob both have is set differently (`differing_keys`): logging,
-device and launch options never count, nor do knobs only one of them has (a record
-written by another version of sae-sweep).
+Whether configs differ is record/config_match.py's answer, the same a single run gets.
 """
 
 from __future__ import annotations
@@ -27,19 +25,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ...config.schema import LAUNCH_KEYS
 from ...record import layout
 from ...record.atomic import atomic_write_text
+from ...record.config_match import recorded_differences
 from ...record.layout import checkpoint_step
-
-# Top-level keys that do not change what is trained: a re-run may differ in them. (Launch
-# options are no longer recorded, but records of earlier versions hold `rerun_failed`.)
-# The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the
-# grid. A recipe name only labels a preset.
-IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
-                "l0_target", "recipe")  # fmt: skip
-# Nested knobs that check or move data without changing it.
-IGNORED_PATHS = ("data.verify_hashes", "train.pin_memory")
 
 
 class Action(str, Enum):
@@ -65,12 +54,11 @@ class Decision:
 def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decision:
     """What to do with `job_dir` for a job whose resolved config is `config`."""
     job_dir = Path(job_dir)
-    recorded = layout.read_yaml(job_dir / layout.CONFIG)
-    if recorded is not None and differing_keys(recorded, config):
-        keys = ", ".join(differing_keys(recorded, config)[:5])
+    differences = recorded_differences(job_dir, config)
+    if differences is not None:
         return Decision(
             Action.CONFLICT,
-            f"the folder holds a job with a different config ({keys}); "
+            f"the folder holds a job with a different config ({differences}); "
             "use a new hydra.sweep.dir, or delete the folder",
         )
     status = (layout.read_summary(job_dir) or {}).get("status")
@@ -108,27 +96,3 @@ def prepare(job_dir: Path, decision: Decision) -> None:
         if ckpt is not None and step is not None and step <= ckpt:
             keep.append(line)
     atomic_write_text(metrics, "".join(f"{line}\n" for line in keep))
-
-
-def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The knobs set differently in two configs. A knob that only one of them has is left
-    out: a record written by an earlier (or later) sae-sweep lacks the knobs added since (or
-    holds ones removed since), and upgrading in the middle of a sweep must not turn every
-    finished job into a conflict."""
-    fa, fb = _flatten(_comparable(a)), _flatten(_comparable(b))
-    both = (fa.keys() & fb.keys()) - set(IGNORED_PATHS)
-    return sorted(k for k in both if fa[k] != fb[k])
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
