@@ -51,6 +51,7 @@ DEFAULT_MARGINS: dict[str, float] = {
     "loss_recovered_mean": 0.02,
     "loss_recovered_zero": 0.02,
     "mmcs": 0.02,
+    "mcc": 0.02,
     "shrinkage_gap": 0.25,
 }
 """Relative margins (0.05 = 5%): a difference smaller than this is one the comparison does

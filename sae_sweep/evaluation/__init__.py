@@ -2,6 +2,7 @@
 
 catalogue.py   every metric a job records: name, title, direction, who reads it
 metrics.py     the activation metrics' definitions, and their streaming form
+ground_truth.py synthetic data's metrics against its true features, as SAELens defines them
 lm.py          the language-model metrics: the SAE spliced into the model
 reevaluate.py  evaluate finished SAEs again after a definition changed
 """
@@ -12,9 +13,10 @@ import math
 
 import torch
 
-from ..data.source import ActivationSource, DataError
+from ..data.source import ActivationSource, DataError, held_out_batches
 from ..models.base import SparseAutoencoder
 from .catalogue import names
+from .ground_truth import GroundTruthMetrics
 from .lm import evaluate_lm
 from .metrics import StreamingMetrics, fvu, l0, l2_ratio, mmcs, mse, shrinkage
 
@@ -53,11 +55,16 @@ def evaluate(
     acc = StreamingMetrics(sae.d_sae, sae.W_dec.device)
     dtype = sae.W_dec.dtype
     bad = torch.zeros((), dtype=torch.long, device=sae.W_dec.device)  # read once, at the end
-    for x in source.eval_batches(batch_size):
+    truth = (
+        None if source.ground_truth is None else GroundTruthMetrics(sae.W_dec, source.ground_truth)
+    )
+    for x, true_acts in held_out_batches(source, batch_size):
         x = x.to(sae.W_dec.device, dtype) * norm_scale
         bad += (~torch.isfinite(x)).sum()
         out = sae(x)
         acc.update(x, out.x_hat, out.f)
+        if truth is not None and true_acts is not None:
+            truth.update(out.f, true_acts)
     sae.train(was_training)
     if bad.item():  # sources reading files name the file and row themselves, earlier
         raise DataError(
@@ -70,7 +77,8 @@ def evaluate(
         firing["frequency"] = acc.firing_frequency().float().cpu()
     result["mse_original_units"] = result["mse"] / norm_scale**2
     result.update(dict.fromkeys(names(source="ground_truth")))
-    if source.ground_truth is not None:
+    if truth is not None:
+        result.update(truth.result())
         m, frac = mmcs(source.ground_truth, sae.W_dec.float())
         result["mmcs"], result["frac_recovered"] = m.item(), frac.item()
         result["mmcs_random"] = _random_dictionary_mmcs(source.ground_truth, sae.d_sae)

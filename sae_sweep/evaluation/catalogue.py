@@ -8,7 +8,8 @@ lower-is-better with a Pareto frontier, with its key as its title.
 
 Where each metric comes from (`Metric.source`):
     activations   the held-out activations (`evaluation.evaluate`): every job has them
-    ground_truth  synthetic data's true directions: None without them
+    ground_truth  synthetic data's true directions (and, for precision, recall, F1 and true
+                  L0, its true feature activations: `GroundTruthSource`): None without them
     lm            the SAE spliced into a live causal LM (`evaluation.lm`): None without one
     job           the job's own bookkeeping, written to the summary by the job
 """
@@ -75,6 +76,10 @@ _CATALOGUE = [
            compared=True, primary=3, log_scale=True, checked=True),
     Metric("mmcs", "MMCS with true features", "higher", "ground_truth", printed=True,
            compared=True, headline=True, primary=4, frontier=False, checked=True),
+    Metric("mcc", "MCC with true features (Hungarian-matched |cosine|)", "higher",
+           "ground_truth", printed=True, compared=True, frontier=False),
+    Metric("f1", "F1 of latents as detectors of their true features", "higher",
+           "ground_truth", printed=True, compared=True, frontier=False),
     Metric("loss_recovered", "loss recovered", "higher", "lm", exported=True, printed=True,
            compared=True, primary=1),
     Metric("delta_lm_loss", "delta LM loss (CE with SAE - clean)", "lower", "lm", printed=True,
@@ -105,6 +110,13 @@ _CATALOGUE = [
            "ground_truth", printed=True),
     Metric("mmcs_random", "MMCS of a random dictionary (chance level)", None, "ground_truth",
            printed=True),
+    Metric("precision", "precision of latents as detectors of their true features", "higher",
+           "ground_truth", frontier=False),
+    Metric("recall", "recall of latents as detectors of their true features", "higher",
+           "ground_truth", frontier=False),
+    Metric("uniqueness", "uniqueness (distinct true features among latents' best matches / M)",
+           "higher", "ground_truth", frontier=False),
+    Metric("true_l0", "true L0 (true features active per held-out row)", None, "ground_truth"),
     # The SAE spliced into the language model
     Metric("ce_clean", "CE clean, nats/token", None, "lm"),
     Metric("ce_sae", "CE with SAE spliced, nats/token", "lower", "lm"),
