@@ -30,6 +30,7 @@ DATA_SECTIONS = {
     "SyntheticDataConfig": "data=synthetic",
     "HFDataConfig": "data=hf",
     "ActivationsDataConfig": "data=activations",
+    "SynthSAEBenchDataConfig": "data=synthsaebench",
 }
 
 

@@ -18,6 +18,7 @@ from .config.schema import (
     LoggerConfig,
     PenaltyConfig,
     SyntheticDataConfig,
+    SynthSAEBenchDataConfig,
 )
 from .models import ARCHITECTURES
 
@@ -33,4 +34,5 @@ def register_configs() -> None:
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="hf_schema", node=HFDataConfig)
     cs.store(group="data", name="activations_schema", node=ActivationsDataConfig)
+    cs.store(group="data", name="synthsaebench_schema", node=SynthSAEBenchDataConfig)
     cs.store(group="logger", name="schema", node=LoggerConfig)

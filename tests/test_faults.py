@@ -281,12 +281,12 @@ import sys, time
 from pathlib import Path
 from sae_sweep.config.schema import HFDataConfig
 from sae_sweep.data import cache
-real = cache._ShardWriter._flush
+real = cache.ShardWriter._flush
 def flush_then_wait(self, n):
     real(self, n)
     Path(sys.argv[3]).touch()
     time.sleep(600)
-cache._ShardWriter._flush = flush_then_wait
+cache.ShardWriter._flush = flush_then_wait
 cfg = HFDataConfig(model=sys.argv[1], site="transformer.h.0", dataset=sys.argv[2],
                    context_length=32, n_tokens=1500, eval_sequences=4, shard_rows=300,
                    cache_dir=sys.argv[4])

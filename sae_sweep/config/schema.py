@@ -193,7 +193,8 @@ class ResampleConfig:
 class DataConfig:
     kind: str = MISSING
     """Activation source: `synthetic` (built in, with ground truth), `hf` (a live Hugging Face
-    model, through the activation cache) or `activations` (files computed elsewhere)."""
+    model, through the activation cache), `activations` (files computed elsewhere) or
+    `synthsaebench` (a SAELens SyntheticModel, with ground truth, through the cache)."""
 
 
 @dataclass
@@ -283,6 +284,47 @@ class ActivationsDataConfig(DataConfig):
     """Held-out activations carved off the end of the data (never used for training)."""
     shuffle_buffer: int = 1 << 17
     """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
+
+
+@dataclass
+class SynthSAEBenchDataConfig(DataConfig):
+    kind: str = "synthsaebench"
+    model: dict[str, Any] = field(default_factory=dict)
+    """The SAELens `SyntheticModelConfig` to sample from, as its `to_dict()` writes it (Zipfian
+    firing, hierarchy, low-rank correlations, magnitudes, bias, the model's own `seed`); built
+    once per configuration into `cache_dir`. Presets: `data=synthsaebench` (CPU-sized) and
+    `data=synthsaebench_16k` (SynthSAEBench-16k). Ignored when `model_path` is set."""
+    model_path: str | None = None
+    """A saved `SyntheticModel` folder (`SyntheticModel.save`, or a download of a published
+    model such as `decoderesearch/synth-sae-bench-16k-v1`) to sample from instead of `model`."""
+    seed: int = 0
+    """Seed of the cached samples (training and held-out); the model's own is `model.seed`."""
+    n_train: int = 4_000_000
+    """Training samples generated into the cache (a job reading more starts a new epoch)."""
+    n_eval: int = 65_536
+    """Held-out samples, cached with their true feature activations (the ground-truth metrics)."""
+    live: bool = False
+    """Draw each training batch from the model on the training device (seeded by run seed and
+    step) instead of reading the cache: for budgets too large to cache (the 16k model's 200M
+    samples, on a GPU). The held-out split and the normalisation scalar still come from the
+    cache."""
+    sample_device: str = "auto"
+    """Where the model is built and the cache sampled: `auto` (the job's GPU, else the CPU),
+    `cpu`, `cuda` or `cuda:N`. GPU and CPU draw different (equally distributed) samples."""
+    sample_batch_size: int = 8192
+    """Samples drawn per call while building the cache."""
+    cache_dtype: DType = DType.float32
+    """Dtype of the cached training and held-out activations."""
+    cache_dir: str = "activation_cache"
+    """Folder of activation caches: the model (`synthetic_model--<hash>/`) and its samples
+    (`synthsaebench--<model hash>--<hash>/`). Relative paths resolve against the launch
+    directory, so every job of a sweep shares them."""
+    shard_rows: int = 1 << 18
+    """Activations per shard file."""
+    shuffle_buffer: int = 1 << 17
+    """Rows held in RAM by the shuffling reader (bounded buffer over random chunks of shards)."""
+    verify_hashes: bool = False
+    """Also re-hash every cache file against its manifest sha256 when a job opens the cache."""
 
 
 @dataclass

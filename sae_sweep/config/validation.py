@@ -150,11 +150,13 @@ def _range_problems(node, prefix: str = ""):
 
 
 def _data_problems(data):
-    """Sizes of the stored-activation sources (data=hf, data=activations) must be positive."""
+    """Sizes of the stored-activation sources (data=hf, data=activations, data=synthsaebench)
+    must be positive."""
     kind = getattr(data, "kind", None)
     names = {
         "hf": ("n_tokens", "eval_sequences", "lm_batch_size", "shard_rows", "shuffle_buffer"),
         "activations": ("n_eval", "shuffle_buffer"),
+        "synthsaebench": ("n_train", "n_eval", "sample_batch_size", "shard_rows", "shuffle_buffer"),
     }.get(kind, ())
     for name in names:
         if getattr(data, name) <= 0:

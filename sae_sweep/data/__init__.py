@@ -14,6 +14,7 @@ from .source import (
     held_out_batches,
 )
 from .synthetic import SyntheticData
+from .synthsaebench import synthsaebench_source
 
 __all__ = [
     "ActivationSource",
@@ -36,4 +37,6 @@ def build_source(data_cfg, run_seed: int, device: torch.device,
         return hf_source(data_cfg, run_seed=run_seed, device=device, pin_memory=pin_memory)
     if data_cfg.kind == "activations":
         return activations_source(data_cfg, run_seed, device=device, pin_memory=pin_memory)
+    if data_cfg.kind == "synthsaebench":
+        return synthsaebench_source(data_cfg, run_seed, device=device, pin_memory=pin_memory)
     raise ValueError(f"data.kind={data_cfg.kind!r} is not a known activation source")

@@ -1,6 +1,7 @@
 """Build a sweep's activation cache before its jobs start (docs/design.md, "Activation sources").
 
     python -m sae_sweep.data.build_cache data=hf data.model=gpt2 data.site=transformer.h.8 ...
+    python -m sae_sweep.data.build_cache data=synthsaebench [data.n_train=...]
     python -m sae_sweep.data.build_cache <the same overrides> --verify
 
 Without it the sweep's first job builds the cache while the others wait on its lock.
@@ -14,14 +15,18 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from ..config_store import register_configs
 from ..main import CONF_DIR
 from .cache import open_cache, verify_files
 from .source import DataError
+from .synthsaebench import open_synth_cache
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build the cache named by `data=hf data.model=... [overrides]`, if no job has yet.
+    """Build the cache named by `data=hf data.model=... [overrides]` (or `data=synthsaebench`:
+    its model, then its samples), if no job has yet.
 
     Takes the same overrides as a sweep, so the sweep's jobs then find the cache ready (on
     SLURM this spares every job but the first from waiting on the lock with a GPU held).
@@ -39,11 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=overrides)
     data = OmegaConf.to_object(composed.data)
-    if getattr(data, "kind", None) != "hf":
-        raise SystemExit("only data=hf has a cache to build: pass data=hf and its data.* keys")
+    kind = getattr(data, "kind", None)
+    if kind not in ("hf", "synthsaebench"):
+        raise SystemExit("only data=hf and data=synthsaebench have a cache to build: pass one "
+                         "of them and its data.* keys")  # fmt: skip
     if verify:
         data.verify_hashes = False  # hashed once below, with the timing
-    cache = open_cache(data)
+    if kind == "hf":
+        cache = open_cache(data)
+    else:  # built where the jobs will sample it: data.sample_device=auto means the GPU here
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        cache = open_synth_cache(data, device)
     m = cache.manifest
     print(f"{cache.folder}: {m['n_train']:,} train + {m['n_eval']:,} eval activations, d={m['d']}")
     if verify and not cache.built:  # a fresh build hashed what it wrote

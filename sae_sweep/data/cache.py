@@ -36,11 +36,11 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ from .source import DataError
 from .tokens import iter_texts, pack
 
 log = logging.getLogger("sae_sweep.data")
+T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 PROGRESS_EVERY_S = 30.0
@@ -118,27 +119,45 @@ def open_cache(cfg) -> Cache:
     fields = cache_fields(cfg)
     key = cache_key(fields)
     root = cache_root(cfg.cache_dir)
-    slug = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(s).rstrip("/")))  # noqa: E731
     folder = root / f"{slug(fields['model'])}--{slug(cfg.site)}--{key}"
-    built, lm = False, None
-    if folder.exists():
-        # A cache folder appears only by one rename at the end of its build: if it is there it
-        # is complete, and reading it needs no lock (so read-only storage works).
-        log.info("reusing activation cache %s", folder)
-    else:
-        with _build_lock(root, folder):
-            if folder.exists():  # built by another job while this one waited
-                log.info("reusing activation cache %s", folder)
-            else:
-                _remove_stale_builds(folder)
-                log.info("building activation cache %s", folder)
-                lm = build_cache(cfg, folder, fields, key)
-                built = True
+    built, lm = find_or_build(root, folder, lambda tmp: build_cache(cfg, tmp, fields, key))
     manifest = read_manifest(folder)
     check_manifest(manifest, folder, key=key, d=cfg.d)
     if not built:  # a build just wrote (and hashed) every file
         verify_files(folder, manifest, hashes=cfg.verify_hashes)
     return Cache(folder, manifest, built, lm)
+
+
+def slug(name) -> str:
+    """A path's last component (or a name), safe as part of a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(name).rstrip("/")))
+
+
+def find_or_build(root: Path, folder: Path, build: Callable[[Path], T]) -> tuple[bool, T | None]:
+    """(True, what `build` returned) when this process built `folder`, (False, None) when it
+    was there. `build(tmp)` writes the content into a temporary folder, renamed into place at
+    the end under the builders' lock: a crash leaves nothing half-written, and the next build
+    removes the crashed one's temporary folder."""
+    if folder.exists():
+        # A cache folder appears only by one rename at the end of its build: if it is there it
+        # is complete, and reading it needs no lock (so read-only storage works).
+        log.info("reusing activation cache %s", folder)
+        return False, None
+    with _build_lock(root, folder):
+        if folder.exists():  # built by another job while this one waited
+            log.info("reusing activation cache %s", folder)
+            return False, None
+        _remove_stale_builds(folder)
+        log.info("building activation cache %s", folder)
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True)
+        try:
+            result = build(tmp)
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True, result
 
 
 @contextmanager
@@ -256,105 +275,100 @@ def sha256_file(path: Path, block: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
-    """Run the model over the dataset and write the cache into `folder` (atomically)."""
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        t0 = time.perf_counter()
-        lm = load_model(cfg.model, cfg.lm_device, _plain(cfg.lm_dtype))
-        load_s = time.perf_counter() - t0
-        site = find_site(lm.model, cfg.site)
-        excluded = special_ids(lm.tokenizer) if cfg.exclude_special_tokens else []
-        exclude = torch.tensor(excluded, dtype=torch.long)
-        sequences = pack(
-            iter_texts(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_column),
-            lm.tokenizer,
-            cfg.context_length,
-            cfg.prepend_bos,
-        )
-        dtype = _plain(cfg.cache_dtype)
-        progress = Progress(
-            f"activation cache {folder.name}",
-            total=cfg.n_tokens,
-            unit="token",
-            path=tmp / PROGRESS_FILE,  # read by the jobs waiting on the lock
-            every_s=PROGRESS_EVERY_S,
-        )
+def build_cache(cfg, tmp: Path, fields: dict, key: str) -> LoadedModel:
+    """Run the model over the dataset and write the cache into the build's temporary folder
+    `tmp` (find_or_build renames it into place)."""
+    name = final_name(tmp)
+    t0 = time.perf_counter()
+    lm = load_model(cfg.model, cfg.lm_device, _plain(cfg.lm_dtype))
+    load_s = time.perf_counter() - t0
+    site = find_site(lm.model, cfg.site)
+    excluded = special_ids(lm.tokenizer) if cfg.exclude_special_tokens else []
+    exclude = torch.tensor(excluded, dtype=torch.long)
+    sequences = pack(
+        iter_texts(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_column),
+        lm.tokenizer,
+        cfg.context_length,
+        cfg.prepend_bos,
+    )
+    dtype = _plain(cfg.cache_dtype)
+    progress = Progress(
+        f"activation cache {name}",
+        total=cfg.n_tokens,
+        unit="token",
+        path=tmp / PROGRESS_FILE,  # read by the jobs waiting on the lock
+        every_s=PROGRESS_EVERY_S,
+    )
 
-        def activations(ids: np.ndarray) -> torch.Tensor:
-            tokens = torch.from_numpy(ids).to(lm.device)
-            x = site_activations(lm.model, site, tokens)  # (B, T, d)
-            keep = ~torch.isin(tokens, exclude.to(lm.device))
-            return x[keep].float().cpu()  # (kept positions, d)
+    def activations(ids: np.ndarray) -> torch.Tensor:
+        tokens = torch.from_numpy(ids).to(lm.device)
+        x = site_activations(lm.model, site, tokens)  # (B, T, d)
+        keep = ~torch.isin(tokens, exclude.to(lm.device))
+        return x[keep].float().cpu()  # (kept positions, d)
 
-        eval_ids = _take(sequences, cfg.eval_sequences)
-        if len(eval_ids) < cfg.eval_sequences:
-            raise DataError(
-                f"data.dataset={cfg.dataset!r} yields only {len(eval_ids)} packed sequences of "
-                f"{cfg.context_length} tokens: not even the {cfg.eval_sequences} held-out ones "
-                "(is it empty? wrong data.text_column or data.split?). Fix: more text, or lower "
-                "data.eval_sequences / data.context_length."
-            )
-        eval_tokens = np.stack(eval_ids).astype(np.int32)
-        eval_writer = _ShardWriter(tmp / "eval", cfg.shard_rows, dtype)
-        for i in range(0, len(eval_tokens), cfg.lm_batch_size):
-            eval_writer.add(activations(eval_tokens[i : i + cfg.lm_batch_size].astype(np.int64)))
-        train_writer = _ShardWriter(tmp / "train", cfg.shard_rows, dtype)
-        processed = 0
-        while train_writer.rows < cfg.n_tokens:
-            batch = _take(sequences, cfg.lm_batch_size)
-            if not batch:
-                break
-            x = activations(np.stack(batch))
-            train_writer.add(x[: cfg.n_tokens - train_writer.rows])
-            processed += len(batch) * cfg.context_length
-            progress.update(train_writer.rows)
-            heartbeat(f"building the activation cache {folder.name}")  # the job is not stuck
-        if train_writer.rows == 0:
-            raise DataError(
-                f"data.dataset={cfg.dataset!r} has no text left for training after the "
-                f"{cfg.eval_sequences} held-out sequences. Fix: more text or fewer eval_sequences."
-            )
-        if train_writer.rows < cfg.n_tokens:
-            log.warning(
-                "the dataset ran out: cached %d training activations of the %d asked for",
-                train_writer.rows,
-                cfg.n_tokens,
-            )
-        progress.set_state("done")
-        (tmp / PROGRESS_FILE).unlink()  # the manifest tells how the build went
-        np.save(tmp / "eval_tokens.npy", eval_tokens)
-        train, ev = train_writer.close(), eval_writer.close()
-        wall = time.perf_counter() - t0 - load_s  # dataset, forward passes, shard writes
-        mean_norm = train_writer.norm_sum / train_writer.rows
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "key": key,
-            "fields": fields,
-            "d": train_writer.d,
-            "dtype": dtype,
-            "causal_lm": lm.causal_lm,
-            "model_class": type(lm.model).__name__,
-            "special_ids_excluded": exclude.tolist(),
-            "n_train": train_writer.rows,
-            "n_eval": eval_writer.rows,
-            "tokens_processed": processed + eval_tokens.size,
-            "mean_norm": mean_norm,
-            "norm_scale": math.sqrt(train_writer.d) / mean_norm if mean_norm > 0 else None,
-            "train": train,
-            "eval": ev,
-            "eval_tokens": _file_entry(tmp, "eval_tokens.npy"),
-            "model_load_s": load_s,
-            "build_wall_s": wall,
-            "build_tokens_per_s": (processed + eval_tokens.size) / wall,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    eval_ids = _take(sequences, cfg.eval_sequences)
+    if len(eval_ids) < cfg.eval_sequences:
+        raise DataError(
+            f"data.dataset={cfg.dataset!r} yields only {len(eval_ids)} packed sequences of "
+            f"{cfg.context_length} tokens: not even the {cfg.eval_sequences} held-out ones "
+            "(is it empty? wrong data.text_column or data.split?). Fix: more text, or lower "
+            "data.eval_sequences / data.context_length."
+        )
+    eval_tokens = np.stack(eval_ids).astype(np.int32)
+    eval_writer = ShardWriter(tmp / "eval", cfg.shard_rows, dtype)
+    for i in range(0, len(eval_tokens), cfg.lm_batch_size):
+        eval_writer.add(activations(eval_tokens[i : i + cfg.lm_batch_size].astype(np.int64)))
+    train_writer = ShardWriter(tmp / "train", cfg.shard_rows, dtype)
+    processed = 0
+    while train_writer.rows < cfg.n_tokens:
+        batch = _take(sequences, cfg.lm_batch_size)
+        if not batch:
+            break
+        x = activations(np.stack(batch))
+        train_writer.add(x[: cfg.n_tokens - train_writer.rows])
+        processed += len(batch) * cfg.context_length
+        progress.update(train_writer.rows)
+        heartbeat(f"building the activation cache {name}")  # the job is not stuck
+    if train_writer.rows == 0:
+        raise DataError(
+            f"data.dataset={cfg.dataset!r} has no text left for training after the "
+            f"{cfg.eval_sequences} held-out sequences. Fix: more text or fewer eval_sequences."
+        )
+    if train_writer.rows < cfg.n_tokens:
+        log.warning(
+            "the dataset ran out: cached %d training activations of the %d asked for",
+            train_writer.rows,
+            cfg.n_tokens,
+        )
+    progress.set_state("done")
+    (tmp / PROGRESS_FILE).unlink()  # the manifest tells how the build went
+    np.save(tmp / "eval_tokens.npy", eval_tokens)
+    train, ev = train_writer.close(), eval_writer.close()
+    wall = time.perf_counter() - t0 - load_s  # dataset, forward passes, shard writes
+    mean_norm = train_writer.norm_sum / train_writer.rows
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "key": key,
+        "fields": fields,
+        "d": train_writer.d,
+        "dtype": dtype,
+        "causal_lm": lm.causal_lm,
+        "model_class": type(lm.model).__name__,
+        "special_ids_excluded": exclude.tolist(),
+        "n_train": train_writer.rows,
+        "n_eval": eval_writer.rows,
+        "tokens_processed": processed + eval_tokens.size,
+        "mean_norm": mean_norm,
+        "norm_scale": math.sqrt(train_writer.d) / mean_norm if mean_norm > 0 else None,
+        "train": train,
+        "eval": ev,
+        "eval_tokens": file_entry(tmp, "eval_tokens.npy"),
+        "model_load_s": load_s,
+        "build_wall_s": wall,
+        "build_tokens_per_s": (processed + eval_tokens.size) / wall,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(tmp / MANIFEST, manifest)
     log.info(
         "activation cache built: %d train + %d eval activations, d=%d, %.0f tokens/s",
         manifest["n_train"],
@@ -365,12 +379,21 @@ def build_cache(cfg, folder: Path, fields: dict, key: str) -> LoadedModel:
     return lm
 
 
-class _ShardWriter:
-    """Appends (n, d) float32 rows to `.npy` shards of `shard_rows` rows in the cache dtype."""
+class ShardWriter:
+    """Appends (n, d) float32 rows to `.npy` shards of `shard_rows` rows in the cache dtype.
+    `producer` names what made the rows and `fix` what to do, in the error on non-finite rows."""
 
-    def __init__(self, folder: Path, shard_rows: int, dtype: str):
+    def __init__(
+        self,
+        folder: Path,
+        shard_rows: int,
+        dtype: str,
+        producer: str = "the model at the hooked site",
+        fix: str = "data.lm_dtype=float32, or another site",
+    ):
         folder.mkdir(parents=True)
         self.folder, self.shard_rows, self.dtype = folder, shard_rows, getattr(torch, dtype)
+        self.producer, self.fix = producer, fix
         self.rows, self.d, self.norm_sum = 0, None, 0.0
         self.pending: list[torch.Tensor] = []
         self.pending_rows = 0
@@ -382,8 +405,7 @@ class _ShardWriter:
         bad = (~torch.isfinite(x)).sum().item()
         if bad:
             raise DataError(
-                f"the model produced {bad} non-finite activations at the hooked site. "
-                "Fix: data.lm_dtype=float32, or another site."
+                f"{self.producer} produced {bad} non-finite activations. Fix: {self.fix}."
             )
         self.norm_sum += x.double().norm(dim=-1).sum().item()
         self.rows += len(x)
@@ -405,17 +427,27 @@ class _ShardWriter:
             out = out.view(torch.int16)  # numpy has no bfloat16: same bits, viewed back on read
         name = f"shard_{len(self.shards):05d}.npy"
         np.save(self.folder / name, out.numpy())
-        entry = _file_entry(self.folder.parent, f"{self.folder.name}/{name}")
+        entry = file_entry(self.folder.parent, f"{self.folder.name}/{name}")
         self.shards.append({**entry, "rows": n})
 
 
-def _file_entry(folder: Path, relative: str) -> dict:
+def file_entry(folder: Path, relative: str) -> dict:
+    """A manifest's entry for one file: its path relative to the cache, size and sha256."""
     path = folder / relative
     return {"file": relative, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def final_name(tmp: Path) -> str:
+    """The name of the folder a build's temporary folder becomes."""
+    return tmp.name.split(".tmp-")[0]
+
+
 def _listed_files(manifest: dict) -> list[dict]:
-    return [*manifest["train"]["shards"], *manifest["eval"]["shards"], manifest["eval_tokens"]]
+    """Every file a manifest lists: the shards, and the held-out tokens (a language model's
+    cache) or true feature activations (a synthetic model's)."""
+    extra = [manifest["eval_tokens"]] if "eval_tokens" in manifest else []
+    extra += list(manifest.get("eval_features", {}).values())
+    return [*manifest["train"]["shards"], *manifest["eval"]["shards"], *extra]
 
 
 def _take(iterator, n: int) -> list:

@@ -23,6 +23,7 @@ from ...config.schema import (
     HFDataConfig,
     LaunchConfig,
     SyntheticDataConfig,
+    SynthSAEBenchDataConfig,
 )
 from ...models import architecture
 from ...record import layout
@@ -31,7 +32,8 @@ from ...record.atomic import atomic_write_json
 # What must be equal for two SAEs to train on the same batches.
 SHARED_KEYS = ("data", "seed", "device", "dtype", "train.batch_size")
 _DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "hf": HFDataConfig,
-                 "activations": ActivationsDataConfig}  # fmt: skip
+                 "activations": ActivationsDataConfig,
+                 "synthsaebench": SynthSAEBenchDataConfig}  # fmt: skip
 
 
 def pack_key(config: dict[str, Any]) -> str:
