@@ -109,7 +109,7 @@ def test_ground_truth_and_true_feature_activations(tmp_path):
     torch.testing.assert_close(source.ground_truth.norm(dim=1), torch.ones(256))
     torch.testing.assert_close(source.ground_truth, weights["feature_vectors"])
     rows, active = 0, 0
-    for (x, f), plain in zip(source.eval_batches_with_features(300), source.eval_batches(300),
+    for (x, f), plain in zip(source.eval_batches_with_truth(300), source.eval_batches(300),
                              strict=True):  # fmt: skip
         assert f.shape == (len(x), 256) and torch.equal(x, plain)
         torch.testing.assert_close(x, f @ source.ground_truth + weights["bias"], rtol=1e-5,
@@ -121,6 +121,22 @@ def test_ground_truth_and_true_feature_activations(tmp_path):
     x = torch.cat([source.train_batch(s, 1000) for s in range(3)])
     assert (x * source.norm_scale).norm(dim=1).mean().item() == pytest.approx(4.0, rel=1e-4)
     source.close()
+
+
+def test_every_ground_truth_metric_is_evaluated_on_it(tmp_path):
+    from sae_sweep.evaluation import evaluate
+    from sae_sweep.evaluation.catalogue import names
+    from sae_sweep.models.standard import StandardSAE
+
+    source = build_source(tiny_cfg(tmp_path), run_seed=0, device=CPU)
+    sae = StandardSAE(16, 64, decoder_init_norm=1.0, encoder_init_transpose=True,
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    metrics = evaluate(sae, source, source.norm_scale, batch_size=300)
+    source.close()
+    for name in names(source="ground_truth"):
+        assert metrics[name] is not None, name
+    assert metrics["true_l0"] == pytest.approx(source.true_l0)
+    assert 0.0 < metrics["f1"] < 1.0 and 0.0 < metrics["mcc"] < 1.0
 
 
 def test_a_saved_model_folder_instead_of_a_config(tmp_path):

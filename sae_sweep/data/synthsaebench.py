@@ -141,7 +141,7 @@ def synthsaebench_source(cfg, run_seed: int, device: torch.device,
 class SynthSAEBenchActivations(ShuffledActivations):
     """The cached samples of a SyntheticModel, with its true feature directions
     (`ground_truth`) and the held-out rows' true feature activations
-    (`eval_batches_with_features`)."""
+    (`eval_batches_with_truth`)."""
 
     def __init__(self, cache: SynthCache, cfg, run_seed: int, device: torch.device,
                  pin_memory: bool = True):  # fmt: skip
@@ -175,7 +175,7 @@ class SynthSAEBenchActivations(ShuffledActivations):
         with _seeded((self._seed + step) % (1 << 62), self.device):
             return self._live.sample(batch_size).float()
 
-    def eval_batches_with_features(
+    def eval_batches_with_truth(
         self, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x, f) chunks of the held-out split, in `eval_batches`' order: x (n, d) as
