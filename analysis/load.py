@@ -17,7 +17,9 @@ Columns:
   names it, so the records of older sae-sweep versions load as they were.
 
 A job with no `summary.json` never started or was killed: it is "unfinished" and kept,
-so the report can list it. Nothing is dropped silently.
+so the report can list it. A summary that cannot be read, or holds a field of the wrong type
+(`knobs` as text, `l0` as text: `sae_sweep.record.malformed`), makes its job "failed" with
+an error naming the file and the field. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pandas as pd
 from analysis.provenance import commit_and_clean
 from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
+from sae_sweep.record.malformed import summary_problems, unreadable_message
 
 BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step",
                        "git_commit", "git_clean"]  # fmt: skip
@@ -158,9 +161,10 @@ def _read_summary(job_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         s = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return {"status": "failed", "error": f"unreadable summary.json: {e}"}
-    return s if isinstance(s, dict) else {"status": "failed", "error": "summary.json is not a dict"}
+    except (OSError, ValueError) as e:
+        return {"status": "failed", "error": f"unreadable {p}: {e}"}
+    problems = summary_problems(s)
+    return {"status": "failed", "error": unreadable_message(p, problems)} if problems else s
 
 
 def make_row(
@@ -176,7 +180,8 @@ def make_row(
     """One DataFrame row from a resolved config and a flat summary; returns (row, knob names)."""
     knobs = flatten(config)
     summary = dict(summary or {})
-    for k, v in flatten(summary.get("knobs") or {}).items():
+    recorded_knobs = summary.get("knobs")  # a W&B summary is not checked like a local one
+    for k, v in flatten(recorded_knobs if isinstance(recorded_knobs, Mapping) else {}).items():
         knobs.setdefault(k, v)
     if summary.get("variant") is not None:
         knobs.setdefault("variant", summary["variant"])
@@ -193,9 +198,11 @@ def make_row(
         x = _number(summary.get(f"eval/{m}"))
         if pd.isna(row.get(m, math.nan)) and x is not None:
             row[m] = x
-    for k, v in (summary.get("versions") or {}).items():
+    recorded_versions = summary.get("versions")
+    recorded_versions = recorded_versions if isinstance(recorded_versions, Mapping) else {}
+    for k, v in recorded_versions.items():
         row[f"versions.{k}"] = v
-    row["git_commit"], row["git_clean"] = commit_and_clean(summary.get("versions") or {})
+    row["git_commit"], row["git_clean"] = commit_and_clean(recorded_versions)
     if summary.get("sae_artifact"):  # the W&B artifact of the job's exported SAE
         row["sae_artifact"] = summary["sae_artifact"]
 

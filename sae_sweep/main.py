@@ -26,6 +26,7 @@ from .resources import CONF_DIR
 from .sweep import register_resolvers, register_sweeps, run_sweep_job, take_exit_code
 from .sweep.running.task import skip_collection_at_exit
 from .sweep.running.threads import apply_thread_budget
+from .sweep.signals import LaunchStopped
 
 log = logging.getLogger("sae_sweep")
 
@@ -80,6 +81,9 @@ def main() -> None:
     skip_collection_at_exit()  # the jobs of a sweep's workers call it too
     try:
         hydra_main()
+    except LaunchStopped as stop:  # SIGTERM / SIGINT to a sweep: its records are written
+        take_exit_code()
+        sys.exit(stop.exit_code)
     finally:  # taken also when Hydra exits on an error: a later run in this process starts clean
         code = take_exit_code()
     # A sweep contains each job's failure to run the others; its exit status still tells

@@ -59,8 +59,9 @@ def sweep(tmp_path) -> tuple[Path, float]:
 def test_status_table_and_counts(sweep):
     sweep, now = sweep
     status = sweep_status(sweep, stale_after_s=600, now=now)
-    assert status["counts"] == {"done": 2, "running": 1, "stale": 1, "failed": 1,
-                                "interrupted": 0, "conflict": 0, "not started": 2}  # fmt: skip
+    assert status["counts"] == {"done": 2, "running": 1, "stale": 1, "stopped": 0, "failed": 1,
+                                "interrupted": 0, "unreadable": 0, "conflict": 0,
+                                "not started": 2}  # fmt: skip
     rows = {r["dir"]: r for r in status["jobs"]}
     assert len(rows) == 5  # Hydra's .hydra folders are not jobs
     done = rows["gated_original/lam0.5_seed0"]

@@ -5,6 +5,8 @@ thread budget, target-L0 rounds, records, analysis).
 
 Options (`hydra.sweeper.<name>=...`), besides Hydra's basic ones (`params`, `max_batch_size`):
     analysis: run the analysis (report + plots in the sweep folder) at the end (default true)
+    wait_for_lock: when another launch runs into the same sweep folder, wait for it to end
+        instead of refusing (default false; sweep/bookkeeping/lock.py)
     max_l0_fraction: the analysis's verdicts cover L0 <= this x d (default MAX_L0_FRACTION,
         0.5, of sae_sweep/config/validation.py)
     reference: the variant the relative plots divide by (default: the sweep's first)
@@ -31,11 +33,12 @@ class SaeSweeper(Sweeper):
         self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
         analysis: bool = True, max_l0_fraction: float | None = None,
         reference: str | None = None, band: Any = None, margins: Any = None,
-        multiplicity: str = "holm",
+        multiplicity: str = "holm", wait_for_lock: bool = False,
     ) -> None:  # fmt: skip
         self.max_batch_size = max_batch_size
         self.params = params or {}
         self.analysis = analysis
+        self.wait_for_lock = wait_for_lock
         self.max_l0_fraction, self.reference = max_l0_fraction, reference
         # plain Python: Hydra passes lists and mappings as config nodes
         self.verdict_options: dict[str, Any] = {"multiplicity": multiplicity}
@@ -73,5 +76,6 @@ class SaeSweeper(Sweeper):
             params=self.params, max_batch_size=self.max_batch_size, analysis=self.analysis,
             analysis_options={"max_l0_fraction": fraction, "reference": self.reference,
                               **self.verdict_options},
+            wait_for_lock=self.wait_for_lock,
         )  # fmt: skip
         return sweep.run(arguments)

@@ -5,8 +5,11 @@
     sae-export multirun/2024-06-01/12-00-00 out/ --all          # every finished job
 
 Over a sweep, each SAE gets a sub-folder named after its variant, frontier-axis value and
-seed, and `index.csv` lists them with their metrics. Exit status: 0 on success, 2 on bad
-arguments or a folder that holds nothing to export.
+seed, and `index.csv` lists them with their metrics; every job left out (failed, unfinished,
+an unreadable summary) is named on stderr with the reason. Only a job whose summary says
+`done` is exported. OUT_DIR must be empty or new (`--overwrite` writes into a folder that is
+not). Exit status: 0 on success, 2 on bad arguments, a job that did not finish, a non-empty
+OUT_DIR, or a folder that holds nothing to export.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep: the jobs on each variant's Pareto frontier (all seeds of a frontier point)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into OUT_DIR even when it is not empty (files of the same name are replaced)",
+    )
+    p.add_argument(
         "--metric",
         default="fvu",
         help="with --frontier: the (L0, metric) frontier to take (default fvu; e.g. "
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source, out = Path(args.record_dir), Path(args.out_dir)
     try:
+        refuse_non_empty(out, args.overwrite)
         if (source / WEIGHTS_CONFIG_FILE).is_file():
             if args.all or args.frontier:
                 parser.error(f"{source} is one job: --all/--frontier apply to a sweep folder")
@@ -75,8 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def refuse_non_empty(out_dir: Path, overwrite: bool) -> None:
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ExportError(
+            f"{out_dir} is not empty: an export there would mix with (or replace) what it holds. "
+            "Fix: give a new or empty folder, or add --overwrite."
+        )
+
+
 def export_sweep(sweep_dir: Path, out_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
-    """Export a sweep's finished jobs (or only its frontier's); returns the index written."""
+    """Export a sweep's finished jobs (or only its frontier's); returns the index written.
+    The jobs left out for not being finished are named on stderr."""
+    report_left_out(sweep_dir)
     runs = selected_runs(sweep_dir, frontier_metric)
     folders = folder_names(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +132,22 @@ def selected_runs(sweep_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
     }
     mask = [(label, rid) in ids for label, rid in zip(runs[LABEL], runs["run_id"], strict=True)]
     return runs[mask].sort_values([LABEL, "l0"], kind="stable").reset_index(drop=True)
+
+
+def report_left_out(sweep_dir: Path) -> None:
+    """Name on stderr every job of the sweep that is not exported because it has no result
+    (failed, unfinished, or a summary that cannot be read), with the reason."""
+    from analysis.frontier import finished
+    from analysis.load import load_runs
+
+    runs = load_runs(sweep_dir)
+    left = runs[~runs["run_id"].isin(finished(runs)["run_id"])]
+    for _, run in left.iterrows():
+        reason = str(run["error"]).strip().splitlines()[0] if isinstance(run["error"], str) else ""
+        if run["status"] == "done":
+            reason = f"l0={run['l0']} is no finite positive L0"
+        print(f"left out: {run['path']} ({run['status']}{': ' + reason if reason else ''})",
+              file=sys.stderr)  # fmt: skip
 
 
 def folder_names(runs: pd.DataFrame) -> list[str]:

@@ -14,6 +14,7 @@ from ..record import layout
 from ..record.layout import FIRING as FIRING_FILE
 from ..record.layout import WEIGHTS as WEIGHTS_FILE
 from ..record.layout import WEIGHTS_CONFIG as WEIGHTS_CONFIG_FILE
+from ..record.malformed import summary_problems, unreadable_message
 from .saelens import ExportError, write_saelens_folder
 
 SAELENS_DIR = layout.SAELENS_DIR
@@ -66,10 +67,37 @@ def saelens_metadata(knobs: dict[str, Any], summary: dict[str, Any] | None) -> d
     return meta
 
 
+def finished_summary(record_dir: Path) -> dict[str, Any]:
+    """The job's summary, which must say `done`: weights of a job that failed (non-finite
+    metrics, a divergence at its last step) or is still running are not a result."""
+    path = Path(record_dir) / layout.SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ExportError(
+            f"{record_dir} has weights but no {layout.SUMMARY}: the job has not finished. Fix: "
+            "export it once its summary says done."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"unreadable {path}: {exc}") from None
+    problems = summary_problems(summary)
+    if problems:
+        raise ExportError(unreadable_message(path, problems))
+    if summary.get("status") != "done":
+        error = str(summary.get("error") or "").strip().splitlines()[:1]
+        raise ExportError(
+            f"{record_dir}: its summary says {summary.get('status')!r}, not 'done'"
+            f"{': ' + error[0] if error else ''}. Only a finished job's SAE is exported. Fix: "
+            "re-run the job (rerun_failed=true in a sweep), or export another job."
+        )
+    return summary
+
+
 def export_run(record_dir: Path, out_dir: Path, summary: dict[str, Any] | None = None) -> Path:
     """Write the SAELens folder of one finished job into `out_dir`; returns `out_dir`.
 
-    `summary` (variant, sweep, metrics) defaults to the record's summary.json.
+    `summary` (variant, sweep, metrics) defaults to the record's summary.json, which must
+    say `done` (`finished_summary`).
     """
     record_dir = Path(record_dir)
     config_path = record_dir / WEIGHTS_CONFIG_FILE
@@ -80,9 +108,8 @@ def export_run(record_dir: Path, out_dir: Path, summary: dict[str, Any] | None =
             "folder (with --all or --frontier)."
         )
     config = json.loads(config_path.read_text())
-    summary_path = record_dir / layout.SUMMARY
-    if summary is None and summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+    if summary is None:
+        summary = finished_summary(record_dir)
     knobs = config.get("config") or {}
     firing = record_dir / FIRING_FILE
     frequency = load_file(str(firing))["frequency"] if firing.is_file() else None

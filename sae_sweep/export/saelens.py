@@ -228,6 +228,7 @@ def read_saelens_folder(directory: Path, device: str = "cpu") -> tuple[str, Tens
     if cfg.get("reshape_activations", "none") != "none":
         raise ExportError(f"{directory}: reshape_activations must be 'none' to load it here")
     t = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_FILE), device=device).items()}
+    _check_cfg_matches_weights(directory, cfg, t)
     mapping = MAPPINGS[kind]
     b_dec_to_fold = None if cfg.get("apply_b_dec_to_input", True) else t["b_dec"]
     state = {
@@ -237,6 +238,22 @@ def read_saelens_folder(directory: Path, device: str = "cpu") -> tuple[str, Tens
         "b_dec": t["b_dec"],
     }
     return kind, state, cfg
+
+
+def _check_cfg_matches_weights(directory: Path, cfg: dict[str, Any], t: Tensors) -> None:
+    """cfg.json's d_in / d_sae must be the weights' shape: a folder whose cfg.json was
+    edited, or copied from another SAE, would otherwise load with a false description."""
+    if "W_enc" not in t or t["W_enc"].ndim != 2:
+        raise ExportError(f"{directory / WEIGHTS_FILE}: no 2-D W_enc; not a SAELens SAE")
+    d_in, d_sae = t["W_enc"].shape
+    wrong = [f"{key}={cfg[key]!r} but the weights have {key}={actual}"
+             for key, actual in (("d_in", d_in), ("d_sae", d_sae))
+             if key in cfg and cfg[key] != actual]  # fmt: skip
+    if wrong:
+        raise ExportError(
+            f"{directory}: {CFG_FILE} disagrees with {WEIGHTS_FILE}: {'; '.join(wrong)}. Fix: "
+            f"write the folder again from its SAE, or correct {CFG_FILE}."
+        )
 
 
 def _mapping(kind: str) -> SAELensMapping:

@@ -2,6 +2,7 @@
 
 A sweep folder (`hydra.sweep.dir`):
     sweep.json            the manifest: grid, git commit, launches (sweep/bookkeeping/manifest.py)
+    sweep.lock            held by the launch running now; names it (sweep/bookkeeping/lock.py)
     jobs.md, jobs.json    the end-of-sweep table (sweep/bookkeeping/table.py)
     multirun.yaml         Hydra's record of the multirun
     packs/                what each packed job trains (sweep/planning/packing.py)
@@ -66,10 +67,11 @@ TABLE_JSON = "jobs.json"
 HYDRA_MULTIRUN = "multirun.yaml"
 PACKS_DIR = "packs"
 TARGETS = "targets.json"  # a target-L0 sweep's outcome per (variant, target)
+LAUNCH_LOCK = "sweep.lock"  # flock'ed by the launching process: one launch at a time
 
 JOB_FILES = (CONFIG, METRICS, SUMMARY, WEIGHTS, WEIGHTS_CONFIG, GROUND_TRUTH, FIRING,
              SAELENS_DIR, PROGRESS, CHECKPOINT_DIR, JOB, WANDB_RUN_ID)  # fmt: skip
-SWEEP_FILES = (MANIFEST, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR, TARGETS)
+SWEEP_FILES = (MANIFEST, LAUNCH_LOCK, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR, TARGETS)
 # Folders inside a sweep (or a job) that never hold a job of their own.
 NOT_JOB_DIRS = frozenset({CHECKPOINT_DIR, PACKS_DIR, SAELENS_DIR, HYDRA_DIR, "wandb",
                           "__pycache__", "plots"})  # fmt: skip

@@ -3,16 +3,23 @@
     sweep = Sweep(config, launcher, config_loader, params, max_batch_size, **end_options)
     sweep.run(arguments)
 
-`run` starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches
-the grid in batches, then, when the sweep sets `l0_targets`, refinement rounds until no
-target is open (targets.json), and ends it whatever happened in between: a job or the
-launcher raising, Ctrl-C. The end writes jobs.md / jobs.json and the launch's end in
-sweep.json, runs the analysis, and says whether every job has a result (`take_exit_code`).
+`run` checks the grid's jobs compose and takes the sweep folder's lock (one launch at a time,
+bookkeeping/lock.py) before it writes anything, so a refused launch changes nothing; then it
+starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches the
+grid in batches, then, when the sweep sets `l0_targets`, refinement rounds until no target is
+open (targets.json), and ends it whatever happened in between: a job or the launcher
+raising, Ctrl-C, SIGTERM (signals.py: the jobs are told first, so they record
+`interrupted`). The end writes jobs.md / jobs.json and the launch's end in sweep.json, runs
+the analysis (not after a stop), and says whether every job has a result (`take_exit_code`).
 
 Every batch, grid or round, goes through `launch`: its jobs are composed before any is
 launched (a bad override fails the sweep at once), jobs finished in an earlier launch into
 the same folder are settled without launching (a resume), the rest are packed (`pack=K`),
-and each job is told how many run at once (its thread budget).
+and each job is told how many run at once (its thread budget). When a job's worker process
+on this machine dies (SIGKILL, the out-of-memory killer) or is interrupted on its own, joblib
+takes the batch's other jobs down with it: `launch` then fails the job whose worker died first
+(worker_deaths.py), records the others as interrupted, and launches again those without a
+result, which resume from their checkpoints.
 
 Hydra reaches it through the sweeper plugin (hydra_plugins/sae_sweep_sweeper/), which only
 builds it from its config and the launcher Hydra configured. Hydra returns nothing from a
@@ -24,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +41,18 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..config.schema import job_config
+from ..config.validation import ConfigError
 from ..record import layout
 from ..record.atomic import atomic_write_json
 from .bookkeeping import manifest, table
+from .bookkeeping.lock import LaunchLock
 from .planning import chains, grid, targets
 from .planning.packing import member_config, pack_file, pack_jobs, write_pack
 from .running.gpus import publish_machine_gpus
-from .running.task import ENV_LAUNCH_ID, settle_without_training
+from .running.task import ENV_LAUNCH_ID, fail_killed_job, mark_interrupted, settle_without_training
 from .running.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
+from .signals import LaunchStopped, StopSignals, signal_processes
+from .worker_deaths import CHILD_DEATHS, Death
 
 log = logging.getLogger("sae_sweep")
 
@@ -61,7 +74,7 @@ class Sweep:
     def __init__(
         self, config: DictConfig, launcher, config_loader, *, params: dict | None = None,
         max_batch_size: int | None = None, analysis: bool = True,
-        analysis_options: dict[str, Any] | None = None,
+        analysis_options: dict[str, Any] | None = None, wait_for_lock: bool = False,
     ) -> None:  # fmt: skip
         self.config = config
         self.launcher = launcher
@@ -70,6 +83,7 @@ class Sweep:
         self.max_batch_size = max_batch_size
         self.analysis = analysis
         self.analysis_options = analysis_options or {}
+        self.wait_for_lock = wait_for_lock
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self.launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         self.n_jobs = 0  # the grid's jobs (the manifest's count)
@@ -77,25 +91,37 @@ class Sweep:
         self.launched = 0  # jobs launched so far (Hydra's job numbers)
         self.resuming = False  # an earlier launch went into this folder
         self.problems: list[str] | None = None  # set by `end`
+        self.signals = StopSignals(self._tell_jobs)
+        # joblib's loky workers are children of this process: their deaths can be told apart
+        self.local_workers = type(launcher).__module__.startswith("hydra_plugins.hydra_joblib")
 
     # -- the lifecycle --------------------------------------------------------------------
 
     def run(self, arguments: list[str]) -> list[list[JobReturn]]:
         """Start, the grid, the target rounds, the end; the launcher's returns per batch.
-        A sweep that cannot run (bad targets, a grid its rounds cannot refine) fails before
-        it starts."""
+        A sweep that cannot run (bad targets, a grid its rounds cannot refine, an override
+        that does not compose, another launch into the folder) fails before it writes."""
         global _outcome
         axes = grid.grid_axes(grid.param_lines(self.params, arguments), self.loader)
         jobs = grid.grid_jobs(axes)
         plan = self.plan_rounds(jobs) if self.config.get("l0_targets") else None
-        self.start(axes)
+        for i in grid.covering_jobs(jobs):  # a bad override refuses the launch before it writes
+            self.compose(jobs[i])
+        lock = LaunchLock(self.sweep_dir, self.launch_id)
+        lock.acquire(wait=self.wait_for_lock)
         try:
-            returns = [self.launch(batch) for batch in grid.batches(jobs, self.max_batch_size)]
-            if plan is not None:
-                returns += self.refine(plan, returns)
-            return returns
+            with self.signals:
+                self.start(axes)
+                try:
+                    batches = grid.batches(jobs, self.max_batch_size)
+                    returns = [self.launch(batch) for batch in batches]
+                    if plan is not None:
+                        returns += self.refine(plan, returns)
+                    return returns
+                finally:
+                    _outcome = self.end()
         finally:
-            _outcome = self.end()
+            lock.release()
 
     def start(self, axes: dict[str, list[str]]) -> None:
         """Record the launch in sweep.json; publish the launch id and the machine's GPUs to
@@ -151,12 +177,22 @@ class Sweep:
     def end(self) -> list[str]:
         """Table, manifest, analysis; returns the launch's problems (see `table.problems`).
         The last line printed says whether every job has a result: a script or a scheduler
-        reading the exit status (non-zero on any problem) finds the reason beside it."""
-        rows = table.collect(self.sweep_dir, self.launch_id)
-        text = table.write_table(self.sweep_dir, rows, expected=self.n_jobs)
-        manifest.end_launch(self.sweep_dir, self.launch_id, table.counts(rows))
-        print(f"\nsweep {self.sweep_dir}\n{text}", flush=True)
-        self.problems = table.problems(rows, expected=self.n_jobs)
+        reading the exit status (non-zero on any problem) finds the reason beside it. A stop
+        signal waits until the table and sweep.json are written."""
+        with self.signals.held():
+            if self.signals.signum is not None:
+                self._record_stopped_jobs()
+            rows = table.collect(self.sweep_dir, self.launch_id)
+            text = table.write_table(self.sweep_dir, rows, expected=self.n_jobs)
+            manifest.end_launch(self.sweep_dir, self.launch_id, table.counts(rows))
+            print(f"\nsweep {self.sweep_dir}\n{text}", flush=True)
+            self.problems = table.problems(rows, expected=self.n_jobs)
+            if self.signals.signum is not None:
+                self.problems.append(f"stopped by {self.signals.name}")
+                print(f"sweep stopped by {self.signals.name}: the analysis is left out; re-run "
+                      f"the same command with hydra.sweep.dir={self.sweep_dir} to resume",
+                      flush=True)  # fmt: skip
+                return self.problems
         if self.analysis:
             run_analysis_safely(self.sweep_dir, **self.analysis_options)
         if self.problems:
@@ -200,7 +236,8 @@ class Sweep:
         self.grid_overrides.update((base + i, list(o)) for i, o in enumerate(batch))
         # Through a pack file (a pack of one too) a launched job's record carries its grid
         # number, which differs from its launch number once jobs are packed or settled.
-        through_files = k > 1 or bool(settled)
+        # After a relaunch (a worker that died) launch numbers run ahead of grid numbers.
+        through_files = k > 1 or bool(settled) or self.launched != base
         to_launch = []
         for n, members in enumerate(packs, start=self.launched):
             to_launch.append(batch[members[0]])
@@ -211,14 +248,140 @@ class Sweep:
         at_once = jobs_at_once(launcher_cfg, len(to_launch), machine_cores())
         os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every launcher's jobs
         first_launched, self.launched = self.launched, self.launched + len(to_launch)
-        results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)
-                       if to_launch else [])  # fmt: skip
+        mark = CHILD_DEATHS.watch() if self.local_workers else None
+        try:
+            results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)
+                           if to_launch else [])  # fmt: skip
+        except BaseException as exc:
+            if mark is None or self.signals.signum is not None or not _job_fault(exc):
+                raise
+            results = self._after_fault(exc, batch, packs, configs, base, mark)
         for r in results:
             _ = r.return_value  # re-raises what stopped a job (an interruption): the sweep stops
         return results + [
             JobReturn(overrides=batch[i], status=JobStatus.COMPLETED, _return_value=outcome)
             for i, outcome in settled.items()
         ]
+
+    # -- a job's fault that took the batch down --------------------------------------------
+
+    def _after_fault(self, fault: BaseException, batch: list[list[str]], packs: list[list[int]],
+                     configs: dict[int, dict[str, Any]], base: int, mark: int
+                     ) -> list[JobReturn]:  # fmt: skip
+        """The batch's outcomes after a job's worker died or a job was interrupted on its own
+        (joblib then kills the batch's other workers): every pack ends with a record, and
+        those the fault took down are launched again (they resume from their checkpoints).
+
+        A pack whose worker died first fails, its record naming the signal. When the deaths
+        cannot tell which worker died first, the packs it took down are launched again one
+        at a time, so that a job that kills its worker again (out of memory) is found."""
+        for i in range(len(batch)):  # the relaunch goes through pack files: every member
+            if i not in configs:
+                configs[i] = self.compose(batch[i], base + i)
+        results: list[JobReturn] = []
+        pending, requeued, alone = list(packs), set(), set()
+        while pending:
+            if fault is not None:
+                pending, ambiguous = self._sort_out(fault, pending, configs, batch,
+                                                    CHILD_DEATHS.since(mark), results,
+                                                    requeued)  # fmt: skip
+                alone |= ambiguous
+                fault = None
+                continue
+            now = ([p for p in pending if p[0] in alone][:1]
+                   or [p for p in pending if p[0] not in alone])  # fmt: skip
+            to_launch = []
+            for n, members in enumerate(now, start=self.launched):
+                to_launch.append(batch[members[0]])
+                write_pack(pack_file(self.sweep_dir, self.launch_id, n),
+                           [configs[i]["member"] for i in members])  # fmt: skip
+            first, self.launched = self.launched, self.launched + len(now)
+            requeued -= {p[0] for p in now}
+            log.warning("launching %d job(s) of the batch again", len(now))
+            mark = CHILD_DEATHS.watch()
+            try:
+                results += self.launcher.launch(to_launch, initial_job_idx=first)
+            except BaseException as exc:
+                if self.signals.signum is not None or not _job_fault(exc):
+                    raise
+                fault = exc
+                continue
+            alone -= {p[0] for p in now}
+            pending = [p for p in pending if p not in now]
+        return results
+
+    def _sort_out(
+        self, fault: BaseException, pending: list[list[int]], configs: dict[int, dict[str, Any]],
+        batch: list[list[str]], deaths: list[Death], results: list[JobReturn],
+        requeued: set[int],
+    ) -> tuple[list[list[int]], set[int]]:  # fmt: skip
+        """Settle the packs the fault ended (appending their outcomes to `results`); returns
+        the packs to launch again, and those of them to launch one at a time."""
+        left, suspects = [], []
+        for members in pending:
+            dirs = [Path(configs[i]["member"]["dir"]) for i in members]
+            records = [layout.read_json(d / layout.JOB) or {} for d in dirs]
+            ours = all(r.get("launch_id") == self.launch_id for r in records)
+            if members[0] in requeued or not ours:  # not (re)started since: launch it
+                left.append(members)
+            elif all(r.get("outcome") != "running" for r in records):
+                results.append(_job_return(batch[members[0]], records))
+            elif any((layout.read_summary(d) or {}).get("status") == "interrupted"
+                     for d in dirs):  # fmt: skip
+                # a signal to the job itself (SIGTERM, SIGINT): it recorded `interrupted`
+                records = [mark_interrupted(d, "interrupted by a signal to the job") for d in dirs]
+                results.append(_job_return(batch[members[0]], records))
+            else:
+                suspects.append((members, dirs, records))
+        culprit, ambiguous = None, set()
+        if isinstance(fault, BrokenProcessPool) and suspects:
+            culprit = _first_dead(suspects, deaths)
+            if culprit is None and len(suspects) == 1:
+                culprit = (suspects[0][0], None)
+            elif culprit is None:
+                ambiguous = {members[0] for members, _, _ in suspects}
+        for members, dirs, _ in suspects:
+            if culprit is not None and members is culprit[0]:
+                how = culprit[1].describe() if culprit[1] else "killed"
+                log.error("%s: its worker process was %s; the other jobs go on",
+                          ", ".join(str(d) for d in dirs), how)  # fmt: skip
+                records = [fail_killed_job(d, culprit[1]) for d in dirs]
+                results.append(_job_return(batch[members[0]], records))
+            else:
+                for d in dirs:
+                    mark_interrupted(d, "its worker was stopped when another job's worker died; "
+                                     "launched again")  # fmt: skip
+                requeued.add(members[0])
+                left.append(members)
+        return left, ambiguous
+
+    def _record_stopped_jobs(self) -> None:
+        """After a stop signal: this launch's jobs that ran in this process or its workers
+        (all stopped now) and wrote no end of their own are `interrupted`; the next launch
+        resumes them. (A SLURM job goes on without its launcher: it is left alone.)"""
+        for row in table.collect(self.sweep_dir, self.launch_id):
+            if row.get("outcome") == "running" and (self.local_workers
+                                                    or row.get("pid") == os.getpid()):  # fmt: skip
+                mark_interrupted(self.sweep_dir / str(row.get("dir")),
+                                 f"stopped by {self.signals.name} to the launcher")  # fmt: skip
+
+    def _tell_jobs(self, signum: int) -> None:
+        """Pass SIGTERM on to this launch's running jobs in other processes of this machine,
+        and give them a moment to record `interrupted`. (SIGINT is not passed on: Ctrl-C
+        reaches every process of the terminal's group at once, and a second one would cut a
+        job's record short.)"""
+        if not self.local_workers:
+            return
+        running = {r.get("pid"): r.get("dir") for r in table.collect(self.sweep_dir, self.launch_id)
+                   if r.get("outcome") == "running" and isinstance(r.get("pid"), int)
+                   and r.get("pid") != os.getpid()}  # fmt: skip
+
+        def ended(pid: int) -> bool:
+            summary = layout.read_summary(self.sweep_dir / str(running[pid])) or {}
+            return summary.get("status") is not None
+
+        signal_processes(list(running), signum if signum == signal.SIGTERM else None,
+                         wait_s=STOP_WAIT_S, done=ended)  # fmt: skip
 
     def _l0_knob(self, template: tuple[str, ...]) -> str | None:
         """The knob that sets a variant's L0 directly (TopK's `sae.k`), from its config."""
@@ -236,6 +399,7 @@ class Sweep:
         with open_dict(cfg):
             cfg.hydra.job.num = job_num
         subdir = str(cfg.hydra.sweep.subdir)
+        check_folder_name(self.sweep_dir, subdir, overrides)
         task = OmegaConf.to_container(cfg, resolve=False)
         task.pop("hydra")
         task = OmegaConf.to_container(OmegaConf.create(task), resolve=True)
@@ -256,6 +420,37 @@ class Sweep:
             if outcome is not None:
                 settled[i] = outcome
         return settled
+
+
+def check_folder_name(sweep_dir: Path, subdir: str, overrides: list[str]) -> None:
+    """A job folder whose name has a part longer than the file system allows (255 bytes on
+    most) would fail the job with a bare OSError when it starts: refuse it when the config
+    is composed, naming the overrides whose values make the part long."""
+    limit = _name_max(sweep_dir)
+    for part in Path(subdir).parts:
+        if len(part.encode()) <= limit:
+            continue
+        named = [o for o in overrides if "=" in o and o.split("=", 1)[1] and
+                 o.split("=", 1)[1] in part] or overrides  # fmt: skip
+        shown = ", ".join(o if len(o) <= 60 else f"{o[:57]}..." for o in named)
+        raise ConfigError(
+            f"the job folder name {part[:40]!r}... is {len(part.encode())} bytes long; the file "
+            f"system allows {limit}. It holds the value of {shown}. Fix: a shorter value, or "
+            "a hydra.sweep.subdir that leaves that key out (e.g. "
+            "hydra.sweep.subdir=job${hydra.job.num})"
+        )
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name the file system of `folder` (or its nearest existing parent)
+    allows."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            try:
+                return int(os.pathconf(candidate, "PC_NAME_MAX"))
+            except (OSError, ValueError):
+                break
+    return 255
 
 
 def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
@@ -279,6 +474,34 @@ def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
             exc,
             sweep_dir,
         )
+
+
+STOP_WAIT_S = 20.0
+"""How long a stopped launch waits for its jobs to record `interrupted` before joblib kills
+their workers (SLURM sends SIGKILL 30 s after its SIGTERM)."""
+
+
+def _job_fault(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a launch of local workers, is one job's fault (its worker
+    died, or the job was interrupted on its own) and not the launcher's."""
+    return isinstance(exc, BrokenProcessPool) or (
+        isinstance(exc, KeyboardInterrupt) and not isinstance(exc, LaunchStopped)
+    )
+
+
+def _first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death]
+                ) -> tuple[list[int], Death] | None:  # fmt: skip
+    """The suspect pack whose worker died first (its records name the worker's pid)."""
+    by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
+    for death in deaths:
+        if death.pid in by_pid:
+            return by_pid[death.pid], death
+    return None
+
+
+def _job_return(overrides: list[str], records: list[dict[str, Any]]) -> JobReturn:
+    """A launched pack's outcome as the launcher would have returned it (the member records)."""
+    return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=records)
 
 
 def _pairs(returns: list[list[JobReturn]]) -> list[tuple[list[str], Any]]:

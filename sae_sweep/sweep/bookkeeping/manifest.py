@@ -8,12 +8,16 @@
 kept by every later launch into the same folder: the W&B group of its runs, so two runs of
 the same sweep file never share panels. Top-level fields describe the latest launch
 (`started` is the first launch's); every launch into the same folder (re-runs, resumes) is
-appended to `launches`. Written by the launching process only, atomically.
+appended to `launches`. Written by the launching process only (the one holding sweep.lock),
+atomically. It is never silently replaced: a sweep.json that cannot be read is moved aside
+to `sweep.json.unreadable-<time>` (named in a warning) before a new one is started, so the
+launch history is kept.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -25,6 +29,8 @@ from ...record.atomic import atomic_write_json
 from ...record.layout import MANIFEST as MANIFEST_FILE
 from ...record.versions import versions
 
+log = logging.getLogger("sae_sweep")
+
 
 def start_launch(
     sweep_dir: Path, name: str | None, grid: dict[str, list[str]], overrides: list[str],
@@ -33,6 +39,8 @@ def start_launch(
     """Record a launch's start in sweep.json (created on the first launch)."""
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
+    if not manifest:
+        keep_aside_unreadable(sweep_dir)
     commit = versions().get("git_commit")
     now = _now()
     name = name or manifest.get("name") or sweep_dir.name
@@ -83,6 +91,20 @@ def new_sweep_id(name: str, started: str) -> str:
 def sweep_id(sweep_dir: Path) -> str | None:
     """The sweep instance id of `sweep_dir` (None: no manifest, or one older than ids)."""
     return read_manifest(sweep_dir).get("id")
+
+
+def keep_aside_unreadable(sweep_dir: Path) -> Path | None:
+    """Move a sweep.json that exists but holds no readable manifest (truncated, edited by
+    hand, not an object) to `sweep.json.unreadable-<time>`; returns where, or None."""
+    path = Path(sweep_dir) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{MANIFEST_FILE}.unreadable-{datetime.now():%Y%m%d-%H%M%S}")
+    path.rename(aside)
+    log.warning("%s could not be read as a sweep manifest: kept as %s, and a new %s started "
+                "(the launch history before it is in the kept file)", path, aside.name,
+                MANIFEST_FILE)  # fmt: skip
+    return aside
 
 
 def read_manifest(sweep_dir: Path) -> dict[str, Any]:

@@ -10,12 +10,20 @@ after the run, from any machine that sees the folder. A job is
 
     done         its summary says done
     failed       its summary says failed (the first line of the error is shown)
+    unreadable   its summary cannot be read or holds a field of the wrong type (named)
     interrupted  stopped by Ctrl-C or a preemption; the next launch resumes it
     conflict     its folder holds another config; the launch left it alone
     running      started, no summary yet: step, L0, FVU (last logged window) and ETA
     stale        running, but its progress has not moved for --stale-after seconds
                  (a killed SLURM job, a lost node): re-run the sweep command to resume it
+    stopped      running, but its launcher is gone and so is its process (on this host):
+                 re-run the sweep command to resume it
     not started  the manifest counts more jobs than there are job folders
+
+The sweep's launcher is `running` while a launch holds the folder's lock (sweep.lock),
+`ended` when the last launch recorded its end in sweep.json, and `stopped` when it did not
+and holds the lock no more: it was killed (SIGKILL, a lost login node). A stopped sweep is
+never "finished"; its running jobs are checked one by one.
 
 Exit status: 0, or 2 when SWEEP_DIR holds no sweep.
 """
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
 import sys
 import time
@@ -31,24 +41,31 @@ from pathlib import Path
 from typing import Any
 
 from ...record import layout
+from ...record.malformed import summary_problems, unreadable_message
 from ...record.progress import duration, read_progress
+from .lock import describe, launcher_alive, read_holder
 from .manifest import read_manifest
 
-STATES = ("done", "running", "stale", "failed", "interrupted", "conflict", "not started")
+STATES = ("done", "running", "stale", "stopped", "failed", "interrupted", "unreadable",
+          "conflict", "not started")  # fmt: skip
 DEFAULT_STALE_AFTER_S = 600.0
 DEFAULT_WATCH_S = 10.0
 RECORD_FILES = (layout.JOB, layout.SUMMARY, layout.PROGRESS)
 
 
-def job_status(job_dir: Path, stale_after_s: float, now: float) -> dict[str, Any]:
-    """One job's row, from the files in its folder."""
+def job_status(job_dir: Path, stale_after_s: float, now: float,
+               launcher_gone: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One job's row, from the files in its folder (`launcher_gone`: the sweep's launcher
+    is known to be dead)."""
     job = layout.read_json(job_dir / layout.JOB) or {}
-    summary = layout.read_json(job_dir / layout.SUMMARY) or {}
+    summary, unreadable = _summary(job_dir)
     progress = read_progress(job_dir / layout.PROGRESS) or {}
     row: dict[str, Any] = {"job": job.get("job"), "dir": None, "state": None, "step": None,
                            "steps": None, "l0": None, "fvu": None, "eta_s": None,
                            "age_s": None, "wall_s": None, "note": None,
                            "started": job.get("started")}  # fmt: skip
+    if unreadable:
+        return {**row, "state": "unreadable", "note": unreadable}
     finished = summary.get("status")
     if finished in ("done", "failed", "interrupted"):
         wall = job.get("wall_s") if job.get("outcome") == finished else summary.get("wall_s")
@@ -77,9 +94,13 @@ def job_status(job_dir: Path, stale_after_s: float, now: float) -> dict[str, Any
     )
     if job.get("started") and row["eta_s"] is not None:  # the job's whole time, as wall_s
         row["wall_s"] = now - job["started"] + row["eta_s"]
+    host = progress.get("host") or job.get("host")
+    pid = progress.get("pid") or job.get("pid")
+    if launcher_gone and _process_gone(host, pid):
+        return {**row, "state": "stopped", "eta_s": None, "wall_s": None,
+                "note": f"its launcher and its process ({host}:{pid}) are gone; re-run the "
+                "sweep to resume"}  # fmt: skip
     if age is not None and age > stale_after_s:
-        host = progress.get("host") or job.get("host")
-        pid = progress.get("pid") or job.get("pid")
         row.update(
             state="stale",
             eta_s=None,
@@ -95,9 +116,10 @@ def sweep_status(
     sweep_dir = Path(sweep_dir)
     now = time.time() if now is None else now
     manifest = read_manifest(sweep_dir)
+    launcher = launcher_state(sweep_dir, manifest)
     rows = []
     for folder in job_folders(sweep_dir):
-        row = job_status(folder, stale_after_s, now)
+        row = job_status(folder, stale_after_s, now, launcher_gone=launcher == "stopped")
         row["dir"] = str(folder.relative_to(sweep_dir))
         rows.append(row)
     rows.sort(key=lambda r: (r["job"] is None, r["job"], r["dir"]))
@@ -109,10 +131,51 @@ def sweep_status(
         "n_jobs": max(int(manifest.get("n_jobs") or 0), len(rows)),
         "started": manifest.get("started"),
         "ended": manifest.get("ended"),
+        "launcher": launcher,
+        "launcher_holder": describe(read_holder(sweep_dir / layout.LAUNCH_LOCK)),
         "counts": counts,
         "eta_s": sweep_eta(rows, counts["not started"]),
         "jobs": rows,
     }
+
+
+def _summary(job_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """The job's summary ({} when it has none) and what makes it unreadable (None: nothing)."""
+    path = job_dir / layout.SUMMARY
+    if not path.exists():
+        return {}, None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {}, f"unreadable {path}: {exc}"
+    problems = summary_problems(summary)
+    return (summary, None) if not problems else ({}, unreadable_message(path, problems))
+
+
+def launcher_state(sweep_dir: Path, manifest: dict[str, Any]) -> str | None:
+    """`running`, `ended` or `stopped` (see the module docstring); None when nothing tells
+    (a sweep of an earlier sae-sweep, without sweep.lock, that recorded no end)."""
+    alive = launcher_alive(sweep_dir)
+    if alive:
+        return "running"
+    launches = manifest.get("launches")
+    last = launches[-1] if isinstance(launches, list) and launches else {}
+    if isinstance(last, dict) and last.get("ended"):
+        return "ended"
+    return "stopped" if alive is False else None
+
+
+def _process_gone(host: Any, pid: Any) -> bool:
+    """Whether the process `pid` is known to be gone: only on the host that ran it."""
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
@@ -164,7 +227,13 @@ def render(status: dict[str, Any]) -> str:
     c = status["counts"]
     head = ", ".join(f"{n} {state}" for state, n in c.items() if n)
     eta = status["eta_s"]
-    finish = "finished" if eta == 0 else f"about {duration(eta)} left" if eta else "ETA unknown"
+    if status.get("launcher") == "stopped":
+        finish = (f"stopped: its launcher ({status['launcher_holder']}) ended without "
+                  "recording its end; re-run the sweep command to resume")  # fmt: skip
+    elif eta == 0 and (c["running"] or c["stale"] or c["not started"]):
+        finish = "overdue"
+    else:
+        finish = "finished" if eta == 0 else f"about {duration(eta)} left" if eta else "ETA unknown"
     lines = [
         f"sweep {status['name'] or '?'}: {status['sweep_dir']}",
         f"{status['n_jobs']} jobs: {head or 'none yet'}; {finish}",
@@ -186,7 +255,7 @@ def _cells(r: dict[str, Any]) -> tuple[str, ...]:
         step = f"{r['step']}/{r['steps']}"
     else:
         step = str(r["step"])
-    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+    fmt = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, int | float) else str(v)  # noqa: E731
     eta = duration(r["eta_s"]) if r["state"] == "running" else ""
     age = f"{duration(r['age_s'])} ago" if r["age_s"] is not None else ""
     job = "" if r["job"] is None else str(r["job"])

@@ -16,7 +16,7 @@ from ...record.atomic import atomic_write_json, atomic_write_text
 from ...record.layout import JOB as JOB_FILE
 from ...record.layout import TABLE_JSON, TABLE_MD
 
-OUTCOMES = ("done", "failed", "skipped", "conflict", "running")
+OUTCOMES = ("done", "failed", "interrupted", "skipped", "conflict", "running")
 COLUMNS = ("job", "dir", "outcome", "action", "status", "resumed_from_step", "l0_target", "l0",
            "fvu", "wall_s", "error")  # fmt: skip
 TARGETS_FILE = layout.TARGETS  # written by the target-L0 sweeper
@@ -72,7 +72,7 @@ def problems(rows: list[dict[str, Any]], expected: int | None = None) -> list[st
     A job skipped because it failed in an earlier launch counts: the sweep lacks its result.
     """
     c = Counter(r.get("outcome") for r in rows)
-    out = [f"{c[k]} {k}" for k in ("failed", "conflict", "running") if c.get(k)]
+    out = [f"{c[k]} {k}" for k in ("failed", "interrupted", "conflict", "running") if c.get(k)]
     skipped_failed = sum(r.get("outcome") == "skipped" and r.get("status") == "failed"
                          for r in rows)  # fmt: skip
     if skipped_failed:

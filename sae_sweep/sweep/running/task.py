@@ -24,11 +24,12 @@ import functools
 import gc
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
@@ -39,6 +40,9 @@ from ..bookkeeping.manifest import sweep_id
 from .gpus import claim_gpu
 from .policy import Action, Decision, decide, prepare
 from .threads import apply_thread_budget
+
+if TYPE_CHECKING:
+    from ..worker_deaths import Death
 
 ENV_LAUNCH_ID = "SAE_SWEEP_LAUNCH_ID"
 log = logging.getLogger("sae_sweep")
@@ -177,6 +181,46 @@ def _train(records: list[dict[str, Any]], job_num: int) -> None:
         log.error("job %d failed: %s\n%s", record["job"], summary.get("error"),
                   summary.get("traceback") or "")  # fmt: skip
         _finish(out_dir, record, outcome="failed", summary=summary)
+
+
+def fail_killed_job(out_dir: Path, death: Death | None) -> dict[str, Any]:
+    """Record, for the launcher, a job whose worker process died while it ran (SIGKILL from
+    the kernel's out-of-memory killer, a kill by hand): the process could write nothing.
+    Its summary says `failed`, naming the signal and the step its progress had reached; a
+    re-run with rerun_failed=true resumes it from its checkpoint."""
+    out_dir = Path(out_dir)
+    record = layout.read_json(out_dir / layout.JOB) or {}
+    progress = layout.read_json(out_dir / layout.PROGRESS) or {}
+    how = death.describe() if death is not None else "killed"
+    cause = ("; SIGKILL is what the kernel's out-of-memory killer sends: lower "
+             "train.batch_size / train.eval_batch_size / sae.d_sae, or run fewer jobs at once"
+             if death is not None and death.signal == signal.SIGKILL else "")  # fmt: skip
+    step = f" at step {progress['done']} of {progress.get('total')}" if "done" in progress else ""
+    error = (f"WorkerKilled: the job's process (pid {record.get('pid')}) was {how}"
+             f"{step}{cause}. The sweep's other jobs went on; re-run the sweep with "
+             "rerun_failed=true to resume this one from its checkpoint")  # fmt: skip
+    summary = {"status": "failed", "error": error, "traceback": "",
+               "signal": death.signal if death is not None else None,
+               "variant": record.get("variant"), "sweep": (layout.read_config(out_dir) or {})
+               .get("sweep")}  # fmt: skip
+    atomic_write_json(out_dir / layout.SUMMARY, summary)
+    record.setdefault("started", time.time())
+    return _public(_finish(out_dir, record, outcome="failed", summary=summary))
+
+
+def mark_interrupted(out_dir: Path, reason: str) -> dict[str, Any]:
+    """Record, for the launcher, a job that was stopped while it ran and will be resumed:
+    `interrupted` in its summary (unless the job wrote its own) and its job.json."""
+    out_dir = Path(out_dir)
+    record = layout.read_json(out_dir / layout.JOB) or {}
+    summary = layout.read_summary(out_dir)
+    if summary is None or summary.get("status") not in ("interrupted", "failed", "done"):
+        summary = {"status": "interrupted", "error": reason,
+                   "variant": record.get("variant")}  # fmt: skip
+        atomic_write_json(out_dir / layout.SUMMARY, summary)
+    record.setdefault("started", time.time())
+    ended = summary["status"] if summary["status"] in ("done", "failed") else "interrupted"
+    return _public(_finish(out_dir, record, outcome=ended, summary=summary))
 
 
 def resolved_config(cfg: Config) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Which child processes of the launching process died, in the order they died, of what.
+
+When one of joblib's worker processes is killed (SIGKILL from the kernel's out-of-memory
+killer, a `kill` by hand), loky breaks its whole pool: it kills the other workers with
+SIGKILL and raises TerminatedWorkerError, which names the exit codes but neither the pid nor
+the job. To fail only the job whose worker died first, the launcher watches its children:
+one thread per process blocks in `waitid(P_ALL, WEXITED | WNOWAIT)`, which returns as soon
+as a child has ended, with its pid and how it ended, without reaping it (loky still reaps
+its workers). The first death of a job's worker is the cause; the deaths after it are loky's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Death:
+    pid: int
+    signal: int | None  # the signal that ended it, or None when it exited
+    exit_code: int | None  # its exit status, or None when a signal ended it
+    seq: int  # the order of the deaths seen by this process
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        return f"exited with status {self.exit_code}"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class ChildDeaths:
+    """Every child of this process that ended since `watch()` was first called."""
+
+    def __init__(self) -> None:
+        self._deaths: list[Death] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self) -> int:
+        """Start watching (once per process); returns a mark for `since`."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="child-deaths",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            return len(self._deaths)
+
+    def since(self, mark: int) -> list[Death]:
+        with self._lock:
+            return list(self._deaths[mark:])
+
+    def _run(self) -> None:
+        seen: set[int] = set()  # pids ended and not yet reaped by their owner
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:  # no child now
+                seen.clear()
+                time.sleep(0.05)
+                continue
+            except InterruptedError:
+                continue
+            if info is None:
+                continue
+            if info.si_pid in seen:  # still a zombie: wait for its owner to reap it
+                time.sleep(0.002)
+                seen &= _zombies(seen)
+                continue
+            seen.add(info.si_pid)
+            killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+            with self._lock:
+                self._deaths.append(Death(
+                    pid=info.si_pid, signal=info.si_status if killed else None,
+                    exit_code=None if killed else info.si_status, seq=len(self._deaths),
+                ))  # fmt: skip
+
+
+def _zombies(pids: set[int]) -> set[int]:
+    """Those of `pids` that are still unreaped children of this process."""
+    left = set()
+    for pid in pids:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                left.add(pid)
+        except ChildProcessError:
+            pass
+    return left
+
+
+CHILD_DEATHS = ChildDeaths()
+"""The one watcher of this process (a second would see the same deaths)."""
