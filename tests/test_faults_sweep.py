@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -332,11 +333,19 @@ def test_saelens_folder_whose_cfg_disagrees_with_its_weights_is_refused(two_done
         load_sae(folder)
 
 
-def test_lock_is_released_for_the_next_launch(tmp_path):
-    first = LaunchLock(tmp_path, "first")
-    first.acquire()
-    first.release()
-    second = LaunchLock(tmp_path, "second")
-    second.acquire()
-    assert json.loads((tmp_path / layout.LAUNCH_LOCK).read_text())["launch_id"] == "second"
-    second.release()
+def test_a_launch_told_to_wait_starts_when_the_running_one_ends(tmp_path):
+    """hydra.sweeper.wait_for_lock=true: the second launch blocks until the first's process
+    ends (here killed), then holds the lock and names itself in it."""
+    holder = _lock_holder(tmp_path)
+    threading.Timer(0.5, holder.kill).start()
+    waiting = LaunchLock(tmp_path, "second")
+    start = time.monotonic()
+    waiting.acquire(wait=True)
+    try:
+        assert time.monotonic() - start >= 0.4 and holder.wait(timeout=5) is not None
+        named = json.loads((tmp_path / layout.LAUNCH_LOCK).read_text())
+        assert (named["launch_id"], named["pid"]) == ("second", os.getpid())
+        assert launcher_alive(tmp_path) is True
+    finally:
+        waiting.release()
+    assert launcher_alive(tmp_path) is False

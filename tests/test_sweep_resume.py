@@ -69,9 +69,10 @@ def test_killed_sweep_resumes(tmp_path):
     proc.wait()
     assert summary(d / "gated_dn_trainable_live" / "lam1.0_seed0")["status"] == "done"
     assert not (d / "gated_dn_trainable_live" / "lam4.0_seed0").exists()
-    status = sweep_status(d, stale_after_s=0)  # killed: its progress.json will not move again
+    status = sweep_status(d)  # killed: the launcher holds sweep.lock no more
+    assert status["launcher"] == "stopped"
     states = {r["dir"].split("/")[1]: r["state"] for r in status["jobs"]}
-    assert states == {"lam1.0_seed0": "done", "lam2.0_seed0": "stale"}
+    assert states == {"lam1.0_seed0": "done", "lam2.0_seed0": "stopped"}
     assert status["counts"]["not started"] == 1
 
     r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)

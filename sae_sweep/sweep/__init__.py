@@ -2,7 +2,10 @@
 
 One owner of a sweep's lifecycle, and its parts grouped by what they do:
     lifecycle.py        `Sweep`: start, grid, target-L0 rounds, end (table, manifest, analysis),
-                        every batch composed, settled on a resume, packed, thread-budgeted
+                        every batch composed, settled on a resume, packed, thread-budgeted;
+                        a job whose worker died fails alone, the others launched again
+    signals.py          SIGTERM / SIGINT to the launcher: jobs told, workers stopped, records
+    worker_deaths.py    which worker process died first, and of which signal
     planning/           what a sweep launches
         grid.py         the grid from the sweep file and the command line; batches
         packing.py      pack=K: grid points sharing their data trained as one job; pack files
@@ -17,6 +20,7 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
     bookkeeping/        the sweep's records, read and written
         manifest.py     sweep.json: grid, git commit, versions, start/end of every launch
         table.py        jobs.md / jobs.json: the end-of-sweep table of done / failed / skipped
+        lock.py         sweep.lock: one launch per sweep folder at a time
         status.py       `sae-sweep-status`: progress, failures and ETA of a running sweep
     sweep_files.py      `sweeps/*.yaml` as the `sweep` config group (`sae-sweep +sweep=NAME`)
     resolvers.py        ${lambda_of:...}, ${step_at:...}, ${k_of:...} of presets and sweep files

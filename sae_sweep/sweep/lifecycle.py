@@ -91,6 +91,7 @@ class Sweep:
         self.launched = 0  # jobs launched so far (Hydra's job numbers)
         self.resuming = False  # an earlier launch went into this folder
         self.problems: list[str] | None = None  # set by `end`
+        self._precomposed: dict[tuple, dict[str, Any]] = {}  # composed before the start
         self.signals = StopSignals(self._tell_jobs)
         # joblib's loky workers are children of this process: their deaths can be told apart
         self.local_workers = type(launcher).__module__.startswith("hydra_plugins.hydra_joblib")
@@ -106,7 +107,7 @@ class Sweep:
         jobs = grid.grid_jobs(axes)
         plan = self.plan_rounds(jobs) if self.config.get("l0_targets") else None
         for i in grid.covering_jobs(jobs):  # a bad override refuses the launch before it writes
-            self.compose(jobs[i])
+            self._precomposed[tuple(jobs[i]), i] = self.compose(jobs[i], i)  # grid number i
         lock = LaunchLock(self.sweep_dir, self.launch_id)
         lock.acquire(wait=self.wait_for_lock)
         try:
@@ -395,6 +396,8 @@ class Sweep:
     def compose(self, overrides: list[str], job_num: int = 0) -> dict[str, Any]:
         """A job's config: {"task": resolved, launch options included; "member": what a pack
         file holds for it}."""
+        if (tuple(overrides), job_num) in self._precomposed:
+            return self._precomposed.pop((tuple(overrides), job_num))
         cfg = self.loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg):
             cfg.hydra.job.num = job_num
