@@ -24,6 +24,7 @@ from conftest import small_config
 
 from sae_sweep.job import run_job
 from sae_sweep.record import layout
+from sae_sweep.record.liveness import pid_alive
 from sae_sweep.sweep.bookkeeping.lock import LaunchLock, launcher_alive
 from sae_sweep.sweep.bookkeeping.status import main as status_main
 from sae_sweep.sweep.bookkeeping.status import sweep_status
@@ -59,15 +60,6 @@ def _training(sweep_dir: Path, proc: subprocess.Popen, n: int, timeout=240) -> l
         time.sleep(0.2)
     proc.kill()
     pytest.fail(f"no {n} jobs training after {timeout} s: {proc.communicate()[0][-3000:]}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # -- a worker killed by a signal (defect 3) ----------------------------------------------
@@ -107,7 +99,7 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_writes_the_records(tmp_pa
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid)], "workers outlived their launcher"
+    assert not [pid for pid in workers if pid_alive(pid)], "workers outlived their launcher"
     table = json.loads((sweep_dir / layout.TABLE_JSON).read_text())
     assert table["counts"]["interrupted"] == 2, table  # the next launch resumes them
     manifest = json.loads((sweep_dir / layout.MANIFEST).read_text())

@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ..record.liveness import pid_alive
+
 log = logging.getLogger("sae_sweep")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -101,15 +103,5 @@ def signal_processes(pids: list[int], signum: int | None, wait_s: float,
             sent.append(pid)
     deadline = time.monotonic() + wait_s
     while sent and time.monotonic() < deadline:
-        sent = [pid for pid in sent if not (done(pid) or _gone(pid))]
+        sent = [pid for pid in sent if not done(pid) and pid_alive(pid)]
         time.sleep(0.1)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import sys
 import time
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ...record import layout
+from ...record.liveness import writer_alive
 from ...record.malformed import summary_problems, unreadable_message
 from ...record.progress import duration, read_progress
 from .lock import describe, launcher_alive, read_holder
@@ -96,7 +95,7 @@ def job_status(job_dir: Path, stale_after_s: float, now: float,
         row["wall_s"] = now - job["started"] + row["eta_s"]
     host = progress.get("host") or job.get("host")
     pid = progress.get("pid") or job.get("pid")
-    if launcher_gone and _process_gone(host, pid):
+    if launcher_gone and writer_alive({"host": host, "pid": pid}) is False:
         return {**row, "state": "stopped", "eta_s": None, "wall_s": None,
                 "note": f"its launcher and its process ({host}:{pid}) are gone; re-run the "
                 "sweep to resume"}  # fmt: skip
@@ -163,19 +162,6 @@ def launcher_state(sweep_dir: Path, manifest: dict[str, Any]) -> str | None:
     if isinstance(last, dict) and last.get("ended"):
         return "ended"
     return "stopped" if alive is False else None
-
-
-def _process_gone(host: Any, pid: Any) -> bool:
-    """Whether the process `pid` is known to be gone: only on the host that ran it."""
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
