@@ -6,8 +6,9 @@
 
 Trains one SAE exactly as a job does (the job's config composition, source, normalisation
 scalar and training step, train.steps fixing the LR schedule), and every `--every` steps
-evaluates it on the held-out split: explained variance, L0, dead fraction (the job's
-`evaluate`) and MCC (SAELens's Hungarian matching of decoder columns to the true features).
+evaluates it on the held-out split with the job's `evaluate`: explained variance, L0, dead
+fraction, and SynthSAEBench's MCC (Hungarian matching of decoder columns to the true
+features) and F1 (latents as detectors of their matched true features).
 Prints one line per evaluation, and the change over the last quarter of the run: a curve
 that is flat there has converged at that budget. Arguments other than --every/--plot are
 Hydra overrides of the job config.
@@ -60,8 +61,6 @@ def main() -> None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=[*DEFAULTS, *overrides])
     cfg = job_config(OmegaConf.to_object(composed))
-    from sae_lens.synthetic import mean_correlation_coefficient
-
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -79,7 +78,8 @@ def main() -> None:
         RunLogger(Path(tmp), cfg.logger, {}, [], "bench") as log,
     ):
         run = TrainingRun(cfg, sae, source, log, norm_scale=norm_scale, checkpoint_dir=None)
-        print(f"{'samples':>10} {'train s':>8} {'L0':>6} {'expl.var':>8} {'MCC':>6} {'dead':>6}")
+        print(f"{'samples':>10} {'train s':>8} {'L0':>6} {'expl.var':>8} {'MCC':>6} {'F1':>6} "
+              f"{'dead':>6}")  # fmt: skip
         t_train = 0.0
         for step in range(tr.steps):
             t = time.perf_counter()
@@ -89,23 +89,22 @@ def main() -> None:
             if done % args.every and done != tr.steps:
                 continue
             m = evaluate(sae, source, norm_scale, tr.eval_batch_size)
-            mcc = mean_correlation_coefficient(sae.W_dec.detach().T.float().cpu(),
-                                               source.ground_truth.float().cpu())  # fmt: skip
-            row = (done * tr.batch_size, t_train, m["l0"], m["explained_variance"], mcc,
-                   m["dead_fraction"])  # fmt: skip
+            row = (done * tr.batch_size, t_train, m["l0"], m["explained_variance"], m["mcc"],
+                   m["f1"], m["dead_fraction"])  # fmt: skip
             rows.append(row)
             print(f"{row[0]:>10,} {row[1]:>8.0f} {row[2]:>6.2f} {row[3]:>8.4f} {row[4]:>6.4f} "
-                  f"{row[5]:>6.3f}", flush=True)  # fmt: skip
+                  f"{row[5]:>6.4f} {row[6]:>6.3f}", flush=True)  # fmt: skip
     source.close()
     tail = [r for r in rows if r[0] >= 0.75 * rows[-1][0]]
     if len(tail) > 1:
         print(f"last quarter ({tail[0][0]:,} -> {tail[-1][0]:,} samples): explained variance "
-              f"{tail[-1][3] - tail[0][3]:+.4f}, MCC {tail[-1][4] - tail[0][4]:+.4f}")  # fmt: skip
+              f"{tail[-1][3] - tail[0][3]:+.4f}, MCC {tail[-1][4] - tail[0][4]:+.4f}, "
+              f"F1 {tail[-1][5] - tail[0][5]:+.4f}")  # fmt: skip
     if args.plot:
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, col, name in ((axes[0], 3, "explained variance"), (axes[1], 4, "MCC")):
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+        for ax, col, name in zip(axes, (3, 4, 5), ("explained variance", "MCC", "F1"), strict=True):
             ax.plot([r[0] for r in rows], [r[col] for r in rows], marker="o")
             ax.set_xlabel("training samples")
             ax.set_ylabel(name)

@@ -63,12 +63,16 @@ def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
 
 def sweep_widths(config: DictConfig) -> list[int]:
     """The input widths d of a sweep's jobs that are known before they run: the grid's
-    `data.d` values (sweep file or command line) when it sweeps them, else the config's."""
+    `data.d` values (sweep file or command line) when it sweeps them, else the config's
+    (`data.model.hidden_dim` for a SyntheticModel's data, `data=synthsaebench`)."""
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
     params = OmegaConf.to_container(params, resolve=True) if params else {}
     task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
     grid = grid_axes(param_lines(params, list(task)))
-    values = grid.get("data.d") or [OmegaConf.select(config, "data.d", default=None)]
+    own = OmegaConf.select(config, "data.d", default=None)
+    if own is None and OmegaConf.select(config, "data.model_path", default=None) is None:
+        own = OmegaConf.select(config, "data.model.hidden_dim", default=None)
+    values = grid.get("data.d") or grid.get("data.model.hidden_dim") or [own]
     widths = []
     for v in values:
         try:

@@ -222,8 +222,8 @@ def test_16k_preset_is_the_published_model():
 
 
 def test_a_job_trains_on_it_end_to_end(tmp_path):
-    """One job through the job runner: trains, evaluates against the true directions, records
-    them; a second job of the sweep reads the same cache."""
+    """One job through the job runner: trains, evaluates against the true directions and
+    feature activations, records them; a second job of the sweep reads the same cache."""
     from sae_sweep.job import run_job
     from tests.conftest import small_config
 
@@ -239,6 +239,10 @@ def test_a_job_trains_on_it_end_to_end(tmp_path):
         assert summary["d_in"] == 16
         assert summary["norm_scale"] == pytest.approx(manifest["norm_scale"])
         assert 0 < summary["mmcs"] <= 1 and np.isfinite(summary["explained_variance"])
+        # the SynthSAEBench metrics, from the cached true feature activations
+        assert summary["true_l0"] == pytest.approx(manifest["true_l0"])
+        for name in ("mcc", "f1", "precision", "recall", "uniqueness"):
+            assert 0 < summary[name] <= 1, name
         assert (tmp_path / f"job{i}" / "ground_truth.safetensors").exists()
     assert len(folders(tmp_path / "cache", "synthsaebench--")) == 1
 
@@ -258,3 +262,19 @@ def test_cache_built_ahead_of_the_sweep_from_the_command_line(tmp_path, capsys):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=["data=synthsaebench", *small])
     assert open_synth_cache(OmegaConf.to_object(composed).data, CPU).built is False
+
+
+def test_sweep_targets_are_checked_against_the_models_width():
+    """A sweep's l0_targets must stay below the dense limit of d = data.model.hidden_dim (64
+    for the CPU preset); a saved model's width is known only once it loads."""
+    from sae_sweep.launch_checks import launch_problems
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        too_high = compose(config_name="config",
+                           overrides=["data=synthsaebench", "+l0_targets=[7,40]"])  # fmt: skip
+        saved = compose(config_name="config", overrides=[
+            "data=synthsaebench", "+l0_targets=[7,40]", "data.model_path=some/folder"])  # fmt: skip
+    (problem,) = launch_problems(too_high, sweep=True)
+    assert "40" in problem and "29.09" in problem
+    assert launch_problems(saved, sweep=True) == []
