@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.benchmark_table import benchmark_section
 from analysis.compare import pairs_table
 from analysis.effects import ci, fmt, l0_range, pct
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
@@ -424,6 +425,7 @@ def write_report(
         *_verdicts_section(a, files),
         *_tuning_section(a, files),
         *_targets_section(targets, files),
+        *benchmark_section(a, files),  # ground-truth metrics: SynthSAEBench's table
         *_sweep_section(manifest),
         *_variants_section(a),
         *(block for m in a.metrics for block in _metric_section(a, m, files)),
