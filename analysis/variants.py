@@ -35,8 +35,10 @@ import pandas as pd
 
 from sae_sweep.models import ARCHITECTURES, l0_knobs
 
-FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier", *l0_knobs())
-FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", *l0_knobs())
+CONTROL_AXIS = ("train.l0_target",)
+"""A controlled run's point is its target: its seeds each end at a lambda of their own."""
+FRONTIER_AXIS = ("penalty.coefficient", "lambda_multiplier", *l0_knobs(), *CONTROL_AXIS)
+FRONTIER_ORDER = ("lambda_multiplier", "penalty.coefficient", *l0_knobs(), *CONTROL_AXIS)
 """Which of the frontier-axis columns traces a sweep's frontier, in order of preference."""
 LAMBDA_CALIBRATION = ("lambda_scale", "lambda_exponent")
 SEED = "seed"
@@ -53,7 +55,8 @@ DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 _BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
 _BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed"}
 # Target-L0 settings steer where lambda goes, not what is trained; a recipe name labels a bundle.
-_BOOKKEEPING_KEYS |= {"l0_targets", "l0_tolerance", "l0_max_rounds", "l0_target", "recipe"}
+_BOOKKEEPING_KEYS |= {"l0_targets", "l0_tolerance", "l0_max_rounds", "l0_target", "l0_placement",
+                      "recipe"}  # fmt: skip
 # Last dotted component: names, paths, folders, logging/checkpoint intervals.
 _BOOKKEEPING_LEAF = re.compile(
     r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"

@@ -216,3 +216,34 @@ def test_the_folder_of_a_round_job_names_its_knob():
     )
     assert chains.round_subdir("${hydra.job.num}", "sae.k", 6) == "${hydra.job.num}_k6"
     assert chains.round_subdir(None, "sae.k", 6) is None
+
+
+def test_one_round_variants_leave_the_grid_and_run_every_target_and_seed():
+    """l0_placement=control for one variant: its grid points go, its jobs are one per target
+    and seed (train.l0_target and the bookkeeping l0_target, a folder per target); the
+    rounds variant keeps its grid; each controlled record answers its own target's chain."""
+    g = grid(variant=["gated_original", "gated_dn_trainable_live"], lambda_multiplier=[1, 2],
+             seed=[0, 1, 2])  # fmt: skip
+    subdir = "${variant}/lam${lambda_multiplier}_seed${seed}"
+    placement = lambda t: "control" if t[0] == "variant=gated_original" else "rounds"  # noqa: E731
+    plan = chains.plan_targets(g, subdir, placement=placement)
+    assert plan.one_round == ("gated_original",)
+    kept = [j for j in g if plan.variant_of(j) not in plan.one_round]
+    assert len(kept) == 6 and all("variant=gated_dn_trainable_live" in j for j in kept)
+    jobs = chains.one_round_jobs(plan, [8.0, 16.0])
+    assert len(jobs) == 1 * 2 * 3
+    assert jobs[0] == ["variant=gated_original", "train.l0_target=8", "l0_target=8",
+                       "hydra.sweep.subdir='${variant}/target8_seed${seed}'", "seed=0"]  # fmt: skip
+    assert all(plan.variant_of(j) == "gated_original" for j in jobs)
+    records = [(j, {"job": i, "dir": f"d{i}", "seed": int(j[-1][-1]), "l0": 8.2 if "=8" in j[1]
+                    else 12.0, "status": "done", "lambda_multiplier": 1.0})
+               for i, j in enumerate(jobs)]  # fmt: skip
+    runs = chains.match_runs(records, plan, {})
+    states = chains.place_targets(plan, runs, [8.0, 16.0], 0.1)
+    placed = [s for s in states if s.variant == "gated_original"]
+    assert [(s.status, s.knob) for s in placed] == [
+        (tg.TargetStatus.HIT, tg.CONTROL),
+        (tg.TargetStatus.UNREACHABLE, tg.CONTROL),
+    ]
+    assert "l0_placement=rounds" in placed[1].reason
+    assert not [s for s in placed if s.status == tg.TargetStatus.PENDING]  # no second round

@@ -171,7 +171,7 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
     lambda_multiplier, so the lambda alone would put them in a grid job's folder."""
     d = tmp_path / "sweep"
     args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,4",
-            "train.steps=120", "l0_targets=[6]"]  # fmt: skip
+            "train.steps=120", "l0_targets=[6]", "l0_placement=rounds"]  # fmt: skip
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args,
                                 "hydra.sweeper.analysis=true", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -210,6 +210,38 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
 
     # Re-running the same command resumes: nothing new is trained, no duplicate job.
     before = set(jobs(d))
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
+    assert proc.returncode == 0 and set(jobs(d)) == before
+    assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])
+
+
+def test_one_round_target_sweep_launches_variants_x_targets_x_seeds(tmp_path, monkeypatch, capfd):
+    """l0_placement=control (these presets' own): no grid, no refinement round; every
+    (variant, target, seed) is one job, in a folder of its own target, steering its lambda
+    (train.l0_target) or at sae.k = target; targets.json says where each landed; a re-run
+    trains nothing."""
+    d = tmp_path / "sweep"
+    args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,2,4",
+            "train.steps=60", "l0_targets=[4,6]"]  # fmt: skip
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    ran = jobs(d)
+    assert sorted(ran) == sorted(
+        f"{v}/{tag}{t}_seed{s}" for v, tag in (("gated_dn_trainable_live", "target"), ("topk", "k"))
+        for t in (4, 6) for s in (0, 1)
+    )  # fmt: skip
+    table = json.loads((d / "jobs.json").read_text())["jobs"]
+    assert len(table) == 8 and {j["l0_target"] for j in table} == {4.0, 6.0}
+    controlled = json.loads((d / "gated_dn_trainable_live/target6_seed1/summary.json").read_text())
+    assert controlled["knobs"]["train.l0_target"] == 6.0
+    assert controlled["l0_control"]["target"] == 6.0
+    report = json.loads((d / "targets.json").read_text())
+    assert report["rounds"] == 0
+    knobs = {(s["variant"], s["target"]): s["knob"] for s in report["targets"]}
+    assert set(knobs.values()) == {"l0_target", "k"} and len(knobs) == 4
+    assert json.loads((d / "sweep.json").read_text())["n_jobs"] == 8
+
+    before = set(jobs(d))  # re-run: every job skipped, none added
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
     assert proc.returncode == 0 and set(jobs(d)) == before
     assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])

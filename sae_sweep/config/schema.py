@@ -47,6 +47,13 @@ class SparsePath(str, Enum):
     on = "on"
 
 
+class L0Placement(str, Enum):
+    """How a target-L0 sweep places a variant on its targets (sweep/planning/chains.py)."""
+
+    control = "control"  # one round: each job steers its own lambda (train.l0_target)
+    rounds = "rounds"  # the lambda grid, then refinement rounds
+
+
 class LoggerMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -385,14 +392,19 @@ class Config:
     """How fast this variant's lambda moves with the multiplier (set by its preset, calibrated
     so that every variant's frontier spans the same L0 range)."""
     l0_targets: list[float] = field(default_factory=list)
-    """Target-L0 sweeps: L0 values every variant should hit (e.g. `[4,8,12,16]`); lambda is
-    placed per variant by refinement rounds after the grid (empty = the grid only). Each must
+    """Target-L0 sweeps: L0 values every variant should hit (e.g. `[4,8,12,16]`), placed as
+    `l0_placement` says (empty = the grid only). Each must
     stay below the dense limit: target x (1 + l0_tolerance) <= max_l0_fraction x d, checked
     when the sweep starts (docs/sweeps.md, "Target-L0 sweeps")."""
     l0_tolerance: float = 0.1
     """Target-L0 sweeps: a target is hit when the seed-mean L0 is within this fraction of it."""
     l0_max_rounds: int = 3
     """Target-L0 sweeps: refinement rounds after the grid, at most."""
+    l0_placement: L0Placement = L0Placement.rounds
+    """Target-L0 sweeps: `control` runs one job per target and seed, each steering its lambda
+    to the target during training (train.l0_target; TopK-like SAEs: sae.k = target), with no
+    grid; `rounds` runs the lambda grid, then refinement rounds. The variant presets whose
+    controlled SAEs passed the gate set `control` (docs/sweeps.md, "Target-L0 sweeps")."""
     l0_target: float | None = None
     """The target L0 a refinement job was placed for (set by the sweeper; bookkeeping)."""
     recipe: str | None = None

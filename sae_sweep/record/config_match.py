@@ -26,7 +26,7 @@ from . import layout
 # The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the
 # grid. A recipe name only labels a preset.
 IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
-                "l0_target", "recipe")  # fmt: skip
+                "l0_target", "l0_placement", "recipe")  # fmt: skip
 # Nested knobs that check or move data without changing it.
 IGNORED_PATHS = ("data.verify_hashes", "train.pin_memory")
 

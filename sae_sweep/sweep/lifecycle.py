@@ -9,8 +9,11 @@ starts the sweep (sweep.json, the launch id and GPU list every job inherits), la
 grid in batches, then, when the sweep sets `l0_targets`, refinement rounds until no target is
 open (targets.json), and ends it whatever happened in between: a job or the launcher
 raising, Ctrl-C, SIGTERM (signals.py: the jobs are told first, so they record
-`interrupted`). The end writes jobs.md / jobs.json and the launch's end in sweep.json, runs
-the analysis (not after a stop), and says whether every job has a result (`take_exit_code`).
+`interrupted`). A variant placed by control (`l0_placement: control`) has no grid and no
+rounds: its jobs, one per target and seed, go out with the grid's first batch, each steering
+its own lambda (planning/chains.py `one_round_jobs`). The end writes jobs.md / jobs.json and
+the launch's end in sweep.json, runs the analysis (not after a stop), and says whether every
+job has a result (`take_exit_code`).
 
 Every batch, grid or round, goes through `launch`: its jobs are composed before any is
 launched (a bad override fails the sweep at once), jobs finished in an earlier launch into
@@ -29,6 +32,7 @@ multirun to the entry point, so the outcome of the sweep a process ran is kept h
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -106,13 +110,16 @@ class Sweep:
         axes = grid.grid_axes(grid.param_lines(self.params, arguments), self.loader)
         jobs = grid.grid_jobs(axes)
         plan = self.plan_rounds(jobs) if self.config.get("l0_targets") else None
+        if plan is not None and plan.one_round:  # no grid for them: one job per target, seed
+            jobs = [j for j in jobs if plan.variant_of(j) not in plan.one_round]
+            jobs += chains.one_round_jobs(plan, sorted({float(t) for t in self.config.l0_targets}))
         for i in grid.covering_jobs(jobs):  # a bad override refuses the launch before it writes
             self._precomposed[tuple(jobs[i]), i] = self.compose(jobs[i], i)  # grid number i
         lock = LaunchLock(self.sweep_dir, self.launch_id)
         lock.acquire(wait=self.wait_for_lock)
         try:
             with self.signals:
-                self.start(axes)
+                self.start(axes, len(jobs))
                 try:
                     batches = grid.batches(jobs, self.max_batch_size)
                     returns = [self.launch(batch) for batch in batches]
@@ -124,7 +131,7 @@ class Sweep:
         finally:
             lock.release()
 
-    def start(self, axes: dict[str, list[str]]) -> None:
+    def start(self, axes: dict[str, list[str]], n_jobs: int) -> None:
         """Record the launch in sweep.json; publish the launch id and the machine's GPUs to
         every job (each launcher's job processes inherit this process's environment)."""
         hc = self.config.hydra
@@ -132,7 +139,7 @@ class Sweep:
         OmegaConf.save(self.config, self.sweep_dir / layout.HYDRA_MULTIRUN)  # as Hydra's sweepers
         os.environ[ENV_LAUNCH_ID] = self.launch_id
         m = manifest.start_launch(self.sweep_dir, self.config.get("sweep"), axes,
-                                  list(hc.overrides.task), self.launch_id)  # fmt: skip
+                                  list(hc.overrides.task), self.launch_id, n_jobs)  # fmt: skip
         self.n_jobs = m["n_jobs"]
         self.resuming = len(m["launches"]) > 1
         publish_machine_gpus(on_slurm="Slurm" in str(hc.launcher.get("_target_", "")))
@@ -142,7 +149,7 @@ class Sweep:
         """The plan of the target-L0 rounds (planning/chains.py), checked before the grid runs."""
         cfg = self.config
         targets.validate_targets(cfg.l0_targets, float(cfg.l0_tolerance), int(cfg.l0_max_rounds))
-        return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob)
+        return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob, self._placement)
 
     def refine(
         self, plan: chains.TargetPlan, returns: list[list[JobReturn]]
@@ -384,9 +391,18 @@ class Sweep:
         signal_processes(list(running), signum if signum == signal.SIGTERM else None,
                          wait_s=STOP_WAIT_S, done=ended)  # fmt: skip
 
+    @functools.cache  # noqa: B019 -- one Sweep per launch; a template composes in 0.3 s
+    def _template_task(self, template: tuple[str, ...]) -> dict[str, Any]:
+        return self.compose(list(template))["task"]
+
     def _l0_knob(self, template: tuple[str, ...]) -> str | None:
         """The knob that sets a variant's L0 directly (TopK's `sae.k`), from its config."""
-        return targets.direct_l0_knob(self.compose(list(template))["task"].get("sae") or {})
+        return targets.direct_l0_knob(self._template_task(template).get("sae") or {})
+
+    def _placement(self, template: tuple[str, ...]) -> str:
+        """A variant's `l0_placement` (its preset's, unless the sweep or command line sets it)."""
+        placement = self._template_task(template).get("l0_placement") or chains.ROUNDS
+        return str(getattr(placement, "value", placement))  # the schema's enum, composed
 
     @property
     def n_grid(self) -> int:

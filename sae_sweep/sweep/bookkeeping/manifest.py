@@ -34,9 +34,10 @@ log = logging.getLogger("sae_sweep")
 
 def start_launch(
     sweep_dir: Path, name: str | None, grid: dict[str, list[str]], overrides: list[str],
-    launch_id: str,
+    launch_id: str, n_jobs: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Record a launch's start in sweep.json (created on the first launch)."""
+    """Record a launch's start in sweep.json (created on the first launch). n_jobs: the jobs
+    of its first launch, when not every grid point (a target sweep's one-round variants)."""
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
     if not manifest:
@@ -51,7 +52,7 @@ def start_launch(
         name=name,
         grid={k: v for k, v in grid.items() if len(v) > 1},
         fixed={k: v[0] for k, v in grid.items() if len(v) == 1},
-        n_jobs=math.prod(len(v) for v in grid.values()),
+        n_jobs=math.prod(len(v) for v in grid.values()) if n_jobs is None else n_jobs,
         git_commit=commit,
         versions=versions(),
         started=manifest.get("started") or now,

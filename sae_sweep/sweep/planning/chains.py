@@ -14,6 +14,11 @@ Plain functions of override lists and job records (no Hydra launcher, no trainin
 whole plan is unit-tested (tests/test_sweep_chains.py). The sweep (sweep/lifecycle.py) launches
 the jobs, packs them like the grid, and hands the launcher's returns back here.
 
+A variant placed by control (`l0_placement: control`) is no chain of rounds: it leaves the
+grid, and `one_round_jobs` runs every seed at every target once, each job steering its own
+lambda (`train.l0_target`; a TopK-like variant at knob = target); its records are keyed by
+their target, and `place_targets` only says whether they landed (targets.place_controlled).
+
 The lambda key is `penalty.coefficient` when the grid sets it (it replaces the coefficient the
 variant preset derives from `lambda_multiplier`), else `lambda_multiplier`. A variant whose L0
 is set by a knob (TopK's `sae.k`, its architecture's `l0_knob`) is placed by that knob at
@@ -35,8 +40,12 @@ MULTIPLIER_KEY = "lambda_multiplier"
 COEFFICIENT_KEY = "penalty.coefficient"
 SEED_KEY = "seed"
 TARGET_KEY = "l0_target"
+CONTROL_KEY = "train.l0_target"
 SUBDIR_KEY = "hydra.sweep.subdir"
-FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef"}
+CONTROL, ROUNDS = "control", "rounds"
+"""The values of `l0_placement`: one round, each job controlling its own lambda (a variant
+whose L0 is set by a knob: that knob at the target); or the grid, then refinement rounds."""
+FOLDER_TAGS = {MULTIPLIER_KEY: "lam", COEFFICIENT_KEY: "coef", CONTROL_KEY: "target"}
 """How a round job's folder names its knob when the sweep's folder pattern does not (another
 knob by its last part: `sae.k` -> k)."""
 _MULTIPLIER_TAG = "lam${lambda_multiplier}"
@@ -54,6 +63,9 @@ class TargetPlan:
     """The sweep's job-folder pattern (`hydra.sweep.subdir`), interpolations unresolved."""
     direct: dict[str, str] = field(default_factory=dict)
     """{variant: the knob that sets its L0 directly}, for the variants placed by one."""
+    one_round: tuple[str, ...] = ()
+    """The variants placed in one round (`l0_placement: control`): no grid; every seed at
+    every target, with train.l0_target (or the direct knob = target)."""
 
     @property
     def variants(self) -> list[str]:
@@ -65,7 +77,7 @@ class TargetPlan:
 
     def variant_of(self, overrides: Sequence[str]) -> str | None:
         """The variant a job (grid or round) belongs to, by its overrides; None if none."""
-        set_by_rounds = (self.lam_key, SEED_KEY, TARGET_KEY, SUBDIR_KEY)
+        set_by_rounds = (self.lam_key, SEED_KEY, TARGET_KEY, CONTROL_KEY, SUBDIR_KEY)
         wanted = {o for o in overrides if _key(o) not in set_by_rounds}
         knobs = set(self.direct.values())
         without_knob = {o for o in wanted if _key(o) not in knobs}  # a direct variant's round job
@@ -79,9 +91,11 @@ def plan_targets(
     grid: Sequence[Sequence[str]],
     subdir: str | None = None,
     l0_knob: Callable[[tuple[str, ...]], str | None] = lambda template: None,
+    placement: Callable[[tuple[str, ...]], str] = lambda template: ROUNDS,
 ) -> TargetPlan:
     """The plan of a sweep's grid (its jobs' overrides, in grid order). `l0_knob`: the knob
-    that sets a variant's L0 directly, from its template (None: lambda sets it)."""
+    that sets a variant's L0 directly, from its template (None: lambda sets it); `placement`:
+    its `l0_placement` (CONTROL or ROUNDS)."""
     parsed = [_parse(job) for job in grid]
     lam_key = lambda_key(parsed)
     seeds = tuple(dict.fromkeys(job[SEED_KEY] for job in parsed if SEED_KEY in job))
@@ -90,7 +104,27 @@ def plan_targets(
         template = tuple(o for o in raw if _key(o) not in (lam_key, SEED_KEY, TARGET_KEY))
         templates.setdefault(_label(job, parsed, lam_key), template)
     direct = {v: knob for v, t in templates.items() if (knob := l0_knob(t))}
-    return TargetPlan(templates, lam_key, seeds, subdir, direct)
+    one_round = tuple(v for v, t in templates.items() if placement(t) == CONTROL)
+    return TargetPlan(templates, lam_key, seeds, subdir, direct, one_round)
+
+
+def one_round_jobs(plan: TargetPlan, targets: Sequence[float]) -> list[list[str]]:
+    """The jobs of the variants placed in one round: every target, every seed; each job
+    controls its lambda towards its target (`train.l0_target`), or a variant whose L0 is set
+    by a knob runs at knob = target. Each target has a folder of its own."""
+    jobs = []
+    for v in plan.one_round:
+        for t in targets:
+            if v in plan.direct:
+                knob, value = plan.direct[v], max(1, round(t))
+            else:
+                knob, value = CONTROL_KEY, f"{t:g}"
+            folder = round_subdir(plan.subdir, knob, value)
+            where = [f"{SUBDIR_KEY}='{folder}'"] if folder else []
+            for seed in plan.seeds or [None]:
+                job = [*plan.templates[v], f"{knob}={value}", f"{TARGET_KEY}={t:g}", *where]
+                jobs.append(job + ([f"{SEED_KEY}={seed}"] if seed is not None else []))
+    return jobs
 
 
 def lambda_key(grid: Sequence[Mapping[str, str]]) -> str:
@@ -140,7 +174,9 @@ def _run(record: dict[str, Any], overrides: list[str], plan: TargetPlan) -> dict
     if variant is None:
         return None
     ov = _parse(overrides)
-    if record.get("k") is not None:  # TopK-like: its points are keyed by k, grid and rounds
+    if CONTROL_KEY in ov:  # a controlled run: its point is its target (each seed's own lambda)
+        lam = float(ov[CONTROL_KEY])
+    elif record.get("k") is not None:  # TopK-like: its points are keyed by k, grid and rounds
         lam = record["k"]
     else:
         lam = ov.get(plan.lam_key)
@@ -173,7 +209,9 @@ def place_targets(
     states = []
     for v in plan.variants:
         for t in targets:
-            if v in plan.direct:
+            if v in plan.one_round and v not in plan.direct:
+                states.append(tg.place_controlled(v, points.get(v, []), t, tolerance))
+            elif v in plan.direct:
                 states.append(tg.place_direct(v, points.get(v, []), t, tolerance))
             else:
                 states.append(tg.place(v, points.get(v, []), t, tolerance, tried.get(v, set())))
@@ -199,7 +237,7 @@ def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[s
     return jobs
 
 
-def round_subdir(pattern: str | None, knob: str, value: float) -> str | None:
+def round_subdir(pattern: str | None, knob: str, value: float | str) -> str | None:
     """The folder pattern of a round job at `knob=value`, or None when the sweep's pattern
     already names the knob (or there is none). A round job keeps the grid's other knobs
     (a TopK run at sae.k = 6 keeps its preset's lambda_multiplier), so the sweep's pattern

@@ -15,7 +15,9 @@ A proposal is never a lambda already run, so refinement cannot loop; the sweeper
 stops after `max_rounds`, and a target still open then is reported with its closest run.
 
 A variant whose L0 is set directly by a knob (TopK's `sae.k`) needs no refinement: the
-sweeper runs it at k = target (see `direct_l0_knob`).
+sweeper runs it at k = target (see `direct_l0_knob`). A variant placed by control
+(`l0_placement: control`) runs one job per seed and target, each steering its own lambda
+(training/l0_control.py); `place_controlled` says whether they landed.
 
 Pure functions of the measured points, tested with a fake lambda -> L0 relation.
 """
@@ -47,7 +49,9 @@ identical proposals on a re-run)."""
 
 LAMBDA = "lambda"
 K = "k"
-"""The knob a target is placed with: the penalty's lambda, or (TopK, BatchTopK) `sae.k`."""
+CONTROL = "l0_target"
+"""The knob a target is placed with: the penalty's lambda, (TopK, BatchTopK) `sae.k`, or
+L0 control (`train.l0_target`: each seed's job steers its own lambda to the target)."""
 
 
 class TargetStatus(str, Enum):
@@ -270,6 +274,24 @@ def place_direct(variant: str, points: list[Point], target: float, tolerance: fl
         return _state(variant, target, TargetStatus.HIT, p, knob=K)
     return _state(variant, target, TargetStatus.UNREACHABLE, p,
                   f"sae.k={k:g} gives L0 {_g(p.l0)}", knob=K)  # fmt: skip
+
+
+def place_controlled(
+    variant: str, points: list[Point], target: float, tolerance: float
+) -> TargetState:
+    """A variant placed by control (points keyed by their target): the target is hit when
+    its runs' seed-mean L0 is within tolerance; otherwise control did not place it, and the
+    reason says how to place it by rounds. Never PENDING: control has no second round."""
+    at = [p for p in points if p.lam == target]
+    if not at or not at[0].complete:
+        return _state(variant, target, TargetStatus.UNREACHABLE, at[0] if at else None,
+                      "not every seed finished", knob=CONTROL)  # fmt: skip
+    p = at[0]
+    if within(p.l0, target, tolerance):
+        return _state(variant, target, TargetStatus.HIT, p, knob=CONTROL)
+    return _state(variant, target, TargetStatus.UNREACHABLE, p,
+                  f"under L0 control the seeds reached L0 {_g(p.l0)}; l0_placement=rounds "
+                  "places it by refinement rounds", knob=CONTROL)  # fmt: skip
 
 
 def direct_l0_knob(sae_config: Mapping[str, Any]) -> str | None:
