@@ -1,0 +1,174 @@
+"""The L0-control gate: are SAEs whose lambda was steered to a target during training
+(`l0_placement=control`) as good as SAEs placed by refinement rounds at a fixed lambda
+(`l0_placement=rounds`), at the same L0?
+
+Two target sweeps of the quick sweep's variants, identical but for the placement (same
+targets, seeds and steps), then per variant and target the paired-seed difference of the
+controlled SAEs against the rounds-placed ones: FVU, and MMCS on synthetic data or delta LM
+loss on a language model, read at the target on each seed's own runs (analysis/matched.py),
+with its 95% CI and the equivalence verdict against the metric's margin
+(analysis/verdicts.py, the defaults of `analysis.margins`: FVU and delta LM loss 5%, MMCS 2%).
+A variant passes when every verdict is "equivalent" and every controlled seed landed within
+l0_tolerance of its target.
+
+    python bench/l0_control_gate.py synthetic runs/gate_synth
+    python bench/l0_control_gate.py tinystories runs/gate_lm --ts ../shared/data/tinystories-260k
+    python bench/l0_control_gate.py synthetic runs/gate_synth --analyse   # the table again
+
+Each sweep resumes where it stopped (the folders are fixed). Small on purpose (the quick
+sweep's 400 steps of batch 512, targets 8 and 16, seeds 0-2): a gate, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.load import load_runs  # noqa: E402
+from analysis.matched import compare_matched  # noqa: E402
+from analysis.variants import LABEL  # noqa: E402
+from analysis.verdicts import Rules  # noqa: E402
+
+VARIANTS = "gated_original,gated_dn_frozen_live,gated_dn_trainable_live,gated_dn_frozen_detached"
+TARGETS = (8.0, 16.0)
+TOLERANCE = 0.1
+ARMS = ("rounds", "control")
+METRICS = {"synthetic": ("fvu", "mmcs"), "tinystories": ("fvu", "delta_lm_loss")}
+
+
+def lm_args(ts: str, out: Path) -> list[str]:
+    """TinyStories-260k's layer-2 residual stream (d = 64), as docs/results/sweeps.sh sets it
+    up, smaller: 200k cached activations (one pass of 400 steps of 512), 64 held-out
+    sequences."""
+    return [
+        "data=hf", f"data.model={ts}", "data.site=model.layers.2",
+        f"data.dataset={ts}/stories_train.jsonl", "data.n_tokens=200000",
+        "data.eval_sequences=64", f"data.cache_dir={out}/act_cache",
+    ]  # fmt: skip
+
+
+def sweep_args(data: str, ts: str, out: Path, variants: str) -> list[str]:
+    """The settings both arms share: the quick sweep, its variants, targets and seeds."""
+    common = [
+        "+sweep=quick", f"variant={variants}", "seed=0,1,2", "lambda_multiplier=1.0,2.0,4.0",
+        f"l0_targets=[{','.join(f'{t:g}' for t in TARGETS)}]", f"l0_tolerance={TOLERANCE}",
+        "l0_max_rounds=4", "logger=disabled", "hydra.sweeper.analysis=false",
+    ]  # fmt: skip
+    return common + (lm_args(ts, out) if data == "tinystories" else [])
+
+
+def run_arms(data: str, ts: str, out: Path, variants: str) -> None:
+    if data == "tinystories":  # the activation cache first, once for every job
+        build = [sys.executable, "-m", "sae_sweep.data.build_cache", *lm_args(ts, out)]
+        subprocess.run(build, check=True)
+    for arm in ARMS:
+        cmd = ["sae-sweep", *sweep_args(data, ts, out, variants), f"l0_placement={arm}",
+               f"hydra.sweep.dir={out / arm}"]  # fmt: skip
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=False)  # a failed job is in the table, not a crash here
+
+
+def arm_runs(out: Path) -> pd.DataFrame:
+    """Both arms' runs, each variant labelled with its arm."""
+    frames = []
+    for arm in ARMS:
+        runs = load_runs(out / arm)
+        runs[LABEL] = runs["variant"].astype(str) + f" [{arm}]"
+        runs["arm"] = arm
+        frames.append(runs)
+    return pd.concat(frames, ignore_index=True)
+
+
+def landed(runs: pd.DataFrame, variant: str) -> str:
+    """The controlled seeds' held-out L0 per target, and how many lie within tolerance."""
+    c = runs[(runs["arm"] == "control") & (runs["variant"] == variant)]
+    parts = []
+    for t in TARGETS:
+        l0s = c.loc[c["train.l0_target"].astype(float) == t, "l0"].astype(float)
+        ok = int(((l0s - t).abs() <= TOLERANCE * t).sum())
+        parts.append(f"L0 {t:g}: {', '.join(f'{x:.1f}' for x in l0s)} ({ok}/{len(l0s)} within)")
+    return "; ".join(parts)
+
+
+def gate(data: str, out: Path, variants: str) -> list[dict]:
+    runs = arm_runs(out)
+    rules = Rules()
+    rows = []
+    for variant in variants.split(","):
+        a, b = f"{variant} [rounds]", f"{variant} [control]"
+        for metric in METRICS[data]:
+            pair = compare_matched(runs, metric, a, b, targets=list(TARGETS),
+                                   tolerance=TOLERANCE, rules=rules)  # fmt: skip
+            by_l0 = {p.l0: p for p in pair.points}
+            for t in TARGETS:
+                p = by_l0.get(t)
+                if p is None:
+                    rows.append(dict(variant=variant, metric=metric, L0=t, n=0, rounds=math.nan,
+                                     control=math.nan, diff_pct=math.nan, ci="",
+                                     verdict="not matched: an arm missed the target"))  # fmt: skip
+                    continue
+                e = p.judged.effect
+                lo, hi = e.ci
+                rows.append(dict(variant=variant, metric=metric, L0=t, n=e.n, rounds=p.a,
+                                 control=p.b, diff_pct=e.pct(), ci=f"[{lo:+.1f}%, {hi:+.1f}%]",
+                                 verdict=p.judged.words()))  # fmt: skip
+        rows.append(dict(variant=variant, metric="landed", L0=math.nan, n=0, rounds=math.nan,
+                         control=math.nan, diff_pct=math.nan, ci="",
+                         verdict=landed(runs, variant)))  # fmt: skip
+    return rows
+
+
+def print_table(rows: list[dict], data: str) -> None:
+    print(f"\nL0-control gate, {data}: control vs rounds, paired seeds, b = control, a = rounds")
+    print("| variant | metric | L0 | seeds | rounds | control | control vs rounds [95% CI] "
+          "| verdict |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["metric"] == "landed":
+            print(f"| {r['variant']} | controlled L0s | | | | | | {r['verdict']} |")
+            continue
+        if r["n"] == 0:
+            print(f"| {r['variant']} | {r['metric']} | {r['L0']:g} | 0 | | | | {r['verdict']} |")
+            continue
+        values = f"{r['rounds']:.4g} | {r['control']:.4g} | {r['diff_pct']:+.1f}% {r['ci']}"
+        print(f"| {r['variant']} | {r['metric']} | {r['L0']:g} | {r['n']} | {values} | "
+              f"{r['verdict']} |")  # fmt: skip
+    verdicts = {}
+    for r in rows:
+        if r["metric"] != "landed":
+            ok = r["verdict"].startswith("equivalent")
+            verdicts[r["variant"]] = verdicts.get(r["variant"], True) and ok
+    for r in rows:
+        if r["metric"] == "landed":
+            counts = [p.split("(")[1] for p in r["verdict"].split("; ")]
+            within = all(c.split("/")[0] == c.split("/")[1].split()[0] for c in counts)
+            verdicts[r["variant"]] = verdicts.get(r["variant"], True) and within
+    print("\n" + "\n".join(f"{v}: {'PASS' if ok else 'FAIL'}" for v, ok in verdicts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", choices=sorted(METRICS))
+    parser.add_argument("out", type=Path, help="folder of the two sweeps (rounds/, control/)")
+    parser.add_argument("--ts", default="../shared/data/tinystories-260k",
+                        help="the TinyStories-260k folder (model and stories)")  # fmt: skip
+    parser.add_argument("--variants", default=VARIANTS, help="comma-separated variant presets")
+    parser.add_argument("--analyse", action="store_true", help="only the table, from OUT")
+    args = parser.parse_args()
+    if not args.analyse:
+        run_arms(args.data, str(Path(args.ts).absolute()), args.out.absolute(), args.variants)
+    rows = gate(args.data, args.out, args.variants)
+    (args.out / "gate.json").write_text(json.dumps(rows, indent=1, default=str))
+    print_table(rows, args.data)
+
+
+if __name__ == "__main__":
+    main()
