@@ -3,20 +3,28 @@
 (`l0_placement=rounds`), at the same L0?
 
 Two target sweeps of the quick sweep's variants, identical but for the placement (same
-targets, seeds and steps), then per variant and target the paired-seed difference of the
-controlled SAEs against the rounds-placed ones: FVU, and MMCS on synthetic data or delta LM
-loss on a language model, read at the target on each seed's own runs (analysis/matched.py),
-with its 95% CI and the equivalence verdict against the metric's margin
-(analysis/verdicts.py, the defaults of `analysis.margins`: FVU and delta LM loss 5%, MMCS 2%).
-A variant passes when every verdict is "equivalent" and every controlled seed landed within
-l0_tolerance of its target.
+targets, seeds and steps). The control arm runs first: one job per variant, target and seed,
+each steering its own lambda. The rounds arm places each variant whose controlled seeds
+landed by rounds, as any rounds sweep does, from a grid at the controller's lambdas (per
+target the geometric mean of the seeds' final lambdas, every seed at that fixed lambda) and
+refinement rounds where a target is missed: starting there instead of at a 3-lambda grid
+saves compute and changes nothing that is compared (a fixed lambda shared by the seeds, whose
+seed-mean L0 is within tolerance of the target). Then, per variant and target, the
+paired-seed difference of the controlled SAEs against the rounds-placed ones: FVU, and MMCS
+on synthetic data or delta LM loss on a language model, read at the target on each seed's
+own runs (analysis/matched.py), with its 95% CI and the equivalence verdict against the
+metric's margin (analysis/verdicts.py, the defaults of `analysis.margins`: FVU and delta LM
+loss 5%, MMCS 2%).
+A variant passes when every controlled seed landed within l0_tolerance of its target and
+every verdict is "equivalent"; a variant whose seeds did not land fails without a rounds arm.
 
     python bench/l0_control_gate.py synthetic runs/gate_synth
     python bench/l0_control_gate.py tinystories runs/gate_lm --ts ../shared/data/tinystories-260k
     python bench/l0_control_gate.py synthetic runs/gate_synth --analyse   # the table again
 
-Each sweep resumes where it stopped (the folders are fixed). Small on purpose (the quick
-sweep's 400 steps of batch 512, targets 8 and 16, seeds 0-2): a gate, not a result.
+Each sweep resumes where it stopped (the folders are fixed: OUT/control,
+OUT/rounds/<variant>). Small on purpose (the quick sweep's 400 steps of batch 512, targets 8
+and 16, seeds 0-2): a gate, not a result.
 """
 
 from __future__ import annotations
@@ -40,7 +48,6 @@ from analysis.verdicts import Rules  # noqa: E402
 VARIANTS = "gated_original,gated_dn_frozen_live,gated_dn_trainable_live,gated_dn_frozen_detached"
 TARGETS = (8.0, 16.0)
 TOLERANCE = 0.1
-ARMS = ("rounds", "control")
 METRICS = {"synthetic": ("fvu", "mmcs"), "tinystories": ("fvu", "delta_lm_loss")}
 
 
@@ -58,7 +65,7 @@ def lm_args(ts: str, out: Path) -> list[str]:
 def sweep_args(data: str, ts: str, out: Path, variants: str) -> list[str]:
     """The settings both arms share: the quick sweep, its variants, targets and seeds."""
     common = [
-        "+sweep=quick", f"variant={variants}", "seed=0,1,2", "lambda_multiplier=1.0,2.0,4.0",
+        "+sweep=quick", f"variant={variants}", "seed=0,1,2",
         f"l0_targets=[{','.join(f'{t:g}' for t in TARGETS)}]", f"l0_tolerance={TOLERANCE}",
         "l0_max_rounds=4", "logger=disabled", "hydra.sweeper.analysis=false",
     ]  # fmt: skip
@@ -69,18 +76,51 @@ def run_arms(data: str, ts: str, out: Path, variants: str) -> None:
     if data == "tinystories":  # the activation cache first, once for every job
         build = [sys.executable, "-m", "sae_sweep.data.build_cache", *lm_args(ts, out)]
         subprocess.run(build, check=True)
-    for arm in ARMS:
-        cmd = ["sae-sweep", *sweep_args(data, ts, out, variants), f"l0_placement={arm}",
-               f"hydra.sweep.dir={out / arm}"]  # fmt: skip
-        print("$", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=False)  # a failed job is in the table, not a crash here
+    common = sweep_args(data, ts, out, variants)
+    sweep([*common, "l0_placement=control", f"hydra.sweep.dir={out / 'control'}"])
+    control = load_runs(out / "control")
+    for variant in variants.split(","):
+        lams = controlled_lambdas(control, variant)
+        if lams is None:
+            print(f"{variant}: its controlled seeds missed a target; no rounds arm", flush=True)
+            continue
+        grid = ",".join(f"{lam:.4g}" for lam in lams)
+        where = f"hydra.sweep.dir={out / 'rounds' / variant}"
+        sweep([*common, f"variant={variant}", "l0_placement=rounds", "lambda_multiplier=1.0",
+               f"penalty.coefficient={grid}", where])  # fmt: skip
+
+
+def sweep(args: list[str]) -> None:
+    print("$ sae-sweep", " ".join(args), flush=True)
+    subprocess.run(["sae-sweep", *args], check=False)  # a failed job is in the table
+
+
+def controlled_lambdas(control: pd.DataFrame, variant: str) -> list[float] | None:
+    """Per target, the geometric mean of the controlled seeds' final lambdas; None when a
+    seed missed its target (control cannot place the variant: nothing to compare)."""
+    out = []
+    for t in TARGETS:
+        runs = control[(control["variant"] == variant) & (control["train.l0_target"] == t)]
+        l0s = runs["l0"].astype(float)
+        if runs.empty or not ((l0s - t).abs() <= TOLERANCE * t).all():
+            return None
+        finals = [final_lambda(Path(p)) for p in runs["path"]]
+        out.append(math.exp(sum(map(math.log, finals)) / len(finals)))
+    return out
+
+
+def final_lambda(job_dir: Path) -> float:
+    return json.loads((job_dir / "summary.json").read_text())["l0_control"]["final_lambda"]
 
 
 def arm_runs(out: Path) -> pd.DataFrame:
     """Both arms' runs, each variant labelled with its arm."""
     frames = []
-    for arm in ARMS:
-        runs = load_runs(out / arm)
+    rounds = sorted((out / "rounds").glob("*/sweep.json"))
+    for arm, folders in (("control", [out / "control"]), ("rounds", [p.parent for p in rounds])):
+        if not folders:
+            continue
+        runs = load_runs(folders)
         runs[LABEL] = runs["variant"].astype(str) + f" [{arm}]"
         runs["arm"] = arm
         frames.append(runs)

@@ -9,7 +9,8 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
     planning/           what a sweep launches
         grid.py         the grid from the sweep file and the command line; batches
         packing.py      pack=K: grid points sharing their data trained as one job; pack files
-        chains.py       target-L0 rounds: next jobs per (variant, target), which job answers which
+        chains.py       target-L0 placement: one-round (L0 control) jobs, next round's jobs per
+                        (variant, target), which job answers which
         targets.py      the fit: where to put lambda (or k) to land on a target L0
     running/            one job, in the process that trains it
         task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures
