@@ -15,7 +15,8 @@ log ratio ln(b/a), its t intervals and tests), `verdicts` (margins, the summarie
 multiplicity, the verdict words, planning seeds), `matched` (variants at matched L0: targets
 or per-seed interpolation, dense runs left out), `model` (the analysis of a sweep),
 `plots`, `render` (Markdown/HTML, rounded CSV), `report` (the report: one function per
-section), `publish` (W&B), `pipeline` (`run_analysis`), `cli` (`sae-analysis`), `claims`
+section), `publish` (the W&B summary run and Report), `sync` (uploading a sweep's offline
+W&B runs), `pipeline` (`run_analysis`), `cli` (`sae-analysis`), `claims`
 (claims as data: a YAML file of comparisons -> verdict rows) and `results_page` (the
 results page and its sweep reports, rebuilt from committed run tables).
 """

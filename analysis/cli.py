@@ -2,16 +2,17 @@
 
     sae-analysis multirun/2024-06-01/12-00-00
     sae-analysis multirun/a multirun/b --out reports/ab
-    sae-analysis --wandb my-entity/sae-sweep --group gated_penalty_ablation
+    sae-analysis --wandb my-entity/sae-sweep --group quick-20240601-120000-3fa2
     sae-analysis multirun/2024-06-01/12-00-00 --publish      # + W&B summary run and Report
+    sae-analysis multirun/2024-06-01/12-00-00 --sync         # upload its offline W&B runs
     sae-analysis multirun/a --reference gated_original --max-l0-fraction 0.25
     sae-analysis multirun/a --band 4 d/4 --margin fvu=3% mmcs=1% --multiplicity bh
     sae-analysis multirun/a --tune train.lr --tune-criterion at_l0=16 metric=fvu
 
 Prints the report's first lines (the verdicts per matched L0, then the summaries over the
 band), the report's path and the plots' paths. Exit status: 0 on success (also when some
-runs failed: they are listed in the report), 1 when publishing failed or was partial,
-2 on bad arguments.
+runs failed: they are listed in the report), 1 when publishing or syncing failed or was
+partial, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENTITY/PROJECT",
         help="also load runs from this W&B project (public API)",
     )
-    p.add_argument("--group", help="W&B group (= sweep) to load / publish to")
+    p.add_argument(
+        "--group",
+        help="W&B group (a sweep instance: the `id` in sweep.json) to load and publish to; "
+        "default: the sweep folder's, else the project's only one; `all`: every group",
+    )
+    p.add_argument(
+        "--sync",
+        action="store_true",
+        help="upload every offline W&B run of SWEEP_DIR (jobs, summary run, SAE artifacts) "
+        "with `wandb sync`, resumably, then stop (no analysis)",
+    )
     p.add_argument(
         "--out", metavar="DIR", help="output folder (default: the sweep folder, if there is one)"
     )
@@ -54,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="with --publish: only build the W&B Report (summary run already synced)",
+        help="with --publish: only build the W&B Report (summary run already on W&B)",
     )
     p.add_argument("--title", help="report title")
     p.add_argument(
@@ -125,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.sweep_dirs and not args.wandb:
         build_parser().error("give at least one SWEEP_DIR or --wandb ENTITY/PROJECT")
+    if args.sync and not args.publish:
+        return _sync(args.sweep_dirs)
+    publish_cmd = "WANDB_MODE=online sae-analysis " + " ".join(args.sweep_dirs)
+    publish_cmd += (f" --wandb {args.wandb}" if args.wandb else "") + " --publish"
     try:
         margins = parse_margins(args.margin)
         if args.no_tune and (args.tune or args.tune_criterion):
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             margins=margins,
             multiplicity=args.multiplicity,
             tune=tune,
+            publish_cmd=publish_cmd,
         )
     except (FileNotFoundError, ValueError, WandbLoadError) as e:
         print(f"sae-analysis: error: {e}", file=sys.stderr)
@@ -159,11 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     for p in paths.plots:
         print(f"plot:   {p}")
     if paths.publish is not None:
-        cmd = "sae-analysis " + " ".join(args.sweep_dirs)
-        cmd += (f" --wandb {args.wandb}" if args.wandb else "") + " --publish --report-only"
-        print(paths.publish.describe(cmd))
+        print(paths.publish.describe())
         return 0 if paths.publish.ok else 1
     return 0
+
+
+def _sync(sweep_dirs: list[str]) -> int:
+    """`--sync`: upload each sweep folder's offline W&B runs (`analysis.sync`)."""
+    from analysis.sync import sync_sweep
+
+    if not sweep_dirs:
+        print("sae-analysis: error: --sync needs the SWEEP_DIR to upload", file=sys.stderr)
+        return 2
+    ok = True
+    for d in sweep_dirs:
+        try:
+            res = sync_sweep(d)
+        except FileNotFoundError as e:
+            print(f"sae-analysis: error: {e}", file=sys.stderr)
+            return 2
+        print(res.describe())
+        ok = ok and res.ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

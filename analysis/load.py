@@ -316,9 +316,19 @@ def _summary_dict(summary: Any) -> dict[str, Any]:
         return {}
 
 
-def load_wandb_runs(project: str, group: str | None = None, api: Any = None) -> pd.DataFrame:
-    """The runs of W&B project `project` ("entity/project"), optionally one group (= sweep).
+class WandbGroupError(ValueError):
+    """A W&B project holds several sweep instances and none was chosen."""
 
+
+def load_wandb_runs(
+    project: str, group: str | None = None, api: Any = None, one_group: bool = False
+) -> pd.DataFrame:
+    """The runs of W&B project `project` ("entity/project"), optionally one group (a sweep
+    instance: sweep.json's `id`; a sweep's name for records made before instance ids).
+
+    one_group: with no `group`, the project must hold one group of job runs, else
+    `WandbGroupError` lists them (newest first): two runs of one sweep file are two
+    instances, and mixing them would double the variants.
     Uses the public API (`wandb.Api()`, which needs `WANDB_API_KEY` or a login). The run
     config is the resolved nested config, its summary holds the flat summary keys, so the
     DataFrame has the same columns as `load_runs`.
@@ -328,11 +338,17 @@ def load_wandb_runs(project: str, group: str | None = None, api: Any = None) -> 
 
         api = wandb.Api()
     filters = {"group": group} if group else None
+    runs = [r for r in api.runs(project, filters=filters)
+            if getattr(r, "job_type", None) != "analysis"]  # our own summary runs  # fmt: skip
+    groups = list(dict.fromkeys(getattr(r, "group", None) for r in runs))
+    if one_group and group is None and len(groups) > 1:
+        shown = ", ".join(str(g) for g in groups[:10]) + (" ..." if len(groups) > 10 else "")
+        raise WandbGroupError(f"W&B project {project} holds {len(groups)} sweep instances "
+                              f"(groups): {shown}. Pick one with --group ID (or --group all "
+                              "to analyse them together)")  # fmt: skip
     rows: list[dict[str, Any]] = []
     knobs: list[str] = []
-    for run in api.runs(project, filters=filters):
-        if getattr(run, "job_type", None) == "analysis":  # our own summary runs
-            continue
+    for run in runs:
         summary = _summary_dict(getattr(run, "summary", None))
         state = getattr(run, "state", None)
         status = _WANDB_STATES.get(state, "unfinished")

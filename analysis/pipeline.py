@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import concat_runs, load_runs, load_wandb_runs, read_sweep_manifest
+from analysis.load import (
+    WandbGroupError,
+    concat_runs,
+    load_runs,
+    load_wandb_runs,
+    read_sweep_manifest,
+)
 from analysis.matched import MAX_L0_FRACTION
 from analysis.model import analyse
 from analysis.report import ReportPaths, write_report
@@ -31,9 +37,11 @@ def _unique(runs: pd.DataFrame, col: str) -> str | None:
     return vals[0] if len(vals) == 1 else None
 
 
-def sweep_group(runs: pd.DataFrame) -> str | None:
-    """The W&B group of the runs (= the sweep): `logger.group`, else the sweep name."""
-    return _unique(runs, "logger.group") or _unique(runs, "sweep")
+def sweep_group(runs: pd.DataFrame, manifest: dict | None = None) -> str | None:
+    """The W&B group of the runs: the sweep instance (`id` in sweep.json, which every job of
+    it logs to), else the jobs' `logger.group`, else the sweep name (records made before
+    sweeps had instance ids)."""
+    return (manifest or {}).get("id") or _unique(runs, "logger.group") or _unique(runs, "sweep")
 
 
 def wandb_project(runs: pd.DataFrame) -> str | None:
@@ -100,6 +108,7 @@ def run_analysis(
     margins: dict[str, float] | None = None,
     multiplicity: str = "holm",
     tune: Tune | None = DECLARED,
+    publish_cmd: str | None = None,
 ) -> ReportPaths:
     """Analyse sweep folders (and/or a W&B project) and write the report.
 
@@ -107,8 +116,10 @@ def run_analysis(
         listed in the report; they never make this fail.
     out_dir: where report.md, report.html, plots/ and tables/ go (default: the sweep
         folder when there is one, else ./sae-analysis/<name>).
-    wandb: "entity/project" to load runs from W&B as well (`group` selects one sweep);
-        W&B runs that mirror a loaded local record are dropped.
+    wandb: "entity/project" to load runs from W&B as well, of one sweep instance (W&B
+        group): `group`, else the one of the sweep folder, else the project's only one;
+        `group="all"` loads every group. W&B runs that mirror a loaded local record are
+        dropped.
     publish: also push to W&B (see `analysis.publish`), to `wandb` if given, else to the
         runs' `logger.entity`/`logger.project`; the outcome is in `.publish`.
     reference: the variant the relative plots divide by (default: the first variant).
@@ -121,6 +132,7 @@ def run_analysis(
     multiplicity: "holm" (default) or "bh" (Benjamini-Hochberg).
     tune: the tuning: `DECLARED` (default) the one the sweep declared, if any; `Tune(knobs,
         criterion)` other knobs or criterion fields; None: none (`analysis.tuning`).
+    publish_cmd: the command that publishes again, printed when publishing is incomplete.
     Returns the written paths (`.report_md`, `.report_html`, `.plots`, `.tables`) and the
     report's first lines (`.verdicts`).
     """
@@ -128,17 +140,22 @@ def run_analysis(
         sweep_dirs = [sweep_dirs]
     dirs = [Path(d) for d in sweep_dirs]
     frames = [load_runs(dirs)] if dirs else []
+    manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
+    if group is None and frames:
+        group = sweep_group(frames[0], manifest)
     if wandb:
         try:
-            frames.append(load_wandb_runs(wandb, group))
+            frames.append(load_wandb_runs(wandb, None if group == "all" else group,
+                                          one_group=group is None))  # fmt: skip
+        except WandbGroupError:
+            raise
         except Exception as e:  # noqa: BLE001 - auth, network, unknown project
             raise WandbLoadError(f"could not load runs from W&B {wandb!r}: {e}") from e
     if not frames:
         raise ValueError("give at least one sweep folder or a W&B project")
     runs = drop_wandb_duplicates(concat_runs(frames))
-    group = group or sweep_group(runs)
+    group = sweep_group(runs) if group in (None, "all") else group
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, group)
-    manifest = read_sweep_manifest(dirs[0]) if len(dirs) == 1 else None
     reference = reference or first_variant(manifest, runs)
     rules = Rules(margins or {}, tuple(band), multiplicity)
     spec = tune.resolve(runs) if tune is not None else None
@@ -153,6 +170,8 @@ def run_analysis(
         if project is None:
             raise ValueError("--publish needs a W&B project: --wandb ENTITY/PROJECT")
         paths.publish = _publish(
-            a, paths, project, group, out, report_only=report_only, title=title
-        )
+            a, paths, project, group, out, report_only=report_only, title=title,
+            sweep_dir=dirs[0] if len(dirs) == 1 else None, manifest=manifest,
+            publish_cmd=publish_cmd,
+        )  # fmt: skip
     return paths

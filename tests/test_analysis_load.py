@@ -131,6 +131,33 @@ def test_run_analysis_from_wandb_only(monkeypatch, tmp_path):
     assert "e/p/def" in text  # the crashed run is listed
 
 
+def test_analysis_from_wandb_loads_one_sweep_instance(monkeypatch, tmp_path, capsys):
+    """Two runs of one sweep file are two instances (W&B groups): without --group the
+    analysis refuses to mix them and names them; --group picks one, `all` takes both."""
+    import wandb
+
+    from analysis.cli import main
+
+    def runs(path, filters=None):
+        earlier = [FakeRun(**{**vars(r), "group": "ablation-20240501-090000-cd34",
+                                      "id": f"old{r.id}"}) for r in _fake_runs()]  # fmt: skip
+        both = [FakeRun(**{**vars(r), "group": "ablation-20240601-120000-ab12"})
+                for r in _fake_runs()] + earlier  # fmt: skip
+        group = (filters or {}).get("group")
+        return [r for r in both if group is None or r.group == group]
+
+    monkeypatch.setattr(wandb, "Api", lambda: SimpleNamespace(runs=runs))
+    assert main(["--wandb", "e/p", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 sweep instances (groups): ablation-20240601-120000-ab12, " in err
+    assert "Pick one with --group ID" in err
+    one = analysis.run_analysis([], tmp_path / "b", wandb="e/p",
+                                group="ablation-20240601-120000-ab12")  # fmt: skip
+    assert one.n_runs == 2
+    both = analysis.run_analysis([], tmp_path / "c", wandb="e/p", group="all")
+    assert both.n_runs == 4
+
+
 def test_folder_of_several_sweeps(tmp_path):
     make_sweep(tmp_path / "multirun" / "2024-06-01" / "12-00-00")  # sweep.json names it
     other = tmp_path / "multirun" / "2024-06-02" / "09-00-00"

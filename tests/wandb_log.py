@@ -37,16 +37,28 @@ def read_records(path: Path) -> list[pb.Record]:
     return records
 
 
-def offline_run(job_dir: Path) -> dict:
-    """The run, the summary keys and the artifacts of a job's one offline W&B run."""
-    (log,) = Path(job_dir).glob("wandb/offline-run-*/run-*.wandb")
-    out: dict = {"summary_keys": set(), "artifacts": []}
+def offline_run(folder: Path) -> dict:
+    """The run, the summary and history keys and the artifacts of the one offline W&B run
+    in `folder` (a job folder, or the report folder of the summary run)."""
+    (log,) = Path(folder).glob("wandb/offline-run-*/run-*.wandb")
+    out: dict = {"summary_keys": set(), "history_keys": set(), "artifacts": []}
     for r in read_records(log):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out["run"] = r.run
         elif kind == "summary":
             out["summary_keys"] |= {u.key or "/".join(u.nested_key) for u in r.summary.update}
+        elif kind == "history":
+            out["history_keys"] |= {i.key or "/".join(i.nested_key) for i in r.history.item}
         elif kind == "artifact":
             out["artifacts"].append(r.artifact)
+    for kind in ("summary_keys", "history_keys"):
+        out[kind] = _logged_keys(out[kind])
     return out
+
+
+def _logged_keys(items: set[str]) -> set[str]:
+    """The keys as logged: W&B spreads a media value (table, image) over `<key>/_type`,
+    `<key>/path`, ...; those are one key."""
+    media = {k.removesuffix("/_type") for k in items if k.endswith("/_type")}
+    return media | {k for k in items if not any(k.startswith(f"{m}/") for m in media)}

@@ -7,6 +7,8 @@ A sweep folder (`hydra.sweep.dir`):
     multirun.yaml         Hydra's record of the multirun
     packs/                what each packed job trains (sweep/planning/packing.py)
     targets.json          a target-L0 sweep's outcome per (variant, target)
+    wandb_sync.json       which offline W&B runs `sae-analysis SWEEP --sync` uploaded
+    wandb_publish.json    the W&B summary run and Report `--publish` made (re-publishing updates)
     <job folder>/         one per SAE, named by `hydra.sweep.subdir`
 
 A job folder:
@@ -23,6 +25,7 @@ A job folder:
     checkpoint.damaged-<time>/  an unreadable checkpoint, moved aside (the re-run starts afresh)
     job.json              what the latest launch did with the job (sweep/running/task.py)
     wandb_run_id.txt      the job's W&B run id, reused on resume
+    wandb/                W&B's own folder: the job's (offline) run
     .hydra/               Hydra's own copy of the job's config and overrides
 
 To add a record file: name it here, read and write it through this module's paths, and
@@ -68,10 +71,13 @@ HYDRA_MULTIRUN = "multirun.yaml"
 PACKS_DIR = "packs"
 TARGETS = "targets.json"  # a target-L0 sweep's outcome per (variant, target)
 LAUNCH_LOCK = "sweep.lock"  # flock'ed by the launching process: one launch at a time
+WANDB_SYNC = "wandb_sync.json"  # offline W&B runs uploaded so far (analysis/sync.py)
+WANDB_PUBLISH = "wandb_publish.json"  # the summary run and Report published (analysis/publish.py)
 
 JOB_FILES = (CONFIG, METRICS, SUMMARY, WEIGHTS, WEIGHTS_CONFIG, GROUND_TRUTH, FIRING,
              SAELENS_DIR, PROGRESS, CHECKPOINT_DIR, JOB, WANDB_RUN_ID)  # fmt: skip
-SWEEP_FILES = (MANIFEST, LAUNCH_LOCK, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR, TARGETS)
+SWEEP_FILES = (MANIFEST, LAUNCH_LOCK, TABLE_MD, TABLE_JSON, HYDRA_MULTIRUN, PACKS_DIR, TARGETS,
+               WANDB_SYNC, WANDB_PUBLISH)  # fmt: skip
 # Folders inside a sweep (or a job) that never hold a job of their own.
 NOT_JOB_DIRS = frozenset({CHECKPOINT_DIR, PACKS_DIR, SAELENS_DIR, HYDRA_DIR, "wandb",
                           "__pycache__", "plots"})  # fmt: skip
