@@ -123,6 +123,8 @@ def _concrete(words: list[str]) -> list[str]:
 
 def _check(command: str, monkeypatch) -> None:
     words = _concrete(shlex.split(command))
+    while re.match(r"^[A-Z_]+=", words[0]):  # an environment assignment, e.g. WANDB_MODE=online
+        words = words[1:]
     if words[0] == "srun":  # srun's own options, then the command it runs
         words = words[next(i for i, w in enumerate(words) if w in PROGRAMS) :]
     program, args = words[0], words[1:]

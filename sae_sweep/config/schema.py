@@ -337,7 +337,7 @@ class SynthSAEBenchDataConfig(DataConfig):
 @dataclass
 class LoggerConfig:
     mode: LoggerMode = LoggerMode.offline
-    """W&B mode: `online`, `offline` (sync later with `wandb sync`) or `disabled`."""
+    """W&B mode: `online`, `offline` (upload later: `sae-analysis SWEEP --sync`) or `disabled`."""
     project: str = "sae-sweep"
     """W&B project."""
     entity: str | None = None

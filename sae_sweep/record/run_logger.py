@@ -77,7 +77,7 @@ class RunLogger:
                 return
             raise WandbStartError(
                 f"W&B could not start its {mode.value} run ({reason}). The local record is "
-                "unaffected. Fix: logger=offline (sync later with `wandb sync`), "
+                "unaffected. Fix: logger=offline (upload later: `sae-analysis SWEEP --sync`), "
                 "logger=disabled, logger.fallback=offline to fall back on its own, or "
                 "`wandb login` / check the network and logger.entity/project."
             ) from exc
