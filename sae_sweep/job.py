@@ -6,8 +6,9 @@ several that share their data (sweep/planning/packing.py); each SAE leaves its c
 (training/loop.py), each SAE with its own optimizer, schedules, checkpoint, record and W&B
 run. Every SAE's record is the same as when it trains alone (record/layout.py lists the
 files); every file is written atomically. A failing SAE writes a summary with status `failed`
-and its traceback (an interrupted one: status `interrupted`, resumable); in a pack the others
-go on. Failing includes a W&B run that cannot start and non-finite weights or held-out
+and its traceback (an interrupted one, by Ctrl-C, SIGTERM or a SLURM requeue: status
+`interrupted` with the step it reached, resumable; training/interruption.py); in a pack the
+others go on. Failing includes a W&B run that cannot start and non-finite weights or held-out
 metrics: `done` means finite results. `progress.json` tells other processes how far each SAE
 is. With W&B on, each SAE is also exported to `saelens/` in its record and logged as an
 artifact.
@@ -38,6 +39,7 @@ from .record.knobs import flat_knobs
 from .record.versions import versions
 from .record.wandb_run import log_sae_artifact, run_name, run_tags
 from .record.weights import save_firing, save_sae
+from .training.interruption import JobInterrupted, held, signal_name, stop_on_signals
 from .training.loop import TrainingRun, TrainResult, train
 from .training.progress import JobProgress
 
@@ -68,15 +70,16 @@ def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception
             members.append(_Member(i, cfg, Path(out_dir)))
         except Exception as exc:  # noqa: BLE001 -- this job's outcome
             outcomes[i] = exc
-    with contextlib.ExitStack() as stack:
+    with stop_on_signals(), contextlib.ExitStack() as stack:  # SIGTERM, SIGINT: JobInterrupted
         live = [m for m in members if m.guard(m.open, stack)]
         try:
             if live:
                 _train_together(live)
         except BaseException as exc:
-            for m in live:
-                if m.outcome is None:
-                    m.fail(exc)
+            with held():  # a second signal must not cut the records short
+                for m in live:
+                    if m.outcome is None:
+                        m.fail(exc)
             if not isinstance(exc, Exception):
                 raise
     for m in members:
@@ -225,11 +228,21 @@ class _Member:
         self.sae = self.run = None  # e.g. out of memory: give this SAE's memory to the others
         if self.log is None:  # failed before its record was opened
             return
+        # Ctrl-C, SIGTERM, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
+        interrupted = not isinstance(exc, Exception)
+        done = self.progress.steps_done if self.progress is not None else None
+        resumes_from = layout.checkpoint_step(self.out_dir)
+        error = f"{type(exc).__name__}: {exc}"
+        if interrupted:
+            error += (f" after step {done} of {self.cfg.train.steps}; running it again resumes "
+                      f"from the checkpoint of step {resumes_from or 0}")  # fmt: skip
         failed = {
-            # Ctrl-C, SystemExit (e.g. a SLURM preemption requeue): resumable, not failed
-            "status": "failed" if isinstance(exc, Exception) else "interrupted",
-            "error": f"{type(exc).__name__}: {exc}",
+            "status": "interrupted" if interrupted else "failed",
+            "error": error,
             "traceback": "".join(traceback.format_exception(exc)),
+            "steps_done": done,  # the steps trained when it stopped
+            "checkpoint_step": resumes_from,  # where a re-run resumes (None: from step 0)
+            "signal": signal_name(exc.signum) if isinstance(exc, JobInterrupted) else None,
         }
         summary = {**failed, **self.base, "wall_s": time.perf_counter() - self.t0, "ended": _now()}
         self.log.write_summary(summary)

@@ -27,6 +27,7 @@ from .sweep import register_resolvers, register_sweeps, run_sweep_job, take_exit
 from .sweep.running.task import skip_collection_at_exit
 from .sweep.running.threads import apply_thread_budget
 from .sweep.signals import LaunchStopped
+from .training.interruption import JobInterrupted
 
 log = logging.getLogger("sae_sweep")
 
@@ -81,7 +82,8 @@ def main() -> None:
     skip_collection_at_exit()  # the jobs of a sweep's workers call it too
     try:
         hydra_main()
-    except LaunchStopped as stop:  # SIGTERM / SIGINT to a sweep: its records are written
+    # SIGTERM / SIGINT: to a sweep (its records are written), to a single run (`interrupted`)
+    except (LaunchStopped, JobInterrupted) as stop:
         take_exit_code()
         sys.exit(stop.exit_code)
     finally:  # taken also when Hydra exits on an error: a later run in this process starts clean

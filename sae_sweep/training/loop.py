@@ -6,7 +6,9 @@ once and every SAE steps on it, each a `TrainingRun` with its own optimizer, sch
 logger, checkpoint and progress, so each ends exactly as when it trains alone. An SAE that
 fails leaves the loop (`on_failure`) and the others train on. Metrics accumulate on the
 device and are read once every `train.log_every` steps (window.py): the loop never
-synchronises with the device on an ordinary step.
+synchronises with the device on an ordinary step. A stop signal (SIGTERM, SIGINT) lets the
+step in progress end, then every SAE checkpoints that step and the loop raises
+JobInterrupted (interruption.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
 from .divergence import check_finite_weights, divergence_fix
+from .interruption import JobInterrupted, at_step_ends
+from .interruption import requested as stop_requested
 from .l0_control import L0Controller
 from .precision import set_matmul_precision
 from .progress import JobProgress
@@ -78,16 +82,28 @@ def train(
             runs[i].release()
 
     first = min((run.start for run in runs), default=0)
-    for step in range(first, max((run.steps for run in runs), default=0)):
-        batch = None
-        for i, run in list(live.items()):
-            if run.start <= step < run.steps:
-                if batch is None:  # drawn or read once for every SAE of the pack
-                    batch = source.train_batch(step, batch_size)
-                guarded(i, run.step, step, batch)
+    with at_step_ends():  # SIGTERM / SIGINT: the step ends, then `_stop_after`
+        for step in range(first, max((run.steps for run in runs), default=0)):
+            batch = None
+            for i, run in list(live.items()):
+                if run.start <= step < run.steps:
+                    if batch is None:  # drawn or read once for every SAE of the pack
+                        batch = source.train_batch(step, batch_size)
+                    guarded(i, run.step, step, batch)
+            if (signum := stop_requested()) is not None:
+                _stop_after(step, live, guarded, signum)
     for i, run in list(live.items()):
         results[i] = guarded(i, run.result)
     return results
+
+
+def _stop_after(step: int, live: dict[int, TrainingRun], guarded, signum: int) -> None:
+    """A stop signal came during `step`: checkpoint every SAE that trained it at its end (the
+    others' checkpoints are at their own last step already), then raise JobInterrupted."""
+    for i, run in list(live.items()):
+        if run.start <= step < run.steps:
+            guarded(i, run.checkpoint, step + 1)
+    raise JobInterrupted(signum)
 
 
 def _shared_batch_size(runs: Sequence[TrainingRun]) -> int:
@@ -117,6 +133,7 @@ class TrainingRun:
         self.matmul_precision = set_matmul_precision(tr.matmul_dtype, self.device)
         self.last_fired = torch.full((sae.d_sae,), -1, dtype=torch.long, device=self.device)
         self.start, self.wall_before = 0, 0.0
+        self.saved_step: int | None = None  # the step of the checkpoint this run last wrote
         self.control = L0Controller.from_config(cfg)  # None: lambda follows penalty.coefficient
         if checkpoint_dir is not None:
             meta_keys = ("train_wall_s",) + (("l0_control",) if self.control else ())
@@ -214,6 +231,11 @@ class TrainingRun:
         self.last_fired.masked_fill_(dead, step)  # a fresh feature gets a full window to fire
         self.logger.log({"train/resampled": n}, step=step + 1)
 
+    def checkpoint(self, done: int) -> None:
+        """Save everything a resume needs after `done` steps (unless saved already)."""
+        if self.checkpoint_dir is not None and self.saved_step != done:
+            self._checkpoint(done)
+
     def _checkpoint(self, done: int) -> None:
         """Save everything a resume needs after `done` steps; never a checkpoint of NaNs."""
         check_finite_weights(self.sae, done, self.divergence_fix)
@@ -228,3 +250,4 @@ class TrainingRun:
                 **({"l0_control": self.control.state_dict()} if self.control else {}),
             },
         )
+        self.saved_step = done

@@ -44,6 +44,11 @@ class JobProgress:
         window = None if metrics is None else {k: metrics[k] for k in TRAIN_FIGURES}
         self.progress.update(done, window)
 
+    @property
+    def steps_done(self) -> int:
+        """The steps completed so far (the last one reported to `step`)."""
+        return self.progress.done
+
     def evaluating(self) -> None:
         self.progress.set_state("evaluating")
 
