@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import torch
 from .prefetch import WindowLoader
 from .source import DataError
 
+log = logging.getLogger("sae_sweep")
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.int16, "F64": np.float64}
 
 
@@ -50,12 +52,22 @@ class Shard:
                 "it is empty, truncated or not a valid file of its format. Fix: rewrite or "
                 "remove it."
             ) from exc
+        self.bfloat16 = bfloat16
+        data = self._data
+        floating = data.is_floating_point() if isinstance(data, torch.Tensor) else (
+            bfloat16 or np.issubdtype(data.dtype, np.floating)
+        )  # fmt: skip
+        if not floating:  # .npy only: the other formats check on loading
+            raise DataError(
+                f"activation shard {self.path} holds {self._data.dtype} values, not floats "
+                "(token ids, or activations saved in the wrong type?). Fix: save the "
+                "activations as float32, float16 or bfloat16, or move the file out of data.path."
+            )
         if self._data.ndim != 2:
             raise DataError(
                 f"activation shard {self.path} has shape {tuple(self._data.shape)}: "
                 "expected (rows, d)"
             )
-        self.bfloat16 = bfloat16
         self.rows, self.d = (int(n) for n in self._data.shape)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
@@ -172,6 +184,13 @@ class ShuffledActivations:
 
     # -- the ActivationSource interface --
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        if batch_size > self.train.n:  # the first call (the norm estimate) fails the job early
+            raise DataError(
+                f"train.batch_size={batch_size} is larger than the {self.train.n} training "
+                "activations: every batch would hold the same rows several times. Fix: "
+                f"train.batch_size<={self.train.n}, or more data (more files, data.n_tokens), "
+                "or a smaller held-out split (data.n_eval)."
+            )
         parts = [
             self._window(epoch, w, data=True)[1][a:b]
             for epoch, w, a, b in self._segments(step * batch_size, batch_size)
@@ -276,7 +295,14 @@ def open_files(path: str, key: str | None) -> list[Shard]:
             f"data.path={path!r} names no .npy, .safetensors or .pt files. Fix: a folder of "
             "shards or a glob such as '/data/acts/*.npy'."
         )
-    return [Shard(Path(f), key=key) for f in files]
+    shards = [Shard(Path(f), key=key) for f in files]
+    dtypes = sorted({str(s.dtype) for s in shards})
+    if len(dtypes) > 1:  # read as one promoted type: works, but rarely what was meant
+        detail = ", ".join(f"{s.path.name}: {s.dtype}" for s in shards[:20])
+        log.warning("the activation shards of data.path=%s mix float types (%s); they are read "
+                    "as %s. Fix, if that is not intended: save every shard in one type",
+                    path, detail, Rows(shards).dtype)  # fmt: skip
+    return shards
 
 
 def _runs(starts: np.ndarray, stops: np.ndarray):
