@@ -19,9 +19,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import killed_after_checkpoint, small_config
 
+from sae_sweep.config.schema import ActivationsDataConfig
+from sae_sweep.data import DataError
+from sae_sweep.data.reader import open_files
 from sae_sweep.job import run_job
 from sae_sweep.record.config_match import ConfigMismatchError
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError
@@ -163,3 +167,117 @@ def test_temporary_files_of_a_killed_checkpoint_write_are_removed_next_start(tmp
 
     assert run_job(small_config(), tmp_path / "run")["status"] == "done"
     assert not [p.name for p in ckpt.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- signals (defect 6) -------------------------------------------------------------------
+
+# Each training step of the process under test sleeps, and it says when step 30 is done.
+_SLOW_STEPS = """
+import time
+from pathlib import Path
+from sae_sweep.training.loop import TrainingRun
+real_step, marker = TrainingRun.step, Path(sys.argv[1])
+def slow_step(self, step, batch):
+    real_step(self, step, batch)
+    time.sleep(0.02)
+    if step + 1 == 30:
+        marker.touch()
+TrainingRun.step = slow_step
+"""
+
+
+def test_sigterm_to_a_single_run_records_interrupted_at_its_step_and_the_rerun_resumes(tmp_path):
+    """What SLURM (without submitit), `kill` or a container stop sends: the run finishes its
+    step, checkpoints it (here no periodic checkpoint is due), records `interrupted` with the
+    step and exits 143; the same command resumes it there."""
+    run = tmp_path / "run"
+    command = [f"hydra.run.dir={run}", "logger=disabled", "device=cpu", "train.steps=150",
+               "train.checkpoint_every=0", "train.batch_size=64", "data.d=16",
+               "data.n_features=32", "data.n_eval=256", "train.eval_batch_size=256",
+               "train.norm_estimate_batches=2", "sae.expansion_factor=2"]  # fmt: skip
+    cli = "from sae_sweep.main import main\nsys.argv = ['sae-sweep', *sys.argv[2:]]\nmain()\n"
+    marker = tmp_path / "step30"
+    proc = job_process(_SLOW_STEPS + cli, marker, *command)
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output
+
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["signal"] == "SIGTERM", s
+    step = s["steps_done"]
+    assert 30 <= step < 150 and s["checkpoint_step"] == step
+    assert f"after step {step} of 150" in s["error"]
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["state"] == "interrupted" and progress["done"] == step
+    assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == step
+
+    rerun = job_process(cli, tmp_path / "unused", *command)
+    assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
+    s = summary(run)
+    assert s["status"] == "done" and s["resumed_from_step"] == step and s["steps"] == 150
+
+
+def test_slurm_requeue_signal_is_left_to_submitit(tmp_path):
+    """Under submitit, SIGTERM is ignored (SLURM sends it before killing a job it has already
+    warned) and SIGUSR2 requeues the job and exits: the job keeps those handlers, goes on
+    through SIGTERM, and is recorded `interrupted` (resumable) when the requeue exits."""
+    marker = tmp_path / "step30"
+    proc = job_process(
+        _SLOW_STEPS + """
+import signal
+signal.signal(signal.SIGTERM, lambda *a: print("bypassing SIGTERM", flush=True))
+signal.signal(signal.SIGUSR2, lambda *a: sys.exit(-1))  # submitit: requeue, then exit
+run_job(small_config(train__steps=400, train__checkpoint_every=0), Path(sys.argv[2]))
+""",
+        marker, tmp_path / "job",
+    )  # fmt: skip
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None, "SIGTERM stopped a job whose launcher ignores it"
+    proc.send_signal(signal.SIGUSR2)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 255 and "bypassing SIGTERM" in output, output
+    s = summary(tmp_path / "job")
+    assert s["status"] == "interrupted" and s["error"].startswith("SystemExit"), s
+
+
+# -- inputs (item 7) ----------------------------------------------------------------------
+
+
+def activations(folder: Path, **shards: np.ndarray) -> ActivationsDataConfig:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in shards.items():
+        np.save(folder / f"{name}.npy", rows)
+    return ActivationsDataConfig(path=str(folder), n_eval=100, shuffle_buffer=256)
+
+
+def gaussian(n: int, d: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+
+
+def test_an_integer_shard_among_float_shards_is_an_error_naming_it(tmp_path):
+    """Token ids saved beside the activations were read as activations, promoted to floats."""
+    cfg = small_config(train__steps=10, train__checkpoint_every=0)
+    ids = np.arange(600 * 16, dtype=np.int64).reshape(600, 16)
+    cfg.data = activations(tmp_path / "acts", a=gaussian(600), b=ids)
+    with pytest.raises(DataError, match=r"b\.npy holds int64 values, not floats.*Fix:"):
+        run_job(cfg, tmp_path / "run")
+
+
+def test_shards_of_mixed_float_types_are_read_with_a_warning(tmp_path, caplog):
+    data = activations(tmp_path, a=gaussian(300), b=gaussian(300).astype(np.float16))
+    with caplog.at_level("WARNING", logger="sae_sweep"):
+        open_files(data.path, None)
+    assert "a.npy: torch.float32, b.npy: torch.float16" in caplog.text
+    assert "read as torch.float32" in caplog.text
+
+
+def test_a_batch_larger_than_the_training_data_is_an_error(tmp_path):
+    """300 rows, 100 of them held out: a batch of 256 would repeat training rows."""
+    cfg = small_config(train__steps=10, train__checkpoint_every=0, train__batch_size=256)
+    cfg.data = activations(tmp_path / "acts", a=gaussian(300))
+    with pytest.raises(DataError, match=r"train\.batch_size=256 is larger than the 200 training"):
+        run_job(cfg, tmp_path / "run")
+    assert summary(tmp_path / "run")["status"] == "failed"
