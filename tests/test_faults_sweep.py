@@ -70,7 +70,7 @@ def test_worker_killed_by_sigkill_fails_its_job_alone_and_the_other_finishes(tmp
     pool (TerminatedWorkerError, which ended the whole sweep with no record); now that job
     fails, its record naming the signal, and the other, killed by loky, resumes and ends."""
     sweep_dir = tmp_path / "sweep"
-    proc = _start(sweep_dir, tmp_path, *TWO_JOBS, "train.steps=1200")
+    proc = _start(sweep_dir, tmp_path, *TWO_JOBS, "train.steps=600")
     victim = _training(sweep_dir, proc, n=1)[0]
     os.kill(victim["pid"], signal.SIGKILL)
     out = proc.communicate(timeout=300)[0]
