@@ -47,7 +47,13 @@ class LaunchLock:
         """Take the lock, or raise SweepLockedError naming its holder (`wait`: block until free)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 -- held open for as long as the lock
-        if not _try_lock(handle):
+        try:
+            locked = _try_lock(handle)
+        except OSError as exc:  # a file system without locks (some network mounts)
+            log.warning("cannot lock %s (%s): a second launch into this folder will not be "
+                        "detected", self.path, exc)  # fmt: skip
+            locked = True
+        if not locked:
             holder = describe(read_holder(self.path))
             if not wait:
                 handle.close()
@@ -126,5 +132,7 @@ def launcher_alive(sweep_dir: Path) -> bool | None:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:  # a file system without locks: nothing can be told
+            return None
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
