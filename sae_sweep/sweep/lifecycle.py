@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -343,7 +344,7 @@ class Sweep:
                 suspects.append((members, dirs, records))
         culprit, ambiguous = None, set()
         if isinstance(fault, BrokenProcessPool) and suspects:
-            culprit = _first_dead(suspects, deaths)
+            culprit = _first_dead(suspects, deaths, _reported_exit_codes(fault))
             if culprit is None and len(suspects) == 1:
                 culprit = (suspects[0][0], None)
             elif culprit is None:
@@ -508,14 +509,23 @@ def _job_fault(exc: BaseException) -> bool:
     )
 
 
-def _first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death]
-                ) -> tuple[list[int], Death] | None:  # fmt: skip
-    """The suspect pack whose worker died first (its records name the worker's pid)."""
+def _first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death],
+                reported: set[int]) -> tuple[list[int], Death] | None:  # fmt: skip
+    """The suspect pack whose worker died first (its records name the worker's pid); None
+    when no such death was seen, or the first one disagrees with how loky says the worker
+    that broke its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown),
+    i.e. the watcher saw it late."""
     by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
     for death in deaths:
         if death.pid in by_pid:
-            return by_pid[death.pid], death
+            code = -death.signal if death.signal is not None else death.exit_code
+            return (by_pid[death.pid], death) if not reported or code in reported else None
     return None
+
+
+def _reported_exit_codes(fault: BaseException) -> set[int]:
+    """The exit codes loky's TerminatedWorkerError names (`{SIGKILL(-9)}`), or {}."""
+    return {int(code) for code in re.findall(r"\w+\((-?\d+)\)", str(fault))}
 
 
 def _job_return(overrides: list[str], records: list[dict[str, Any]]) -> JobReturn:
