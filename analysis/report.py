@@ -556,18 +556,25 @@ def _tuning_section(a: Analysis, files: _Files) -> list[tuple]:
             if untuned
             else []
         ),  # fmt: skip
-        *(
-            [
-                (
-                    "p",
-                    f"{t.metric} at L0 {fmt(t.spec.at_l0)}, each pair at the shared value and "
-                    "each at its best (adjusted together):",
-                ),  # fmt: skip
-                ("ul", tuning_changes(a)),
-            ]
-            if t.pairs
-            else []
-        ),
+        *_changes_blocks(a),
+    ]
+
+
+def _changes_blocks(a: Analysis) -> list[tuple]:
+    """Each pair at the shared value and each at its best, unless no variant moved."""
+    t = a.tuning
+    if not t.pairs:
+        return []
+    if all(vt.best == t.shared for vt in t.variants.values() if vt.best is not None):
+        return [("p", "Every variant's best value is the shared one: tuning changed no "
+                      "comparison.")]  # fmt: skip
+    return [
+        (
+            "p",
+            f"{t.metric} at L0 {fmt(t.spec.at_l0)}, each pair at the shared value and each "
+            "at its best (adjusted together):",
+        ),  # fmt: skip
+        ("ul", tuning_changes(a)),
     ]
 
 

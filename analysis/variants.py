@@ -52,11 +52,13 @@ CODE_VERSION = ("versions.git_commit", "versions.sae-sweep")
 DERIVED = {"sae.d_sae": "sae.expansion_factor"}
 """{knob: the knob it is computed from}."""
 
-_BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.")
+_BOOKKEEPING_PREFIXES = ("logger.", "hydra.", "wandb.", "versions.", "tune.", "tune_criterion.")
 _BOOKKEEPING_KEYS = {"device", "name", "sweep", "output_dir", "run_dir", "rerun_failed"}
 # Target-L0 settings steer where lambda goes, not what is trained; a recipe name labels a bundle.
 _BOOKKEEPING_KEYS |= {"l0_targets", "l0_tolerance", "l0_max_rounds", "l0_target", "l0_placement",
                       "recipe"}  # fmt: skip
+# The tuning settings steer the sweep and its analysis (a run's tuned value is its own knob).
+_BOOKKEEPING_KEYS |= {"tune", "tune_criterion", "tune_criterion.shared"}
 # Last dotted component: names, paths, folders, logging/checkpoint intervals.
 _BOOKKEEPING_LEAF = re.compile(
     r"^(.*_)?(name|names|path|paths|dir|dirs|root|file|log_every|checkpoint_every|save_every)$"

@@ -23,6 +23,7 @@ SECTIONS = {
     "TrainConfig": "train.",
     "ResampleConfig": "resample.",
     "LoggerConfig": "logger.",
+    "TuneCriterion": "tune_criterion.",
     "LaunchConfig": "",
 }
 # The data sources share the `data.` prefix: one table each.

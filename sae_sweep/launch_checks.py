@@ -8,7 +8,10 @@ Registered in conf/config.yaml as `hydra.callbacks.launch_checks`, first of the 
   (`config.validation.target_limit_problems`, with the `max_l0_fraction` the analysis uses).
   With `data.d` null (a Hugging Face model's width is known once the model loads) nothing
   is checked here: the analysis still leaves every dense run out of the verdicts;
-- `restart=true` is for single runs (a sweep resumes its jobs; its folders are deleted by hand).
+- `restart=true` is for single runs (a sweep resumes its jobs; its folders are deleted by hand);
+- a sweep's `tune` and `tune_criterion` (`sweep.planning.tuning.tuning_problems`): known
+  knobs, non-empty lists, a criterion metric of the catalogue, a reference L0 among the
+  targets, pilot seeds the grid runs.
 
 Hydra turns an exception raised in a callback into a warning and goes on; SystemExit passes
 through it, with the message as the last line.
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config.validation import MAX_L0_FRACTION, target_limit_problems
 from .record.versions import code_tree, unclean_tree_message
 from .sweep.planning.grid import grid_axes, param_lines
+from .sweep.planning.tuning import tuning_problems
 
 
 class LaunchChecks(Callback):
@@ -58,17 +62,25 @@ def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
         fraction = max_l0_fraction(config)
         d = min(sweep_widths(config), default=None)  # the narrowest data bounds the targets
         problems += target_limit_problems(list(targets), tolerance, d, float(fraction))
+    if sweep and OmegaConf.select(config, "tune", default=None):
+        problems += tuning_problems(config, sweep_grid(config))
     return problems
+
+
+def sweep_grid(config: DictConfig) -> dict[str, list[str]]:
+    """The sweep's grid axes before any job runs: the sweep file's params, then the command
+    line (as the sweeper reads them)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    params = OmegaConf.to_container(params, resolve=True) if params else {}
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    return grid_axes(param_lines(params, list(task)))
 
 
 def sweep_widths(config: DictConfig) -> list[int]:
     """The input widths d of a sweep's jobs that are known before they run: the grid's
     `data.d` values (sweep file or command line) when it sweeps them, else the config's
     (`data.model.hidden_dim` for a SyntheticModel's data, `data=synthsaebench`)."""
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
-    params = OmegaConf.to_container(params, resolve=True) if params else {}
-    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
-    grid = grid_axes(param_lines(params, list(task)))
+    grid = sweep_grid(config)
     own = OmegaConf.select(config, "data.d", default=None)
     if own is None and OmegaConf.select(config, "data.model_path", default=None) is None:
         own = OmegaConf.select(config, "data.model.hidden_dim", default=None)

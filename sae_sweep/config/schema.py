@@ -363,6 +363,31 @@ class LoggerConfig:
     the versions, the device and the peak memory."""
 
 
+class TuneSeeds(str, Enum):
+    same = "same"
+    pilot = "pilot"
+
+
+@dataclass
+class TuneCriterion:
+    """How a tuned sweep picks each variant's value (docs/sweeps.md, "Tuning per variant")."""
+
+    metric: str | None = None
+    """The metric that decides (a catalogue name, e.g. fvu); null: the report's primary
+    metric (loss recovered on language-model data, else FVU)."""
+    at_l0: float | None = None
+    """The reference L0 the metric is read at, seed by seed; one of `l0_targets` in a
+    target-L0 sweep (null: its only target)."""
+    seeds: TuneSeeds = TuneSeeds.same
+    """`same`: the compared seeds also choose; `pilot`: `pilot_seeds` choose and are left out
+    of every comparison (no selection bias)."""
+    pilot_seeds: list[int] = field(default_factory=list)
+    """The seeds that choose when `seeds=pilot` (seeds of the grid)."""
+    shared: Any = None
+    """{knob: value} every variant would share without tuning: the baseline of "how much
+    tuning changed each variant" (null: the value best on average over the variants)."""
+
+
 @dataclass
 class Config:
     sae: SAEConfig = MISSING
@@ -407,6 +432,13 @@ class Config:
     controlled SAEs passed the gate set `control` (docs/sweeps.md, "Target-L0 sweeps")."""
     l0_target: float | None = None
     """The target L0 a refinement job was placed for (set by the sweeper; bookkeeping)."""
+    tune: Any = None
+    """Sweeps: knobs tuned per variant, {knob: [values]}, e.g. `{train.lr: [1e-3, 3e-3, 1e-2]}`
+    (several: their product); every variant trains at every value and is compared at its best
+    value by `tune_criterion` (null = no tuning; docs/sweeps.md, "Tuning per variant"). Typed
+    Any so that `tune={...}` on the command line replaces it whole."""
+    tune_criterion: TuneCriterion = field(default_factory=TuneCriterion)
+    """Sweeps with `tune`: how each variant's best value is chosen."""
     recipe: str | None = None
     """Name of the published recipe a variant preset reproduces as a bundle (e.g. the Gated
     SAE paper's); comparisons of two recipes list their differences once."""

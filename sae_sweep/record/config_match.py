@@ -24,9 +24,10 @@ from . import layout
 # Top-level keys that do not change what is trained: a re-run may differ in them. (Launch
 # options are no longer recorded, but records of earlier versions hold `rerun_failed`.)
 # The target-L0 settings steer the sweep, not the job: a re-run with more targets reuses the
-# grid. A recipe name only labels a preset.
+# grid; so do the tuning settings (a job's tuned value is its own knob). A recipe name only
+# labels a preset.
 IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
-                "l0_target", "l0_placement", "recipe")  # fmt: skip
+                "l0_target", "l0_placement", "tune", "tune_criterion", "recipe")  # fmt: skip
 # Nested knobs that check or move data without changing it.
 IGNORED_PATHS = ("data.verify_hashes", "train.pin_memory")
 

@@ -12,6 +12,7 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
         chains.py       target-L0 placement: one-round (L0 control) jobs, next round's jobs per
                         (variant, target), which job answers which
         targets.py      the fit: where to put lambda (or k) to land on a target L0
+        tuning.py       `tune`: every variant at every tuned value, a folder per value; its checks
     running/            one job, in the process that trains it
         task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures
         policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request

@@ -6,8 +6,9 @@
 `run` checks the grid's jobs compose and takes the sweep folder's lock (one launch at a time,
 bookkeeping/lock.py) before it writes anything, so a refused launch changes nothing; then it
 starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches the
-grid in batches, then, when the sweep sets `l0_targets`, refinement rounds until no target is
-open (targets.json), and ends it whatever happened in between: a job or the launcher
+grid in batches (with `tune`, every variant at every tuned value: planning/tuning.py), then,
+when the sweep sets `l0_targets`, refinement rounds until no target is open (targets.json),
+and ends it whatever happened in between: a job or the launcher
 raising, Ctrl-C, SIGTERM (signals.py: the jobs are told first, so they record
 `interrupted`). A variant placed by control (`l0_placement: control`) has no grid and no
 rounds: its jobs, one per target and seed, go out with the grid's first batch, each steering
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..config.schema import job_config
 from ..config.validation import ConfigError
@@ -51,7 +52,7 @@ from ..record import layout
 from ..record.atomic import atomic_write_json
 from .bookkeeping import manifest, table
 from .bookkeeping.lock import LaunchLock
-from .planning import chains, grid, targets
+from .planning import chains, grid, targets, tuning
 from .planning.packing import member_config, pack_file, pack_jobs, write_pack
 from .running.gpus import publish_machine_gpus
 from .running.task import ENV_LAUNCH_ID, fail_killed_job, mark_interrupted, settle_without_training
@@ -109,6 +110,10 @@ class Sweep:
         that does not compose, another launch into the folder) fails before it writes."""
         global _outcome
         axes = grid.grid_axes(grid.param_lines(self.params, arguments), self.loader)
+        spec = tuning.plan(self.config, axes)
+        if spec is not None:  # every variant at every tuned value, each in a folder of its own
+            axes = tuning.expand(axes, spec)
+            self._tuned_folders(spec)
         jobs = grid.grid_jobs(axes)
         plan = self.plan_rounds(jobs) if self.config.get("l0_targets") else None
         if plan is not None and plan.one_round:  # no grid for them: one job per target, seed
@@ -131,6 +136,18 @@ class Sweep:
                     _outcome = self.end()
         finally:
             lock.release()
+
+    def _tuned_folders(self, spec: tuning.TuneSpec) -> None:
+        """Name the tuned values in the job folders (`tuning.folder_pattern`): as a Hydra
+        override of the sweep's own, so every job any launcher composes from this config,
+        grid and target rounds, and a resume, lands in the same folder."""
+        pattern = _raw_subdir(self.config)
+        tuned = tuning.folder_pattern(pattern, spec)
+        if tuned == pattern:
+            return
+        with read_write(self.config.hydra), open_dict(self.config.hydra):
+            self.config.hydra.sweep.subdir = tuned
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.subdir='{tuned}'")
 
     def start(self, axes: dict[str, list[str]], n_jobs: int) -> None:
         """Record the launch in sweep.json; publish the launch id and the machine's GPUs to
