@@ -36,7 +36,8 @@ from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
 from analysis.matched import MAX_L0_FRACTION, PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
-from analysis.variants import Variants, assign_variants
+from analysis.tuning import declared_tuning, label_tuned
+from analysis.variants import Variants
 from analysis.verdicts import Rules, adjust, pct_text
 from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
@@ -337,6 +338,14 @@ class Sweep:
     """The runs table, with `variant_label`."""
     variants: Variants
     targets: dict | None
+    tuned: pd.DataFrame | None = None
+    """A sweep that declared `tune`: each variant's runs at its best value, on the comparing
+    seeds (`analysis.tuning`); None: no tuning."""
+
+    @property
+    def compared(self) -> pd.DataFrame:
+        """The runs the claims compare: every run, or with tuning each variant's at its best."""
+        return self.runs if self.tuned is None else self.tuned
 
     @property
     def name(self) -> str:
@@ -368,7 +377,7 @@ class Sweep:
     ) -> PairResult:
         """b against a at matched L0 (the sweep's targets, else interpolated L0s)."""
         targets, tol = sweep_targets(self.runs)
-        return compare_matched(self.runs, metric, a, b, max_l0_fraction, targets, tol, rules,
+        return compare_matched(self.compared, metric, a, b, max_l0_fraction, targets, tol, rules,
                                one_sided, margin)  # fmt: skip
 
     def analyse(self, reference: str | None, rules: Rules | None = None) -> Analysis:
@@ -391,8 +400,10 @@ def load_sweeps(root: Path, claims: Claims) -> list[Sweep]:
             folder = root / f"{data.key}_{kind}"
             if not (folder / "runs.csv").exists():
                 continue
-            runs, variants = assign_variants(read_runs(folder))
-            sweeps.append(Sweep(data, kind, folder, runs, variants, read_targets(folder)))
+            runs = read_runs(folder)
+            runs, variants, tuning = label_tuned(runs, declared_tuning(runs))
+            tuned = tuning.compared if tuning is not None else None
+            sweeps.append(Sweep(data, kind, folder, runs, variants, read_targets(folder), tuned))
     return sweeps
 
 

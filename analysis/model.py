@@ -26,8 +26,8 @@ from analysis.matched import (
     run_dims,
     sweep_targets,
 )
-from analysis.tuning import TuneSpec, Tuning, declared_tuning, select, without_knobs
-from analysis.variants import LABEL, Variants, assign_variants, value_key
+from analysis.tuning import TuneSpec, Tuning, declared_tuning, label_tuned
+from analysis.variants import LABEL, Variants, value_key
 from analysis.verdicts import Rules, adjust
 from sae_sweep.evaluation.catalogue import names, primary_order
 
@@ -133,7 +133,7 @@ def analyse(
     if not max_l0_fraction > 0:
         raise ValueError(f"max_l0_fraction={max_l0_fraction} must be > 0 (0.5 = L0 up to d/2)")
     spec = declared_tuning(runs) if tune == "declared" else tune
-    labelled, variants = assign_variants(without_knobs(runs, spec.knobs) if spec else runs)
+    labelled, variants, tuning = label_tuned(runs, spec, rules, max_l0_fraction)
     ref = variants.order[0] if variants.order else None
     if reference is not None:
         # A variant name also selects its first label ("gated_original (warmup=0)").
@@ -145,12 +145,7 @@ def analyse(
     targets, tol = sweep_targets(labelled)
     a = Analysis(labelled, variants, max_l0_fraction=max_l0_fraction, reference=ref,
                  targets=targets, tolerance=tol, recipes=_recipes(labelled),
-                 rules=rules)  # fmt: skip
-    if spec is not None:
-        have = [m for m in primary_order() if m in labelled
-                and pd.to_numeric(labelled[m], errors="coerce").notna().any()]  # fmt: skip
-        criterion = have[0] if have else "fvu"
-        a.tuning = select(labelled, spec, variants.order, criterion, rules, max_l0_fraction)
+                 rules=rules, tuning=tuning)  # fmt: skip
     compared = a.compared
     for m in metrics or metrics_present(labelled):
         pts = frontier_points(compared, m)

@@ -247,7 +247,7 @@ def _claim_plots(
     (the difference a verdict is about, not one across pairs)."""
     labels = list(dict.fromkeys(x for pair in pairs for x in pair))
     stem = f"claim_{claim.key}_{s.data.key}_{metric}"
-    runs = s.runs[s.runs[LABEL].isin(labels)]
+    runs = s.compared[s.compared[LABEL].isin(labels)]
     refs = list(dict.fromkeys(a for a, _ in pairs))
     reference = refs[0] if len(refs) == 1 else "a"
     band = claim.max_l0_fraction

@@ -1,6 +1,6 @@
 """Each variant at its own best value of the tuned knobs, chosen before any comparison.
 
-A sweep that declares `tune` (sae_sweep/sweep/planning/tuning.py) trains every variant at
+A sweep that declares `tune` (its spec: sae_sweep/tuning.py) trains every variant at
 every tuned value. Here, per variant, each value's criterion is read: the criterion metric
 at the reference L0 `at_l0`, seed by seed, as the comparisons read a matched L0
 (`analysis.matched.values_at`), on the choosing seeds (`pilot_seeds`, or every seed). The
@@ -36,10 +36,18 @@ import pandas as pd
 from analysis.load import KnobNames
 from analysis.matched import MAX_L0_FRACTION, sweep_targets, values_at
 from analysis.paired import LogRatio, log_ratio
-from analysis.variants import LABEL, SEED, knob_columns, short_names, value_key
+from analysis.variants import (
+    LABEL,
+    SEED,
+    Variants,
+    assign_variants,
+    knob_columns,
+    short_names,
+    value_key,
+)
 from analysis.verdicts import Judged, Rules, adjust
-from sae_sweep.evaluation.catalogue import higher_is_better
-from sae_sweep.sweep.planning.tuning import CRITERION_FIELDS, TuneSpec, tune_spec
+from sae_sweep.evaluation.catalogue import higher_is_better, primary_order
+from sae_sweep.tuning import CRITERION_FIELDS, TuneSpec, tune_spec
 
 TUNE_PREFIX = "tune."
 CRITERION_PREFIX = "tune_criterion."
@@ -319,3 +327,28 @@ def _shared(spec: TuneSpec, variants: dict[str, VariantTuning], h: bool) -> tupl
         if best is None or _better(h, m, common[best]):
             best = k
     return best
+
+
+def primary_present(runs: pd.DataFrame) -> str:
+    """The report's primary metric among those the runs have a value of (the criterion when
+    the spec names none): loss recovered on a language model, else FVU."""
+    for m in primary_order():
+        if m in runs and pd.to_numeric(runs[m], errors="coerce").notna().any():
+            return m
+    return "fvu"
+
+
+def label_tuned(
+    runs: pd.DataFrame,
+    spec: TuneSpec | None,
+    rules: Rules | None = None,
+    max_l0_fraction: float = MAX_L0_FRACTION,
+) -> tuple[pd.DataFrame, Variants, Tuning | None]:
+    """(the runs with their variant labels, the variants, the tuning): with a spec, variants
+    are labelled without the tuned knobs and each is chosen its best value (`select`); the
+    comparisons then read `Tuning.compared`. Without one: `assign_variants` and None."""
+    if spec is None:
+        return (*assign_variants(runs), None)
+    labelled, variants = assign_variants(without_knobs(runs, spec.knobs))
+    t = select(labelled, spec, variants.order, primary_present(labelled), rules, max_l0_fraction)
+    return labelled, variants, t

@@ -164,3 +164,31 @@ def test_bad_tuning_arguments_name_the_fix(tmp_path, capsys, args, message):
     plain = make_tuned_sweep(tmp_path / "plain", seeds=(0, 1), declare=False)
     assert cli_main([str(plain), "--metrics", "fvu", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_claim_on_a_tuned_sweep_compares_each_variant_at_its_best(tmp_path):
+    """The results page reads a sweep's committed runs table: a claim on a tuned sweep sees
+    each variant at its best lr, as the sweep's own report does."""
+    from analysis import claims as cl
+
+    runs = load_runs(make_tuned_sweep(tmp_path / "s"))
+    write_report(runs, tmp_path / "report", analysis=analyse(runs, metrics=["fvu"]), plots=False)
+    folder = tmp_path / "results" / "s_penalty"
+    folder.mkdir(parents=True)
+    (folder / "runs.csv").write_text((tmp_path / "report" / "tables" / "runs.csv").read_text())
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        "sweeps: [penalty]\n"
+        "data_sets:\n"
+        "  - {key: s, title: synthetic, metrics: [fvu], headline: [fvu]}\n"
+        "claims:\n"
+        "  - {key: a, statement: x, sweep: penalty, comparisons: [{a: l1, b: dn, expect: b}]}\n"
+    )
+    claims = cl.load_claims(path)
+    (sweep,) = cl.load_sweeps(tmp_path / "results", claims)
+    assert sweep.variants.order == ["l1", "dn"]
+    assert sorted(set(zip(sweep.compared["variant"], sweep.compared["train.lr"], strict=True))) \
+        == [("dn", 0.01), ("l1", 0.001)]  # fmt: skip
+    result = sweep.compare("l1", "dn", "fvu", 0.5, cl.Rules())
+    assert {pt.judged.words() for pt in result.points} == {"b better"}
+    assert result.points[0].judged.effect.pct() == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.2)

@@ -11,13 +11,8 @@ from omegaconf import OmegaConf
 from sae_sweep.launch_checks import launch_problems
 from sae_sweep.sweep.planning import chains
 from sae_sweep.sweep.planning.grid import grid_jobs
-from sae_sweep.sweep.planning.tuning import (
-    config_problems,
-    expand,
-    folder_pattern,
-    grid_problems,
-    tune_spec,
-)
+from sae_sweep.sweep.planning.tuning import config_problems, expand, folder_pattern, grid_problems
+from sae_sweep.tuning import tune_spec
 from tests.sweep_fixtures import jobs, run_sweep_in_process
 
 LR = {"train.lr": [0.001, 0.003, 0.01]}
