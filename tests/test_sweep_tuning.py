@@ -83,6 +83,15 @@ def test_the_grid_expands_by_the_tuned_values_and_each_value_is_its_own_chain():
     assert "variant=a, train.lr=0.003, train.batch_size=128" in plan.variants
     states = chains.place_targets(plan, [], [6.0], 0.1)
     assert {s.variant for s in states} == set(plan.variants)
+    # placed by control (one round, no grid): a job per (variant, tuned value, target, seed),
+    # each in a folder that names its tuned values
+    control = chains.plan_targets(grid, pattern, placement=lambda template: chains.CONTROL)
+    one_round = chains.one_round_jobs(control, [6.0])
+    assert len(one_round) == 2 * 3 * 2 * 2
+    assert {o for job in one_round for o in job if o.startswith("hydra.sweep.subdir")} == {
+        "hydra.sweep.subdir='${variant}/target6_seed${seed}_lr${train.lr}"
+        "_batch_size${train.batch_size}'"
+    }
 
 
 def test_a_bad_tuning_refuses_the_launch_before_anything_is_written():
@@ -107,24 +116,24 @@ def test_real_tuned_sweep_compares_each_variant_at_its_best_lr_and_resumes(tmp_p
     lr): the report names the value each variant is compared at; a re-run trains nothing."""
     d = tmp_path / "sweep"
     args = ["variant=gated_original,gated_dn_trainable_live", "seed=0,1", "lambda_multiplier=1,4",
-            "train.steps=120", "l0_targets=[6]", "tune={train.lr: [0.002, 0.004]}",
+            "train.steps=120", "l0_targets=[6]", "l0_placement=rounds",
+            "tune={train.lr: [0.002, 0.004]}",
             "tune_criterion={metric: fvu}"]  # fmt: skip
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args,
                                 "hydra.sweeper.analysis=true", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
     manifest = json.loads((d / "sweep.json").read_text())
     assert manifest["grid"]["train.lr"] == ["0.002", "0.004"]
-    done = jobs(d)
-    grid_dirs = {f"{v}/lam{m}_seed{s}_lr{lr}" for v in ("gated_original", "gated_dn_trainable_live")
-                 for m in ("1.0", "4.0") for s in (0, 1) for lr in ("0.002", "0.004")}  # fmt: skip
-    assert grid_dirs <= set(done), sorted(done)
+    done = jobs(d)  # every job folder names its lr; every variant trained at both, both seeds
+    assert all(k.endswith(("_lr0.002", "_lr0.004")) for k in done), sorted(done)
+    trained = {(k.split("/")[0], k.rsplit("_lr", 1)[1], k.split("_seed")[1][0]) for k in done}
+    assert trained == {(v, lr, s) for v in ("gated_original", "gated_dn_trainable_live")
+                       for lr in ("0.002", "0.004") for s in "01"}  # fmt: skip
     targets = json.loads((d / "targets.json").read_text())["targets"]
-    assert {t["variant"] for t in targets} == {
+    assert {t["variant"] for t in targets} == {  # a target chain per (variant, lr)
         f"variant={v}, train.lr={lr}" for v in ("gated_original", "gated_dn_trainable_live")
         for lr in ("0.002", "0.004")
     }  # fmt: skip
-    rounds = [k for k in done if k not in grid_dirs]
-    assert all(k.endswith(("_lr0.002", "_lr0.004")) for k in rounds), rounds
 
     runs = pd.read_csv(d / "tables" / "runs.csv")
     tuning = pd.read_csv(d / "tables" / "tuning.csv")
