@@ -86,6 +86,25 @@ def test_worker_killed_by_sigkill_fails_its_job_alone_and_the_other_finishes(tmp
     assert "1 done, 1 failed" in (sweep_dir / layout.TABLE_MD).read_text()
 
 
+@pytest.mark.slow
+def test_worker_sent_sigterm_records_its_job_interrupted_and_the_other_finishes(tmp_path):
+    """`kill -TERM` of one job's process, the issue's case: the job records `interrupted` at
+    its step (a re-run resumes it) and the sweep goes on with the other job, which joblib's
+    abort took down with it."""
+    sweep_dir = tmp_path / "sweep"
+    proc = _start(sweep_dir, tmp_path, *TWO_JOBS, "train.steps=600")
+    victim = _training(sweep_dir, proc, n=1)[0]
+    os.kill(victim["pid"], signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out[-3000:]
+    records = {r["pid"] == victim["pid"]: r for r in jobs(sweep_dir).values()}
+    stopped, other = records[True], records[False]
+    assert stopped["outcome"] == "interrupted" and "SIGTERM" in stopped["error"], stopped
+    assert summary(sweep_dir / stopped["dir"])["status"] == "interrupted"
+    assert other["outcome"] == "done", out[-3000:]
+    assert "1 done, 0 failed, 1 interrupted" in (sweep_dir / layout.TABLE_MD).read_text()
+
+
 # -- the launcher told to stop (defect 5) -------------------------------------------------
 
 
