@@ -97,11 +97,10 @@ class PublishResult:
             lines.append("  WANDB_MODE=disabled: nothing logged; the local report is the output.")
         if not self.ok:
             done = [k for k, v in self.steps.items() if v.startswith("ok")]
-            lines.append(
-                "  PARTIALLY PUBLISHED: only "
-                + (", ".join(done) or "nothing")
-                + f" reached W&B. Fix the error and run again: {self.publish_cmd}"
+            what = (
+                f"PARTIALLY PUBLISHED: only {', '.join(done)}" if done else "NOT PUBLISHED: nothing"
             )
+            lines.append(f"  {what} reached W&B. Fix the error and run again: {self.publish_cmd}")
         return "\n".join(lines)
 
 
@@ -451,8 +450,8 @@ def publish(
         except Exception as e:  # noqa: BLE001 - login, network
             res.steps["jobs on W&B"] = f"FAILED: {type(e).__name__}: {e}"
         if not res.ok:
-            res.steps["summary run"] = "skipped: the jobs are not all on W&B (nothing linked)"
-            res.steps["W&B report"] = "skipped: the jobs are not all on W&B (nothing linked)"
+            why = "skipped: needs every job run on W&B first (nothing linked)"
+            res.steps["summary run"] = res.steps["W&B report"] = why
             return res
     if report_only:
         res.steps["summary run"] = "skipped: --report-only"

@@ -31,6 +31,9 @@ WANDB_DIR = "wandb"
 """W&B's own folder in a run's `dir` (a job folder, the report folder): offline-run-*."""
 SYNC_TIMEOUT_S = 3600.0
 """Per `wandb sync` process: one folder's runs (a job's, with its SAE artifact)."""
+STOP_AFTER_FAILURES = 3
+"""Folders failing in a row after which the sync stops: the cause is not one run's (no
+login, no network), and each `wandb sync` costs seconds to say it again."""
 
 
 def wandb_sync(paths: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -69,16 +72,20 @@ class SyncResult:
     """Run folders uploaded by an earlier sync."""
     failed: dict[str, str] = field(default_factory=dict)
     """Run folder -> why it is not uploaded (the tail of wandb's output)."""
+    not_tried: list[str] = field(default_factory=list)
+    """Run folders left after `STOP_AFTER_FAILURES` folders failed in a row."""
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.not_tried
 
     def describe(self) -> str:
-        n = len(self.synced) + len(self.earlier) + len(self.failed)
+        n = len(self.synced) + len(self.earlier) + len(self.failed) + len(self.not_tried)
         lines = [f"W&B sync of {self.sweep_dir}: {n} offline runs, {len(self.synced)} uploaded "
-                 f"now, {len(self.earlier)} earlier, {len(self.failed)} failed "
-                 f"(progress in {layout.WANDB_SYNC})"]  # fmt: skip
+                 f"now, {len(self.earlier)} earlier, {len(self.failed)} failed"
+                 + (f", {len(self.not_tried)} not tried (stopped after {STOP_AFTER_FAILURES} "
+                    "failures in a row)" if self.not_tried else "")
+                 + f" (progress in {layout.WANDB_SYNC})"]  # fmt: skip
         for run, why in list(self.failed.items())[:10]:
             lines.append(f"  FAILED {run}: {why}")
         if len(self.failed) > 10:
@@ -103,8 +110,12 @@ def sync_sweep(sweep_dir: str | os.PathLike, runner: SyncRunner | None = None) -
     progress = read_progress(sweep_dir)
     done: dict = progress.setdefault("synced", {})
     res = SyncResult(sweep_dir)
+    in_a_row = 0
     for folder, runs in offline_runs(sweep_dir).items():
         rel = {run: run.relative_to(sweep_dir).as_posix() for run in runs}
+        if in_a_row >= STOP_AFTER_FAILURES:
+            res.not_tried += [rel[run] for run in runs if not (rel[run] in done or is_synced(run))]
+            continue
         todo = []
         for run in runs:
             if rel[run] in done or is_synced(run):  # by us, or by a `wandb sync` of the user's
@@ -126,6 +137,7 @@ def sync_sweep(sweep_dir: str | os.PathLike, runner: SyncRunner | None = None) -
                 res.synced.append(rel[run])
             else:
                 res.failed[rel[run]] = why
+        in_a_row = 0 if all(is_synced(run) for run in todo) else in_a_row + 1
         atomic_write_json(sweep_dir / layout.WANDB_SYNC, progress)
     return res
 
