@@ -121,6 +121,10 @@ def benchmark_section(a: Analysis, files) -> list[tuple]:
     ]
     for target, table in benchmark_tables(values).items():
         blocks += [("h3", f"L0 {fmt(target)}"), ("table", table)]
+        absent = [v for v in a.variants.order if v not in set(table["variant"])]
+        if absent:
+            why = "no point within the L0 tolerance, or a run there in the dense regime"
+            blocks.append(("p", f"Not at this target ({why}): {', '.join(absent)}."))
     lines = gated_verdicts(a)
     blocks.append(("h3", "Gated against each modern architecture"))
     blocks.append(("ul", lines) if lines else ("p", "No gated and modern pair at a matched L0."))

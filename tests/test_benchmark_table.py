@@ -81,6 +81,7 @@ def test_report_shows_the_table_only_with_ground_truth_metrics(tmp_path):
     with_truth = analysis.run_analysis(_sweep_folder(tmp_path / "a", ground_truth=True))
     md = with_truth.report_md.read_text()
     assert "## Ground-truth table (SynthSAEBench form)" in md and "### L0 8" in md
+    assert "Not at this target" not in md  # every variant has a point at both targets
     assert "`batchtopk` vs `gated_original`" in md.split("Gated against each modern")[1]
     assert (tmp_path / "a" / "tables" / "benchmark_table.csv").exists()
     without = analysis.run_analysis(_sweep_folder(tmp_path / "b", ground_truth=False))
