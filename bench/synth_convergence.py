@@ -56,10 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--every", type=int, default=250, help="steps between evaluations")
     parser.add_argument("--plot", type=Path, help="also plot the curves into this PNG")
-    args, overrides = parser.parse_known_args()
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the job config")
+    args = parser.parse_args()
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        composed = compose(config_name="config", overrides=[*DEFAULTS, *overrides])
+        composed = compose(config_name="config", overrides=[*DEFAULTS, *args.overrides])
     cfg = job_config(OmegaConf.to_object(composed))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
