@@ -1,8 +1,9 @@
 """`sae-analysis SWEEP --sync` on a small sweep of real offline W&B runs: one `wandb sync` per
 folder, run in that folder (where the jobs' SAE artifacts are referenced from), progress in
-wandb_sync.json, and a second sync after a failure goes on with what is left. The upload is
-a W&B server in the test process (tests/wandb_server.py); W&B's own `wandb sync` is run for
-real once, as a dry run, to show it takes the run folders given."""
+wandb_sync.json, and a second sync after a failure goes on with what is left (the upload
+replaced in the test process, tests/wandb_server.py). And W&B's own `wandb sync` for real,
+against a W&B server on a local port (tests/wandb_http.py): a job folder moved after it
+ran uploads its run and its SAE artifact's files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from wandb_http import WandbHTTPServer
 from wandb_server import FakeWandbServer
 
 import analysis.sync
@@ -114,3 +116,44 @@ def test_sync_needs_a_sweep_folder(tmp_path, capsys):
     assert main(["--wandb", "e/p", "--sync"]) == 2
     assert "--sync needs the SWEEP_DIR" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--sync"]) == 2
+
+
+def test_a_moved_sweep_uploads_its_jobs_sae_artifacts_through_wandb_sync(tmp_path, monkeypatch):
+    """The real `wandb sync` (wandb-core) run as the sync runs it, against a W&B server on a
+    local port: the run lands in the instance's group and every file of the SAE artifact is
+    uploaded from the job folder, after the sweep folder was moved."""
+    import wandb
+    from conftest import small_config
+
+    from sae_sweep.config.schema import LoggerMode
+    from sae_sweep.job import run_job
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = small_config(train__steps=10, variant="gated_original")
+    cfg.logger.mode, cfg.logger.group = LoggerMode.offline, GROUP
+    run_job(cfg, tmp_path / "here" / "s" / "job")
+    wandb.teardown()
+    moved = tmp_path / "elsewhere" / "s"
+    moved.parent.mkdir()
+    (tmp_path / "here" / "s").rename(moved)
+
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    with WandbHTTPServer() as server:
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        res = sync_sweep(moved)
+        assert res.ok and len(res.synced) == 1, res.describe()
+        (upsert, *_) = server.named("UpsertBucket")
+        assert upsert["groupName"] == GROUP
+        assert upsert["displayName"] == "gated_original coef=3 seed0"
+        saelens = moved / "job" / "saelens"
+        assert {name: server.uploads.get(name) for name in ("cfg.json", "sae_weights.safetensors",
+                                                             "sparsity.safetensors")} == {
+            p.name: p.stat().st_size for p in saelens.iterdir()}  # fmt: skip
+        assert len(server.named("CommitArtifact")) == 1
+        # synced once: a second sync sends nothing
+        sent = len(server.operations)
+        again = sync_sweep(moved)
+        assert again.ok and again.earlier == res.synced and not again.synced
+        assert len(server.operations) == sent
