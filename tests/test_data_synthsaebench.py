@@ -278,3 +278,31 @@ def test_sweep_targets_are_checked_against_the_models_width():
     (problem,) = launch_problems(too_high, sweep=True)
     assert "40" in problem and "29.09" in problem
     assert launch_problems(saved, sweep=True) == []
+
+
+@pytest.mark.parametrize("overrides", [[], ["data=synthsaebench_16k", "sae.d_sae=4096",
+                                            "train.lr=3e-4", "train.steps=195313"]])  # fmt: skip
+def test_every_variant_of_the_synthsaebench_sweep_is_a_valid_job(overrides):
+    """sweeps/synthsaebench.yaml: all seven variants, on the CPU preset (width 256, 2M samples
+    in one pass) or the 16k model by override (width 4096, 200M samples)."""
+    from sae_sweep.config.schema import job_config
+    from sae_sweep.models import validate
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        grid = compose(config_name="config", overrides=["+sweep=synthsaebench"],
+                       return_hydra_config=True).hydra.sweeper.params  # fmt: skip
+        variants = grid.variant.split(",")
+        assert len(variants) == 7 and str(grid.seed) == "0,1,2"
+        for variant in variants:
+            composed = compose(config_name="config",
+                               overrides=["+sweep=synthsaebench", f"variant={variant}",
+                                          "lambda_multiplier=5.5", *overrides])  # fmt: skip
+            cfg = job_config(OmegaConf.to_object(composed))
+            validate(cfg)
+            assert cfg.data.kind == "synthsaebench" and cfg.sweep == "synthsaebench"
+            samples = cfg.train.steps * cfg.train.batch_size
+            if overrides:
+                assert cfg.sae.d_sae == 4096 and cfg.data.live and samples >= 200_000_000
+            else:
+                assert cfg.sae.d_sae == 256 and samples == cfg.data.n_train == 2_048_000

@@ -311,10 +311,10 @@ class SynthSAEBenchDataConfig(DataConfig):
     n_eval: int = 65_536
     """Held-out samples, cached with their true feature activations (the ground-truth metrics)."""
     live: bool = False
-    """Draw each training batch from the model on the training device (seeded by run seed and
-    step) instead of reading the cache: for budgets too large to cache (the 16k model's 200M
-    samples, on a GPU). The held-out split and the normalisation scalar still come from the
-    cache."""
+    """Draw each training batch from the model on the training device (seeded by sample seed,
+    run seed and step) instead of reading the cache: for budgets too large to cache (the 16k
+    model's 200M samples, on a GPU). The held-out split and the normalisation scalar still come
+    from the cache."""
     sample_device: str = "auto"
     """Where the model is built and the cache sampled: `auto` (the job's GPU, else the CPU),
     `cpu`, `cuda` or `cuda:N`. GPU and CPU draw different (equally distributed) samples."""
