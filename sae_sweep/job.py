@@ -36,28 +36,37 @@ from .record import RunLogger, atomic_write_text, layout, replace_atomically
 from .record.atomic import remove_stale_temporaries
 from .record.config_match import check_same_config
 from .record.knobs import flat_knobs
+from .record.progress import reclassify_dead
 from .record.versions import versions
 from .record.wandb_run import log_sae_artifact, run_name, run_tags
 from .record.weights import save_firing, save_sae
-from .training.interruption import JobInterrupted, held, signal_name, stop_on_signals
+from .training.interruption import JobInterrupted, held, stop_on_signals
 from .training.loop import TrainingRun, TrainResult, train
+from .training.memory import InsufficientMemoryError, check_training_fits
 from .training.progress import JobProgress
 
 
 def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
     """Train, evaluate and record one SAE; returns the summary written to summary.json.
     Raises what made it fail (after recording it)."""
-    (outcome,) = run_jobs([(cfg, out_dir)])
+    (outcome,) = run_jobs([(cfg, out_dir)], reclassify_killed=True)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
-def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception]:
+def run_jobs(
+    jobs: list[tuple[Config, Path]], *, reclassify_killed: bool = False
+) -> list[dict[str, Any] | Exception]:
     """Train SAEs that share `data`, `seed`, `device`, `dtype` and `train.batch_size` on one
     stream of batches. Returns, per job, its summary or the exception it failed with (an
     invalid config fails before anything of it is written). An interruption (Ctrl-C,
-    SIGTERM) marks every unfinished SAE `interrupted` and propagates."""
+    SIGTERM) marks every unfinished SAE `interrupted` and propagates.
+
+    reclassify_killed (single runs): an earlier start killed without a word (a `running`
+    progress under a dead pid: the out-of-memory killer) is first recorded `failed`, then
+    the job resumes. A sweep's launcher records the jobs of its killed workers itself, and a
+    sweep killed as a whole resumes its jobs (sweep/running/policy.py)."""
     shared = {_stream(cfg) for cfg, _ in jobs}
     if len(shared) > 1:
         raise ValueError(f"jobs trained together must share data, seed, device, dtype and "
@@ -67,7 +76,7 @@ def run_jobs(jobs: list[tuple[Config, Path]]) -> list[dict[str, Any] | Exception
     for i, (cfg, out_dir) in enumerate(jobs):
         try:
             validate(cfg)  # before anything is written: a bad config leaves no record behind
-            members.append(_Member(i, cfg, Path(out_dir)))
+            members.append(_Member(i, cfg, Path(out_dir), reclassify_killed))
         except Exception as exc:  # noqa: BLE001 -- this job's outcome
             outcomes[i] = exc
     with stop_on_signals(), contextlib.ExitStack() as stack:  # SIGTERM, SIGINT: JobInterrupted
@@ -106,6 +115,12 @@ def _train_together(members: list[_Member]) -> None:
         _save_ground_truth(source, members)
         norm_scales: dict[int, float] = {}  # one estimate per pack, shared by members that agree
         built = [m for m in members if m.guard(m.build, source, device, norm_scales)]
+        try:  # before the first step: a job that cannot fit never starts
+            check_training_fits([m.run for m in built], first.train.batch_size, device)
+        except InsufficientMemoryError as exc:
+            for m in built:
+                m.fail(exc)
+            return
         results = train([m.run for m in built], source, lambda i, exc: built[i].fail(exc))
         for m, result in zip(built, results, strict=True):
             if result is not None:
@@ -124,8 +139,9 @@ def _save_ground_truth(source, members: list[_Member]) -> None:
 class _Member:
     """One SAE of a job: its config, record folder, logger, model and training state."""
 
-    def __init__(self, index: int, cfg: Config, out_dir: Path):
+    def __init__(self, index: int, cfg: Config, out_dir: Path, reclassify_killed: bool = False):
         self.index, self.cfg, self.out_dir = index, cfg, out_dir
+        self.reclassify_killed = reclassify_killed
         self.outcome: dict[str, Any] | Exception | None = None
         self.log: RunLogger | None = None
         self.progress: JobProgress | None = None
@@ -143,6 +159,8 @@ class _Member:
         cfg, out_dir = self.cfg, self.out_dir
         resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
         check_same_config(out_dir, resolved)  # a folder of other settings stays untouched
+        if self.reclassify_killed:  # an earlier start killed without a word: said, then resumed
+            reclassify_dead(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)  # of a write killed in an earlier start (weights)
         atomic_write_text(out_dir / layout.CONFIG, OmegaConf.to_yaml(resolved))
@@ -242,7 +260,8 @@ class _Member:
             "traceback": "".join(traceback.format_exception(exc)),
             "steps_done": done,  # the steps trained when it stopped
             "checkpoint_step": resumes_from,  # where a re-run resumes (None: from step 0)
-            "signal": signal_name(exc.signum) if isinstance(exc, JobInterrupted) else None,
+            # its number, as a worker killed under a sweep records it (sweep/running/task.py)
+            "signal": exc.signum if isinstance(exc, JobInterrupted) else None,
         }
         summary = {**failed, **self.base, "wall_s": time.perf_counter() - self.t0, "ended": _now()}
         self.log.write_summary(summary)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import killed_after_checkpoint, small_config
 
 from sae_sweep.config.schema import ActivationsDataConfig
@@ -204,7 +205,7 @@ def test_sigterm_to_a_single_run_records_interrupted_at_its_step_and_the_rerun_r
     assert proc.returncode == 128 + signal.SIGTERM, output
 
     s = summary(run)
-    assert s["status"] == "interrupted" and s["signal"] == "SIGTERM", s
+    assert s["status"] == "interrupted" and s["signal"] == signal.SIGTERM, s
     step = s["steps_done"]
     assert 30 <= step < 150 and s["checkpoint_step"] == step
     assert f"after step {step} of 150" in s["error"]
@@ -241,6 +242,81 @@ run_job(small_config(train__steps=400, train__checkpoint_every=0), Path(sys.argv
     assert proc.returncode == 255 and "bypassing SIGTERM" in output, output
     s = summary(tmp_path / "job")
     assert s["status"] == "interrupted" and s["error"].startswith("SystemExit"), s
+
+
+# -- memory (defect 4) --------------------------------------------------------------------
+
+
+def test_evaluation_that_would_not_fit_runs_in_smaller_batches_to_the_same_metrics(
+    tmp_path, monkeypatch, caplog
+):
+    """What the default train.eval_batch_size needs at a large d_sae is more than the device
+    has: the held-out rows go through in batches that fit, and the metrics are unchanged."""
+    import sae_sweep.training.memory as memory
+    from sae_sweep.data import build_source
+    from sae_sweep.evaluation import evaluate
+    from sae_sweep.models import build_sae
+
+    cfg = small_config()
+    source = build_source(cfg.data, cfg.seed, torch.device("cpu"))
+    sae = build_sae(cfg.sae, d_in=source.d, seed=0)
+    whole = evaluate(sae, source, 1.0, batch_size=2048)
+    fits = 100 * memory.row_bytes(sae)  # about 90 rows fit
+    monkeypatch.setattr(memory, "free_bytes", lambda device: fits)
+    with caplog.at_level("WARNING", logger="sae_sweep"):
+        chunked = evaluate(sae, source, 1.0, batch_size=2048)
+    assert "train.eval_batch_size=2048" in caplog.text and "evaluating 90 rows" in caplog.text
+    for key in ("l0", "fvu", "mse", "shrinkage", "dead_fraction", "mmcs"):
+        assert chunked[key] == pytest.approx(whole[key], rel=1e-5), key
+
+    monkeypatch.setattr(memory, "free_bytes", lambda device: memory.row_bytes(sae))
+    with pytest.raises(memory.InsufficientMemoryError, match=r"sae\.d_sae"):
+        evaluate(sae, source, 1.0, batch_size=2048)
+
+
+def test_training_that_would_not_fit_is_refused_before_its_first_step(tmp_path, monkeypatch):
+    import sae_sweep.training.memory as memory
+
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 200_000)
+    with pytest.raises(memory.InsufficientMemoryError) as refused:
+        run_job(small_config(), tmp_path)
+    message = str(refused.value)
+    assert "train.batch_size=128" in message and "d_sae=64" in message and "Fix:" in message
+    s = summary(tmp_path)
+    assert s["status"] == "failed" and s["steps_done"] == 0 and s["checkpoint_step"] is None
+
+
+def test_a_job_killed_without_a_word_is_recorded_failed_at_its_next_start(tmp_path, caplog):
+    """The kernel's out-of-memory killer sends SIGKILL: no handler runs, and progress.json says
+    `running` under a pid that is gone. The next start records the kill (with the pid and
+    step), then resumes from the checkpoint."""
+    marker = tmp_path / "step30"
+    config = "small_config(train__steps=400, train__checkpoint_every=30)"
+    proc = job_process(
+        _SLOW_STEPS + f"run_job({config}, Path(sys.argv[2]))\n", marker, tmp_path / "job"
+    )
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    progress = json.loads((tmp_path / "job" / "progress.json").read_text())
+    assert progress["state"] == "running" and progress["pid"] == proc.pid
+
+    from sae_sweep.record.progress import reclassify_dead
+
+    with caplog.at_level("WARNING", logger="sae_sweep"):
+        s = reclassify_dead(tmp_path / "job")
+    assert s["status"] == "failed" and f"pid {proc.pid}" in s["error"]
+    assert "out-of-memory killer" in s["error"] and s["checkpoint_step"] == 30
+    assert summary(tmp_path / "job") == s
+    assert reclassify_dead(tmp_path / "job") is None  # recorded once
+
+    # the next start of the single run (which does the same) resumes it
+    (tmp_path / "job" / "summary.json").unlink()
+    (tmp_path / "job" / "progress.json").write_text(json.dumps(progress))
+    with caplog.at_level("WARNING", logger="sae_sweep"):
+        done = run_job(small_config(train__steps=400, train__checkpoint_every=30), tmp_path / "job")
+    assert "KilledWithoutRecord" in caplog.text
+    assert done["status"] == "done" and done["resumed_from_step"] == 30
 
 
 # -- inputs (item 7) ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 
 from ..data.source import ActivationSource, DataError, held_out_batches
 from ..models.base import SparseAutoencoder
+from ..training.memory import eval_rows_that_fit
 from .catalogue import names
 from .ground_truth import GroundTruthMetrics
 from .lm import evaluate_lm
@@ -50,6 +51,7 @@ def evaluate(
 
     `firing`, when given, receives `frequency`: the (M,) per-latent firing frequency.
     """
+    batch_size = eval_rows_that_fit(sae, batch_size)  # fewer rows at once when memory is short
     was_training = sae.training
     sae.eval()
     acc = StreamingMetrics(sae.d_sae, sae.W_dec.device)

@@ -10,7 +10,9 @@ job waiting for an activation cache reads the building job's. The file holds
      "host", "pid", "started", "updated", "updated_unix"}
 
 where `state` is `preparing`, `running`, `evaluating`, `done`, `failed` or `interrupted`,
-and `updated_unix` (seconds since the epoch) tells how fresh it is. Reporting never touches
+and `updated_unix` (seconds since the epoch) tells how fresh it is. A job killed without a
+word (SIGKILL, the out-of-memory killer) leaves a running state under a dead pid: its next
+start records it `failed` (`reclassify_dead`). Reporting never touches
 a device: callers pass figures they have already read.
 """
 
@@ -30,6 +32,7 @@ from typing import Any
 
 from . import layout
 from .atomic import atomic_write_json
+from .liveness import writer_alive
 
 PROGRESS_FILE = layout.PROGRESS
 RUNNING_STATES = ("preparing", "running", "evaluating")
@@ -204,6 +207,39 @@ def describe(snap: dict[str, Any]) -> str:
 _NOT_FIGURES = {"label", "state", "done", "total", "unit", "fraction", "elapsed_s", "eta_s",
                 "scaled", "metrics", "note", "host", "pid", "started", "updated",
                 "updated_unix"}  # fmt: skip
+
+
+def reclassify_dead(job_dir: Path) -> dict[str, Any] | None:
+    """Record `failed` a job whose progress says it runs (preparing, running, evaluating) under
+    a pid of this host that is dead, with no summary of its end: it was killed without a word
+    (SIGKILL: the kernel's out-of-memory killer, a kill by hand). Called at the job's next
+    start, before anything else reads its record; returns the summary written, or None when
+    the job is no such one (finished, stopped, alive, or on another host: cannot be told)."""
+    job_dir = Path(job_dir)
+    snap = read_progress(job_dir / PROGRESS_FILE)
+    if snap is None or snap.get("state") not in RUNNING_STATES or writer_alive(snap) is not False:
+        return None
+    status = (layout.read_summary(job_dir) or {}).get("status")
+    if status in ("done", "failed", "interrupted"):
+        return None
+    done, total, state = snap.get("done"), snap.get("total"), snap.get("state")
+    resumes = layout.checkpoint_step(job_dir)
+    where = f"step {done} of {total}" if state == "running" else f"step {done} ({state})"
+    error = (
+        f"KilledWithoutRecord: the job's process (pid {snap.get('pid')} on {snap.get('host')}) "
+        f"ended at {where} without writing its record: it was killed (SIGKILL), most likely "
+        "by the kernel's out-of-memory killer. Fix: lower train.batch_size, "
+        "train.eval_batch_size or sae.d_sae (or run fewer jobs at once), then run it again "
+        f"(a sweep: rerun_failed=true), resuming from the checkpoint of step {resumes or 0}"
+    )
+    config = layout.read_config(job_dir) or {}
+    summary = {"status": "failed", "error": error, "traceback": "", "steps_done": done,
+               "checkpoint_step": resumes, "signal": None, "variant": config.get("variant"),
+               "sweep": config.get("sweep")}  # fmt: skip
+    atomic_write_json(job_dir / layout.SUMMARY, summary)
+    atomic_write_json(job_dir / PROGRESS_FILE, {**snap, "state": "failed", "error": error[:200]})
+    log.warning("%s: %s", job_dir, error)
+    return summary
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:
