@@ -26,8 +26,7 @@ from .resources import CONF_DIR
 from .sweep import register_resolvers, register_sweeps, run_sweep_job, take_exit_code
 from .sweep.running.task import skip_collection_at_exit
 from .sweep.running.threads import apply_thread_budget
-from .sweep.signals import LaunchStopped
-from .training.interruption import JobInterrupted
+from .training.interruption import StoppedBySignal
 
 log = logging.getLogger("sae_sweep")
 
@@ -83,7 +82,7 @@ def main() -> None:
     try:
         hydra_main()
     # SIGTERM / SIGINT: to a sweep (its records are written), to a single run (`interrupted`)
-    except (LaunchStopped, JobInterrupted) as stop:
+    except StoppedBySignal as stop:
         take_exit_code()
         sys.exit(stop.exit_code)
     finally:  # taken also when Hydra exits on an error: a later run in this process starts clean

@@ -21,22 +21,15 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..record.liveness import pid_alive
+from ..training.interruption import STOP_SIGNALS, StoppedBySignal
 
 log = logging.getLogger("sae_sweep")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-
-class LaunchStopped(KeyboardInterrupt):
+class LaunchStopped(StoppedBySignal):
     """The launching process was told to stop by signal `signum`."""
 
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(f"the launch was stopped by {signal.Signals(signum).name}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention for a process ended by a signal
+    stopped = "the launch"
 
 
 class StopSignals:

@@ -31,17 +31,26 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _DEFAULT = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
 
 
-class JobInterrupted(KeyboardInterrupt):
-    """The job was told to stop by signal `signum` (a KeyboardInterrupt, as Ctrl-C is: every
-    `except Exception` lets it through, to the record of the job)."""
+class StoppedBySignal(KeyboardInterrupt):
+    """A process told to stop by signal `signum` (a KeyboardInterrupt, as Ctrl-C is: every
+    `except Exception` lets it through). A job's is JobInterrupted, a launch's LaunchStopped
+    (sweep/signals.py)."""
+
+    stopped = "the process"
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
-        super().__init__(f"the job was stopped by {signal_name(signum)}")
+        super().__init__(f"{self.stopped} was stopped by {signal_name(signum)}")
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the shell's convention for a process ended by a signal
+
+
+class JobInterrupted(StoppedBySignal):
+    """The job was told to stop: it records `interrupted` on its way out (job.py)."""
+
+    stopped = "the job"
 
 
 class _State:
