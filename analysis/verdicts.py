@@ -10,7 +10,9 @@ Every verdict is exactly one of
   the one-sided test on the side where b is worse rejects (the one-sided 95% bound is
   inside the margin);
 - "inconclusive (...)": none of these; it says whether the CI is wider than the margin or
-  only reaches past it, or whether only the unadjusted test passed;
+  only reaches past it, or whether only the unadjusted test passed, then with the interval
+  the adjusted test reads (`Judged.adjusted_ci`: it excludes 0, or lies inside the margin,
+  exactly when the adjusted p-value is below 0.05);
 and, without two paired seeds, "no verdict". A verdict word never contradicts its interval:
 an adjusted p-value is never below the raw one, so "b better" implies a 95% CI that excludes
 0 on b's side, and "equivalent within ±m" a 90% CI inside ±m. An equivalence verdict takes
@@ -38,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 from statsmodels.stats import multitest
 from statsmodels.stats.power import TTestPower
 
@@ -199,6 +202,23 @@ class Judged:
             return f"b no worse than a by more than {pct_text(self.effect.margin)}"
         return kind if kind.endswith("better") else ""
 
+    def adjusted_ci(self, margin_test: bool = False) -> tuple[float, float] | None:
+        """The interval at the level the adjustment asks of this test, as % changes: the t
+        interval at confidence 1 - 0.05 x p / p_adj (two-sided for the difference test;
+        for equivalence and non-inferiority the one-sided tests' interval, 1 - 2 x that), so
+        it excludes 0, or lies inside the margin, exactly when the adjusted p is below 0.05.
+        None without a seed spread (or an adjusted p)."""
+        e = self.effect
+        raw, adj = self.p_diff, self.p_diff_adj
+        if margin_test:
+            raw, adj = self.p_margin, self.p_margin_adj
+        if e.n < 2 or not e.sd > 0 or not adj > 0 or not math.isfinite(raw):
+            return None
+        level = ALPHA * raw / adj  # the adjusted test passes exactly when raw p < level
+        tail = level if margin_test else level / 2
+        hw = float(stats.t.ppf(1 - tail, e.n - 1)) * e.sd / math.sqrt(e.n)
+        return e.pct(e.mean - hw), e.pct(e.mean + hw)
+
     def words(self) -> str:
         """The verdict as the tables print it."""
         e = self.effect
@@ -214,7 +234,11 @@ class Judged:
             return kind
         before = self._before_adjustment()
         if before:
-            return f"inconclusive ({before} only before the {self.method} adjustment)"
+            # the interval the adjusted test reads, so the words never seem to contradict
+            # an unadjusted 95% CI that excludes 0 (or a 90% CI inside the margin)
+            ci = self.adjusted_ci(margin_test=not before.endswith("better"))
+            shown = f"; {self.method}-adjusted CI [{ci[0]:+.2f}%, {ci[1]:+.2f}%]" if ci else ""
+            return f"inconclusive ({before} only before the {self.method} adjustment{shown})"
         hw = 100 * math.expm1(e.half_width_90)
         if e.half_width_90 >= e.log_margin:
             return f"inconclusive (CI ±{hw:.2g}% is wider than the margin ±{m})"

@@ -115,10 +115,36 @@ def test_adjustment_is_exactly_statsmodels_and_the_verdicts_follow_it(method, sm
     lost = [j for j, p in zip(items, raw, strict=True) if p < 0.05 and j.p_diff_adj >= 0.05]
     assert lost, "the sample must have a test the adjustment takes away"
     name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[method]
-    for j in lost:
-        assert j.words() == f"inconclusive (b better only before the {name} adjustment)"
+    for j in lost:  # the words name the interval the adjusted test reads: it holds 0
+        lo, hi = j.adjusted_ci()
+        assert lo < 0 < hi and j.effect.ci[1] < 0  # the unadjusted 95% CI excludes 0
+        assert j.words() == (f"inconclusive (b better only before the {name} adjustment; "
+                             f"{name}-adjusted CI [{lo:+.2f}%, {hi:+.2f}%])")  # fmt: skip
     kept = [j for j in items if j.p_diff_adj < 0.05]
     assert kept and all(j.words() == "b better" for j in kept)
+
+
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_the_adjusted_interval_agrees_with_the_adjusted_verdict(method):
+    """Forty effects around the decision lines: each adjusted interval excludes 0 exactly
+    when the adjusted difference test passes, and its one-sided tests' interval lies inside
+    the margin exactly when the adjusted equivalence test passes."""
+    rng = np.random.default_rng(11)
+    items = []
+    for shift in np.linspace(-0.06, 0.06, 40):
+        a = rng.uniform(1, 2, 5)
+        items.append(Judged(log_ratio(a, a * np.exp(shift + 0.03 * rng.normal(size=5)), 0.05),
+                            higher_is_better=False))  # fmt: skip
+    adjust(items, method)
+    passes = 0
+    for j in items:
+        lo, hi = j.adjusted_ci()
+        assert (lo > 0 or hi < 0) == (j.p_diff_adj < 0.05)
+        lo, hi = j.adjusted_ci(margin_test=True)
+        m = 100 * j.effect.margin
+        assert (-m / (1 + j.effect.margin) < lo and hi < m) == (j.p_margin_adj < 0.05)
+        passes += (j.p_diff_adj < 0.05) + (j.p_margin_adj < 0.05)
+    assert 0 < passes < 2 * len(items)  # both sides of both decisions occur
 
 
 def test_a_run_above_d_over_2_never_enters_a_verdict_even_at_target_d_over_2():
