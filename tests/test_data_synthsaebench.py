@@ -262,6 +262,8 @@ def test_cache_built_ahead_of_the_sweep_from_the_command_line(tmp_path, capsys):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=["data=synthsaebench", *small])
     assert open_synth_cache(OmegaConf.to_object(composed).data, CPU).built is False
+    main(["data=synthsaebench", *small, "--verify"])  # re-hashes the shards and true features
+    assert "verified: every file matches its sha256" in capsys.readouterr().out
 
 
 def test_sweep_targets_are_checked_against_the_models_width():
