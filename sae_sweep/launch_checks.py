@@ -63,7 +63,9 @@ def launch_problems(config: DictConfig, sweep: bool) -> list[str]:
         d = min(sweep_widths(config), default=None)  # the narrowest data bounds the targets
         problems += target_limit_problems(list(targets), tolerance, d, float(fraction))
     if sweep and OmegaConf.select(config, "tune", default=None):
-        problems += tuning_problems(config, sweep_grid(config))
+        d = min(sweep_widths(config), default=None)
+        limit = max_l0_fraction(config) * d if d is not None else None
+        problems += tuning_problems(config, sweep_grid(config), limit)
     return problems
 
 

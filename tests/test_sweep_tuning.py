@@ -102,6 +102,10 @@ def test_a_bad_tuning_refuses_the_launch_before_anything_is_written():
     })  # fmt: skip
     problems = launch_problems(cfg, sweep=True)
     assert any("at_l0=6 is not one of l0_targets [8]" in p for p in problems)
+    cfg.l0_targets, cfg.data = [], {"d": 16}  # without targets the reference must be sparse
+    cfg.tune_criterion.at_l0 = 9
+    assert any("at_l0=9 is above the dense limit max_l0_fraction x d = 8" in p
+               for p in launch_problems(cfg, sweep=True))  # fmt: skip
     cfg.tune_criterion.at_l0 = 8
     assert [p for p in launch_problems(cfg, sweep=True) if "tune" in p] == [
         "train.lr is tuned and also set by the grid (train.lr=0.1,0.2 in hydra.sweeper.params or "

@@ -78,8 +78,11 @@ def config_problems(spec: TuneSpec, config: DictConfig) -> list[str]:
     return problems
 
 
-def tuning_problems(config: DictConfig, axes: Mapping[str, Sequence[str]]) -> list[str]:
-    """Everything that forbids a sweep's tuning, each with its fix (empty: nothing)."""
+def tuning_problems(
+    config: DictConfig, axes: Mapping[str, Sequence[str]], dense_limit: float | None = None
+) -> list[str]:
+    """Everything that forbids a sweep's tuning, each with its fix (empty: nothing).
+    dense_limit: max_l0_fraction x the narrowest d, when known before the jobs run."""
     tune = OmegaConf.select(config, "tune", default=None)
     criterion = OmegaConf.select(config, "tune_criterion", default=None)
     targets = OmegaConf.select(config, "l0_targets", default=None) or []
@@ -89,7 +92,12 @@ def tuning_problems(config: DictConfig, axes: Mapping[str, Sequence[str]]) -> li
         return str(e).splitlines()
     if spec is None:
         return []
-    return grid_problems(spec, axes) + config_problems(spec, config)
+    problems = grid_problems(spec, axes) + config_problems(spec, config)
+    if dense_limit is not None and spec.at_l0 > dense_limit:
+        problems.append(f"tune_criterion.at_l0={spec.at_l0:g} is above the dense limit "
+                        f"max_l0_fraction x d = {dense_limit:g}: no run there enters a verdict, "
+                        "so none could choose; use an L0 below it")  # fmt: skip
+    return problems
 
 
 def plan(config: DictConfig, axes: Mapping[str, Sequence[str]]) -> TuneSpec | None:
