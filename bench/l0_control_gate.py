@@ -44,6 +44,7 @@ from analysis.load import load_runs  # noqa: E402
 from analysis.matched import compare_matched  # noqa: E402
 from analysis.variants import LABEL  # noqa: E402
 from analysis.verdicts import Rules  # noqa: E402
+from sae_sweep.record import layout  # noqa: E402
 
 VARIANTS = "gated_original,gated_dn_frozen_live,gated_dn_trainable_live,gated_dn_frozen_detached"
 TARGETS = (8.0, 16.0)
@@ -110,7 +111,7 @@ def controlled_lambdas(control: pd.DataFrame, variant: str) -> list[float] | Non
 
 
 def final_lambda(job_dir: Path) -> float:
-    return json.loads((job_dir / "summary.json").read_text())["l0_control"]["final_lambda"]
+    return json.loads((job_dir / layout.SUMMARY).read_text())["l0_control"]["final_lambda"]
 
 
 def arm_runs(out: Path) -> pd.DataFrame:

@@ -124,8 +124,8 @@ def main() -> None:
         runs: list[Run] = []
         for seed in range(args.seeds):
             for arch in args.archs:
-                for library in ("saelens", "sae-sweep"):
-                    train = train_saelens if library == "saelens" else train_sae_sweep
+                for library in ("SAELens", "sae-sweep"):
+                    train = train_saelens if library == "SAELens" else train_sae_sweep
                     run, folder = train(args, tmp, model, arch, seed)
                     run.metrics = judge(folder, model, held_out)
                     runs.append(run)
@@ -273,9 +273,9 @@ def train_saelens(args, tmp: Path, model, arch: str, seed: int) -> tuple[Run, Pa
     t = time.perf_counter()
     result = SyntheticSAERunner(cfg, override_synthetic_model=model).run()
     wall = time.perf_counter() - t
-    folder = tmp / "saelens" / f"{arch}-{seed}"
+    folder = tmp / "SAELens" / f"{arch}-{seed}"
     result.sae.save_inference_model(str(folder))
-    return Run("saelens", arch, seed, wall, args.samples), folder
+    return Run("SAELens", arch, seed, wall, args.samples), folder
 
 
 # -- the judge --
@@ -337,7 +337,7 @@ def print_tables(args, runs: list[Run], cache_s: float, true_l0: float) -> None:
     verdicts = []
     for arch in args.archs:
         for key, (title, higher) in METRICS.items():
-            theirs = [r.metrics[key] for r in runs if r.library == "saelens" and r.arch == arch]
+            theirs = [r.metrics[key] for r in runs if r.library == "SAELens" and r.arch == arch]
             ours = [r.metrics[key] for r in runs if r.library == "sae-sweep" and r.arch == arch]
             effect = log_ratio(np.array(theirs), np.array(ours), rules.margin(key))
             verdict = Judged(effect, higher_is_better=higher)
@@ -353,7 +353,7 @@ def print_tables(args, runs: list[Run], cache_s: float, true_l0: float) -> None:
                   f"{effect.pct():+.2f}% [{lo:+.2f}, {hi:+.2f}] | ±{pct_text(rules.margin(key))} "
                   f"| {words} |")  # fmt: skip
     n_jobs = len([r for r in runs if r.library == "sae-sweep"])
-    theirs_s = sum(r.wall_s for r in runs if r.library == "saelens")
+    theirs_s = sum(r.wall_s for r in runs if r.library == "SAELens")
     ours_s = sum(r.wall_s for r in runs if r.library == "sae-sweep")
     samples = args.samples * n_jobs
     sl_rate = samples / theirs_s

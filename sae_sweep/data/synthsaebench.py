@@ -66,7 +66,8 @@ log = logging.getLogger("sae_sweep.data")
 
 MODEL_PREFIX = "synthetic_model"
 SAMPLES_PREFIX = "synthsaebench"
-EXTRA = "saelens"
+INSTALL_EXTRA = "pip install -c .ci/constraints.txt -U -e '.[saelens]'"
+"""How to install the optional extra that holds SAELens (pyproject.toml)."""
 _EVAL_STREAM = 1 << 40  # the held-out split's seed offset: far from any training seed's
 
 
@@ -77,13 +78,12 @@ def saelens_synthetic():
     except ImportError as exc:
         raise DataError(
             f"data=synthsaebench samples a SAELens SyntheticModel, and SAELens is not installed "
-            f"({exc}). Fix: pip install -c .ci/constraints.txt -e '.[{EXTRA}]' (the `{EXTRA}` "
-            "extra), or pick another data source."
+            f"({exc}). Fix: {INSTALL_EXTRA} (the SAELens extra), or pick another data source."
         ) from exc
     if not hasattr(synthetic, "SyntheticModel"):
         raise DataError(
             "data=synthsaebench needs sae_lens.synthetic.SyntheticModel, which this SAELens "
-            f"does not have. Fix: pip install -c .ci/constraints.txt -U -e '.[{EXTRA}]'."
+            f"does not have. Fix: {INSTALL_EXTRA}."
         )
     return synthetic
 
