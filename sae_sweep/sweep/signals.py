@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..record.liveness import pid_alive
-from ..training.interruption import STOP_SIGNALS, StoppedBySignal
+from ..training.interruption import STOP_SIGNALS, StoppedBySignal, signal_name
 
 log = logging.getLogger("sae_sweep")
 
@@ -47,7 +47,7 @@ class StopSignals:
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
+        return signal_name(self.signum) if self.signum else ""
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -12,10 +12,11 @@ its workers). The first death of a job's worker is the cause; the deaths after i
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
+
+from ..training.interruption import signal_name
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,6 @@ class Death:
         if self.signal is not None:
             return f"killed by {signal_name(self.signal)}"
         return f"exited with status {self.exit_code}"
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 class ChildDeaths:
