@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,16 @@ def saelens_synthetic():
     return synthetic
 
 
+@dataclass
 class SynthCache:
-    """An opened synthsaebench cache: its folder, manifest and model folder."""
+    """An opened synthsaebench cache."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], model_folder: Path, built: bool):
-        self.folder, self.manifest, self.model_folder, self.built = (
-            folder,
-            manifest,
-            model_folder,
-            built,
-        )
+    folder: Path
+    manifest: dict[str, Any]
+    model_folder: Path
+    """The saved SyntheticModel the samples were drawn from."""
+    built: bool
+    """True when this process built the samples (False: it found them and reused them)."""
 
 
 def open_synth_cache(cfg, device: torch.device) -> SynthCache:
