@@ -549,8 +549,12 @@ def _tuning_section(a: Analysis, files: _Files) -> list[tuple]:
             [
                 (
                     "warn",
-                    "No value of " + ", ".join(f"`{v}`" for v in untuned) + f" has a run at L0 "
-                    f"{fmt(t.spec.at_l0)}: not tuned and not compared.",
+                    "No tuned value of " + ", ".join(f"`{v}`" for v in untuned) + " can be "
+                    f"read at L0 {fmt(t.spec.at_l0)} (no target hit there, the seeds' sparse "
+                    "runs do not span it, and a curve is never extrapolated; or its runs are "
+                    "dense): not tuned and not compared. Fix: a tune_criterion.at_l0 inside "
+                    "the sparse L0 range the runs cover (sae-analysis --tune-criterion "
+                    "at_l0=L0).",
                 )
             ]
             if untuned

@@ -192,3 +192,13 @@ def test_a_claim_on_a_tuned_sweep_compares_each_variant_at_its_best(tmp_path):
     result = sweep.compare("l1", "dn", "fvu", 0.5, cl.Rules())
     assert {pt.judged.words() for pt in result.points} == {"b better"}
     assert result.points[0].judged.effect.pct() == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.2)
+
+
+def test_a_reference_l0_no_run_spans_tunes_nothing_and_says_how_to_fix_it(tmp_path):
+    runs = load_runs(make_tuned_sweep(tmp_path / "s", seeds=(0, 1), criterion={"at_l0": 24}))
+    a = analyse(runs, metrics=["fvu"])  # the runs span L0 3.6-16: 24 is outside every curve
+    assert all(vt.best is None for vt in a.tuning.variants.values())
+    assert a.compared.empty and a.metrics["fvu"].pairs == []
+    md = write_report(runs, tmp_path / "out", analysis=a, plots=False).report_md.read_text()
+    assert "No tuned value of `l1`, `dn` can be read at L0 24" in md
+    assert "Fix: a tune_criterion.at_l0 inside the sparse L0 range the runs cover" in md
