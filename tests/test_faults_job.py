@@ -30,6 +30,7 @@ from sae_sweep.data.reader import open_files
 from sae_sweep.job import run_job
 from sae_sweep.record.config_match import ConfigMismatchError
 from sae_sweep.training.checkpoint import DAMAGED_SUFFIX, CheckpointError
+from sae_sweep.training.interruption import JobInterrupted
 
 try:
     from sweep_fixtures import env
@@ -53,6 +54,18 @@ def job_process(code: str, *args: str) -> subprocess.Popen:
         cwd=TESTS, env=env(PYTHONPATH=f"{TESTS}{os.pathsep}{REPO}"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def composed(*overrides: str):
+    """The job config `sae-sweep <overrides>` trains, composed in this process."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sae_sweep.config.schema import job_config
+    from sae_sweep.main import CONF_DIR  # also registers the schemas and resolvers
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return job_config(OmegaConf.to_object(compose("config", overrides=list(overrides))))
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -213,10 +226,30 @@ def test_sigterm_to_a_single_run_records_interrupted_at_its_step_and_the_rerun_r
     assert progress["state"] == "interrupted" and progress["done"] == step
     assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == step
 
-    rerun = job_process(cli, tmp_path / "unused", *command)
-    assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
-    s = summary(run)
-    assert s["status"] == "done" and s["resumed_from_step"] == step and s["steps"] == 150
+    resumed = run_job(composed(*command[1:]), run)  # what running the command again trains
+    assert resumed["status"] == "done" and resumed["resumed_from_step"] == step
+    assert resumed["steps"] == 150
+
+
+def test_signals_during_a_checkpoint_write_wait_until_it_is_whole(tmp_path, monkeypatch):
+    """Two SIGTERMs between the state file and its manifest (the second would stop the job at
+    once anywhere else): the checkpoint is finished, then the job stops at its step."""
+    import sae_sweep.training.checkpoint as checkpoint
+
+    real_write = checkpoint.atomic_write_text
+
+    def signalled_write(path, text):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_write(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", signalled_write)
+    with pytest.raises(JobInterrupted):
+        run_job(small_config(), tmp_path)  # its first checkpoint: step 30
+    s = summary(tmp_path)
+    assert s["status"] == "interrupted" and s["steps_done"] == s["checkpoint_step"] == 30
+    monkeypatch.setattr(checkpoint, "atomic_write_text", real_write)
+    assert run_job(small_config(), tmp_path)["resumed_from_step"] == 30
 
 
 def test_slurm_requeue_signal_is_left_to_submitit(tmp_path):

@@ -6,10 +6,10 @@ SLURM at a time limit and most schedulers send) or SIGINT (Ctrl-C):
   checkpoint at that step (its state is in memory; a write costs what a periodic one does)
   and raises `JobInterrupted` (training/loop.py);
 - anywhere else (preparing the data, evaluating), raises `JobInterrupted` at once.
-A second signal raises at once wherever it lands, except while the job writes the record
-of its end (`held`). job.py records every unfinished SAE `interrupted` with the step it
-reached; a re-run resumes from the checkpoint; a single run's process exits with 128 + the
-signal's number (main.py).
+A second signal raises at once wherever it lands, except while the job writes files that
+belong together (`held`: a checkpoint, the record of its end). job.py records every
+unfinished SAE `interrupted` with the step it reached; a re-run resumes from the checkpoint;
+a single run's process exits with 128 + the signal's number (main.py).
 
 Handlers are installed only over a signal's default disposition: a handler set up by
 whoever runs the job stays in charge. Under SLURM, submitit ignores SIGTERM and turns
@@ -81,18 +81,22 @@ def stop_on_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def at_step_ends() -> Iterator[None]:
-    """The training loop's steps: a stop signal waits for the step in progress to end."""
+    """The training loop's steps: a stop signal waits for the step in progress to end. One
+    that came after the loop's last look at `requested()` is raised when the steps end."""
     _state.deferring += 1
     try:
         yield
     finally:
         _state.deferring -= 1
+    if _state.pending is not None and not _state.deferring:
+        raise JobInterrupted(_state.pending)
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """While the job writes the record of its end: a stop signal is noted, never raised (the
-    job is ending anyway, and a record cut short would be lost)."""
+    """While the job writes files that belong together (a checkpoint's state and manifest, the
+    record of its end): a stop signal is noted, never raised in the middle (a checkpoint cut
+    between its files is unusable, a record cut short is lost); the step's end acts on it."""
     _state.holding += 1
     try:
         yield
@@ -114,7 +118,8 @@ def signal_name(signum: int) -> str:
 
 def _handle(signum: int, frame) -> None:
     if _state.holding:
-        log.warning("%s: the job is writing its record, then ends", signal_name(signum))
+        log.warning("%s: stopping once the files being written are whole", signal_name(signum))
+        _state.pending = signum if _state.pending is None else _state.pending
         return
     if _state.deferring and _state.pending is None:
         _state.pending = signum

@@ -27,7 +27,7 @@ from ..models.base import SparseAutoencoder
 from ..record.run_logger import RunLogger
 from .checkpoint import load_checkpoint, save_checkpoint
 from .divergence import check_finite_weights, divergence_fix
-from .interruption import JobInterrupted, at_step_ends
+from .interruption import JobInterrupted, at_step_ends, held
 from .interruption import requested as stop_requested
 from .l0_control import L0Controller
 from .precision import set_matmul_precision
@@ -239,15 +239,16 @@ class TrainingRun:
     def _checkpoint(self, done: int) -> None:
         """Save everything a resume needs after `done` steps; never a checkpoint of NaNs."""
         check_finite_weights(self.sae, done, self.divergence_fix)
-        save_checkpoint(
-            self.checkpoint_dir,
-            step=done,
-            sae=self.sae,
-            optimizer=self.optimizer,
-            tensors={"last_fired": self.last_fired},
-            meta={
-                "train_wall_s": self.wall_before + time.perf_counter() - self.t_start,
-                **({"l0_control": self.control.state_dict()} if self.control else {}),
-            },
-        )
+        with held():  # no stop signal between the state and its manifest
+            save_checkpoint(
+                self.checkpoint_dir,
+                step=done,
+                sae=self.sae,
+                optimizer=self.optimizer,
+                tensors={"last_fired": self.last_fired},
+                meta={
+                    "train_wall_s": self.wall_before + time.perf_counter() - self.t_start,
+                    **({"l0_control": self.control.state_dict()} if self.control else {}),
+                },
+            )
         self.saved_step = done
