@@ -73,8 +73,11 @@ def start_launch(
 
 
 def end_launch(sweep_dir: Path, launch_id: str, counts: dict[str, int]) -> None:
-    """Record a launch's end and its job counts."""
+    """Record a launch's end and its job counts (in a new sweep.json when the one the launch
+    started has become unreadable meanwhile: that one is kept aside)."""
     manifest = read_manifest(sweep_dir)
+    if not manifest:
+        keep_aside_unreadable(sweep_dir)
     now = _now()
     manifest["ended"] = now
     for launch in manifest.get("launches", []):
@@ -100,7 +103,10 @@ def keep_aside_unreadable(sweep_dir: Path) -> Path | None:
     path = Path(sweep_dir) / MANIFEST_FILE
     if not path.exists():
         return None
-    aside = path.with_name(f"{MANIFEST_FILE}.unreadable-{datetime.now():%Y%m%d-%H%M%S}")
+    stem = f"{MANIFEST_FILE}.unreadable-{datetime.now():%Y%m%d-%H%M%S}"
+    aside, n = path.with_name(stem), 1
+    while aside.exists():  # never over an earlier one kept the same second
+        aside, n = path.with_name(f"{stem}-{n}"), n + 1
     path.rename(aside)
     log.warning("%s could not be read as a sweep manifest: kept as %s, and a new %s started "
                 "(the launch history before it is in the kept file)", path, aside.name,
