@@ -71,7 +71,8 @@ def test_every_job_of_every_sweep_is_valid_and_has_its_own_folder(sweep):
     for overrides in jobs:
         cfg, subdir = _job_config(overrides)
         validate(cfg)  # no meaningless combination is launched
-        assert cfg.sweep == sweep and cfg.logger.group == sweep  # W&B group = sweep name
+        # no fixed W&B group: each launch puts its jobs in the sweep instance's (sweep.json's id)
+        assert cfg.sweep == sweep and cfg.logger.group is None
         assert cfg.penalty.coefficient == pytest.approx(
             cfg.lambda_scale * cfg.lambda_multiplier**cfg.lambda_exponent
         )
