@@ -238,7 +238,9 @@ def test_a_target_above_the_dense_limit_is_rejected_naming_the_largest_allowed()
 def test_every_committed_sweep_keeps_its_targets_below_the_dense_limit(_hydra, sweep):
     cfg = _compose(f"+sweep={sweep}")
     assert launch_checks.launch_problems(cfg, sweep=True) == []
-    too_high = _compose(f"+sweep={sweep}", "l0_targets=[4,8,16,32]", "data.d=64")
+    # the input width is data.d, or the hidden width of a SynthSAEBench model
+    width = "data.model.hidden_dim" if "model" in cfg.data else "data.d"
+    too_high = _compose(f"+sweep={sweep}", "l0_targets=[4,8,16,32]", f"{width}=64")
     (problem,) = launch_checks.launch_problems(too_high, sweep=True)
     assert "largest allowed target is 29.09" in problem
 
