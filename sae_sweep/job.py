@@ -37,6 +37,7 @@ from .record.atomic import remove_stale_temporaries
 from .record.config_match import check_same_config
 from .record.knobs import flat_knobs
 from .record.progress import reclassify_dead
+from .record.run_logger import keep_metrics_through
 from .record.versions import versions
 from .record.wandb_run import log_sae_artifact, run_name, run_tags
 from .record.weights import save_firing, save_sae
@@ -49,24 +50,25 @@ from .training.progress import JobProgress
 def run_job(cfg: Config, out_dir: Path) -> dict[str, Any]:
     """Train, evaluate and record one SAE; returns the summary written to summary.json.
     Raises what made it fail (after recording it)."""
-    (outcome,) = run_jobs([(cfg, out_dir)], reclassify_killed=True)
+    (outcome,) = run_jobs([(cfg, out_dir)], single_run=True)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
 def run_jobs(
-    jobs: list[tuple[Config, Path]], *, reclassify_killed: bool = False
+    jobs: list[tuple[Config, Path]], *, single_run: bool = False
 ) -> list[dict[str, Any] | Exception]:
     """Train SAEs that share `data`, `seed`, `device`, `dtype` and `train.batch_size` on one
     stream of batches. Returns, per job, its summary or the exception it failed with (an
     invalid config fails before anything of it is written). An interruption (Ctrl-C,
     SIGTERM) marks every unfinished SAE `interrupted` and propagates.
 
-    reclassify_killed (single runs): an earlier start killed without a word (a `running`
-    progress under a dead pid: the out-of-memory killer) is first recorded `failed`, then
-    the job resumes. A sweep's launcher records the jobs of its killed workers itself, and a
-    sweep killed as a whole resumes its jobs (sweep/running/policy.py)."""
+    single_run: the folder is not prepared by a sweep's policy (sweep/running/policy.py), so
+    the job prepares it: an earlier start killed without a word (a `running` progress under a
+    dead pid: the out-of-memory killer) is first recorded `failed`, and the metrics logged
+    after the checkpoint it resumes from are dropped. (A sweep's launcher records the jobs of
+    its killed workers itself; a sweep killed as a whole resumes its jobs.)"""
     shared = {_stream(cfg) for cfg, _ in jobs}
     if len(shared) > 1:
         raise ValueError(f"jobs trained together must share data, seed, device, dtype and "
@@ -76,7 +78,7 @@ def run_jobs(
     for i, (cfg, out_dir) in enumerate(jobs):
         try:
             validate(cfg)  # before anything is written: a bad config leaves no record behind
-            members.append(_Member(i, cfg, Path(out_dir), reclassify_killed))
+            members.append(_Member(i, cfg, Path(out_dir), single_run))
         except Exception as exc:  # noqa: BLE001 -- this job's outcome
             outcomes[i] = exc
     with stop_on_signals(), contextlib.ExitStack() as stack:  # SIGTERM, SIGINT: JobInterrupted
@@ -139,9 +141,9 @@ def _save_ground_truth(source, members: list[_Member]) -> None:
 class _Member:
     """One SAE of a job: its config, record folder, logger, model and training state."""
 
-    def __init__(self, index: int, cfg: Config, out_dir: Path, reclassify_killed: bool = False):
+    def __init__(self, index: int, cfg: Config, out_dir: Path, single_run: bool = False):
         self.index, self.cfg, self.out_dir = index, cfg, out_dir
-        self.reclassify_killed = reclassify_killed
+        self.single_run = single_run
         self.outcome: dict[str, Any] | Exception | None = None
         self.log: RunLogger | None = None
         self.progress: JobProgress | None = None
@@ -159,8 +161,9 @@ class _Member:
         cfg, out_dir = self.cfg, self.out_dir
         resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
         check_same_config(out_dir, resolved)  # a folder of other settings stays untouched
-        if self.reclassify_killed:  # an earlier start killed without a word: said, then resumed
-            reclassify_dead(out_dir)
+        if self.single_run:  # (a sweep's job: prepared by sweep/running/policy.py)
+            reclassify_dead(out_dir)  # an earlier start killed without a word: said, resumed
+            keep_metrics_through(out_dir, layout.checkpoint_step(out_dir))  # none logged twice
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)  # of a write killed in an earlier start (weights)
         atomic_write_text(out_dir / layout.CONFIG, OmegaConf.to_yaml(resolved))

@@ -231,6 +231,27 @@ def test_sigterm_to_a_single_run_records_interrupted_at_its_step_and_the_rerun_r
     assert resumed["steps"] == 150
 
 
+def test_a_resumed_single_run_logs_no_metric_twice(tmp_path, monkeypatch):
+    """Stopped at once (no handler's checkpoint) after logging step 40, its checkpoint at 30:
+    the resume logs 40 again, and the first one is dropped."""
+    from sae_sweep.training.loop import TrainingRun
+
+    real_step = TrainingRun.step
+
+    def die_after_45(self, step, batch):
+        real_step(self, step, batch)
+        if step + 1 == 45:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(TrainingRun, "step", die_after_45)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(small_config(), tmp_path)
+    monkeypatch.setattr(TrainingRun, "step", real_step)
+    assert run_job(small_config(), tmp_path)["resumed_from_step"] == 30
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [20, 30, 40, 60, 60]
+
+
 def test_signals_during_a_checkpoint_write_wait_until_it_is_whole(tmp_path, monkeypatch):
     """Two SIGTERMs between the state file and its manifest (the second would stop the job at
     once anywhere else): the checkpoint is finished, then the job stops at its step."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config.schema import LoggerConfig, LoggerFallback, LoggerMode
 from . import layout
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("sae_sweep")
 
@@ -180,6 +180,28 @@ class RunLogger:
 JOB_TYPE = "train"
 """The W&B job_type of a job's run (the analysis's summary run is "analysis")."""
 SAE_ARTIFACT_TYPE = "sae"
+
+
+def keep_metrics_through(job_dir: Path, step: int | None) -> None:
+    """Before a job resumes from the checkpoint of `step` (None: starts afresh), drop the lines
+    of metrics.jsonl logged after it (they will be logged again), every eval/ line (logged
+    after the last checkpoint, at its step: a job killed after it logs it again) and a
+    half-written last line of a killed job."""
+    metrics = Path(job_dir) / layout.METRICS
+    if not metrics.exists():
+        return
+    keep = []
+    for line in metrics.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            logged_at = entry.get("step")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if any(k.startswith("eval/") for k in entry):
+            continue
+        if step is not None and logged_at is not None and logged_at <= step:
+            keep.append(line)
+    atomic_write_text(metrics, "".join(f"{line}\n" for line in keep))
 
 
 def sae_artifact_name(wandb_run_id: str) -> str:

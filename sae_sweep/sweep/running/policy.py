@@ -19,16 +19,15 @@ Whether configs differ is record/config_match.py's answer, the same a single run
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ...record import layout
-from ...record.atomic import atomic_write_text
 from ...record.config_match import recorded_differences
 from ...record.layout import checkpoint_step
+from ...record.run_logger import keep_metrics_through
 
 
 class Action(str, Enum):
@@ -76,23 +75,6 @@ def decide(job_dir: Path, config: dict[str, Any], rerun_failed: bool) -> Decisio
 
 def prepare(job_dir: Path, decision: Decision) -> None:
     """Make the folder ready for training: drop the stale summary, and the metrics logged
-    after the checkpoint the job resumes from (they will be logged again). The eval/ line is
-    logged after the last checkpoint, at its step: a job killed after it logs it again, so
-    it goes too (else metrics.jsonl would hold it twice)."""
+    after the checkpoint the job resumes from (record/run_logger.py)."""
     (Path(job_dir) / layout.SUMMARY).unlink(missing_ok=True)
-    metrics = Path(job_dir) / layout.METRICS
-    if not metrics.exists():
-        return
-    keep = []
-    for line in metrics.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-            step = entry.get("step")
-        except (json.JSONDecodeError, AttributeError):
-            continue  # a half-written last line of a killed job
-        if any(k.startswith("eval/") for k in entry):
-            continue
-        ckpt = decision.checkpoint_step
-        if ckpt is not None and step is not None and step <= ckpt:
-            keep.append(line)
-    atomic_write_text(metrics, "".join(f"{line}\n" for line in keep))
+    keep_metrics_through(job_dir, decision.checkpoint_step)
