@@ -112,3 +112,31 @@ def test_all_exports_every_finished_job_and_bad_calls_say_why(sweep, tmp_path):
     r = _export(str(one), str(tmp_path / "one"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "one" / "cfg.json").is_file()
+
+
+def test_folder_names_name_a_controlled_run_by_its_target():
+    """A run placed by L0 control keeps its preset's lambda multiplier (the same for every
+    target): its folder is named by its target, and a grid variant's by its multiplier, with
+    no job folder appended to names that are already distinct."""
+    from analysis.variants import LABEL
+    from sae_sweep.export.cli import folder_names
+
+    def _run(variant, multiplier, target, seed, job):
+        return {LABEL: variant, "lambda_multiplier": multiplier, "train.l0_target": target,
+                "seed": seed, "path": f"s/{variant}/{job}"}  # fmt: skip
+
+    runs = pd.DataFrame(
+        [_run("gated_original", 1.0, t, s, f"target{t}_seed{s}") for t in (8, 16) for s in (0, 1)]
+        + [_run("gated_dn_frozen_live", m, None, 0, f"lam{m}_seed0") for m in (1.0, 2.0)]
+    )
+    assert folder_names(runs) == [
+        "gated_original__l0_target-8__seed-0",
+        "gated_original__l0_target-8__seed-1",
+        "gated_original__l0_target-16__seed-0",
+        "gated_original__l0_target-16__seed-1",
+        "gated_dn_frozen_live__lambda_multiplier-1__seed-0",
+        "gated_dn_frozen_live__lambda_multiplier-2__seed-0",
+    ]
+    twins = pd.concat([runs.iloc[:1], runs.iloc[:1].assign(path="s/elsewhere")])
+    first, second = folder_names(twins)  # the knobs do not tell them apart: the job folder does
+    assert first.endswith("__seed-0__target8_seed0") and second.endswith("__seed-0__elsewhere")

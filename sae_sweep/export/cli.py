@@ -151,22 +151,23 @@ def report_left_out(sweep_dir: Path) -> None:
 
 
 def folder_names(runs: pd.DataFrame) -> list[str]:
-    """`<variant>__<axis>-<value>__seed-<seed>`, made unique by the job folder when needed."""
-    from analysis.variants import LABEL, frontier_axis, value_key
+    """`<variant>__<axis>-<value>__seed-<seed>`, the axis the one that names the variant's
+    points (`l0_target` for a run placed by L0 control, whose lambda multiplier is the
+    preset's); a name the knobs do not tell apart gets its job folder added."""
+    from analysis.variants import LABEL, point_axis, value_key
 
-    axis = frontier_axis(runs)
+    axes = {label: point_axis(group) for label, group in runs.groupby(LABEL, sort=False)}
     folders = []
     for _, run in runs.iterrows():
         parts = [_slug(str(run[LABEL]))]
-        if axis:
+        if axis := axes[run[LABEL]]:
             parts.append(f"{_slug(axis.split('.')[-1])}-{_slug(value_key(run[axis]))}")
         if "seed" in runs.columns:
             parts.append(f"seed-{run['seed']}")
         folders.append("__".join(parts))
-    if len(set(folders)) < len(folders):  # runs the knobs do not tell apart: add the job folder
-        jobs = [_slug(Path(p).name) for p in runs["path"]]
-        folders = [f"{f}__{job}" for f, job in zip(folders, jobs, strict=True)]
-    return folders
+    clashes = {f for f in folders if folders.count(f) > 1}
+    jobs = [_slug(Path(p).name) for p in runs["path"]]
+    return [f"{f}__{job}" if f in clashes else f for f, job in zip(folders, jobs, strict=True)]
 
 
 def _slug(text: str) -> str:
