@@ -15,7 +15,10 @@ coefficient for JumpReLU and L1: with the same input scale both libraries' losse
 ||x - x_hat||^2 summed over d plus lambda x (L0 for JumpReLU's step loss; sum_i f_i
 ||W_dec_i|| for L1), averaged over the batch, so lambda means the same. JumpReLU's threshold
 init and bandwidth are in the scaled units in SAELens and in the paper's (x sqrt(d)) here:
-they are converted. Conventions that differ and are not reproduced are printed.
+they are converted. BatchTopK selects on the raw pre-activations in both, its decoder norm
+free (SAELens's `rescale_acts_by_decoder_norm=False`; `--saelens-rescale` keeps SAELens's
+default, which scales latents by the decoder norms, against unit-norm decoder columns here).
+Conventions that differ and are not reproduced are printed.
 
 Every SAE, from either library, is judged the same way: exported to the SAELens format,
 loaded by SAELens, and evaluated by SAELens's `eval_sae_on_synthetic_data` on the same
@@ -151,6 +154,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--l1-coefficient", type=float, default=3.0,
                    help="the standard SAE L1 coefficient, the same in both")  # fmt: skip
     p.add_argument("--decoder-init-norm", type=float, default=0.1)
+    p.add_argument("--saelens-rescale", action="store_true",
+                   help="SAELens's BatchTopK default rescale_acts_by_decoder_norm=True (sae-sweep "
+                   "then keeps unit-norm decoder columns, the nearest it has); default off, in "
+                   "both the decoder's norm is free and does not enter the selection")  # fmt: skip
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     p.add_argument("--eval-samples", type=int, default=16_384,
@@ -194,10 +201,14 @@ def compose_config(args, tmp: Path, seed: int, arch: str, saved_model: bool = Tr
         f"seed={seed}",
     ]
     if arch == "batchtopk":
+        # --saelens-rescale: the nearest sae-sweep has, decoder columns kept at norm 1
+        unit = args.saelens_rescale
+        init = 1.0 if unit else args.decoder_init_norm
         overrides += ["sae=batchtopk", f"sae.k={args.k}", "penalty=none",
                       "sae.aux_weighting=saelens", "sae.aux_coefficient=1.0",
                       f"sae.dead_tokens={1000 * args.batch_size}",  # SAELens: 1000 batches
-                      "train.unit_norm_decoder=true", "sae.decoder_init_norm=1.0"]  # fmt: skip
+                      f"train.unit_norm_decoder={unit}",
+                      f"sae.decoder_init_norm={init}"]  # fmt: skip
     elif arch == "jumprelu":
         overrides += ["sae=jumprelu", "penalty=l0",
                       f"penalty.coefficient={args.jumprelu_coefficient}",
@@ -245,7 +256,8 @@ def saelens_sae_config(args, arch: str, d: int):
     common = dict(d_in=d, d_sae=args.width, decoder_init_norm=args.decoder_init_norm,
                   normalize_activations="expected_average_only_in")  # fmt: skip
     if arch == "batchtopk":
-        return BatchTopKTrainingSAEConfig(k=args.k, **common)
+        rescale = args.saelens_rescale
+        return BatchTopKTrainingSAEConfig(k=args.k, rescale_acts_by_decoder_norm=rescale, **common)
     if arch == "jumprelu":
         return JumpReLUTrainingSAEConfig(l0_coefficient=args.jumprelu_coefficient,
                                          **SAELENS_JUMPRELU, **common)  # fmt: skip
@@ -386,10 +398,12 @@ def print_conventions(args, d: int) -> None:
           f"lambda {args.jumprelu_coefficient} (threshold init 0.01 and bandwidth 0.05 in scaled "
           f"units: sae.threshold_init and sae.bandwidth are those / sqrt({d})), L1 lambda "
           f"{args.l1_coefficient} on f_i ||W_dec_i||, AuxK as SAELens weights it "
-          "(sae.aux_weighting=saelens, coefficient 1, dead after 1000 batches)")  # fmt: skip
-    print("conventions that differ: SAELens's BatchTopK rescales latents by the decoder norms "
-          "(sae-sweep keeps unit-norm decoder columns instead: train.unit_norm_decoder, so its "
-          "decoder starts at norm 1) and "
+          "(sae.aux_weighting=saelens, coefficient 1, dead after 1000 batches), BatchTopK "
+          + ("latents rescaled by the decoder norms in SAELens (its default), unit-norm "
+             "decoder columns in sae-sweep" if args.saelens_rescale else
+             "selection on the raw pre-activations (SAELens: rescale_acts_by_decoder_norm="
+             "False; its default True left 184 of 256 latents dead at 512k samples)"))  # fmt: skip
+    print("conventions that differ: SAELens's BatchTopK "
           "takes AuxK's latents without a ReLU; its threshold is an EMA of the smallest kept "
           "activation with rate 0.01 (sae-sweep: momentum 0.99, the same rule); SAELens "
           "estimates the input scale on 8 batches, sae-sweep over the cache's training rows; "
