@@ -7,6 +7,8 @@ Options (`hydra.sweeper.<name>=...`), besides Hydra's basic ones (`params`, `max
     analysis: run the analysis (report + plots in the sweep folder) at the end (default true)
     wait_for_lock: when another launch runs into the same sweep folder, wait for it to end
         instead of refusing (default false; sweep/bookkeeping/lock.py)
+    pipeline_rounds: target-L0 chains launch their next lambda as soon as their own seeds
+        finish, where the launcher allows it (default true; sweep/chain_pipeline.py)
     max_l0_fraction: the analysis's verdicts cover L0 <= this x d (default MAX_L0_FRACTION,
         0.5, of sae_sweep/config/validation.py)
     reference: the variant the relative plots divide by (default: the sweep's first)
@@ -33,12 +35,13 @@ class SaeSweeper(Sweeper):
         self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
         analysis: bool = True, max_l0_fraction: float | None = None,
         reference: str | None = None, band: Any = None, margins: Any = None,
-        multiplicity: str = "holm", wait_for_lock: bool = False,
+        multiplicity: str = "holm", wait_for_lock: bool = False, pipeline_rounds: bool = True,
     ) -> None:  # fmt: skip
         self.max_batch_size = max_batch_size
         self.params = params or {}
         self.analysis = analysis
         self.wait_for_lock = wait_for_lock
+        self.pipeline_rounds = pipeline_rounds
         self.max_l0_fraction, self.reference = max_l0_fraction, reference
         # plain Python: Hydra passes lists and mappings as config nodes
         self.verdict_options: dict[str, Any] = {"multiplicity": multiplicity}
@@ -76,6 +79,6 @@ class SaeSweeper(Sweeper):
             params=self.params, max_batch_size=self.max_batch_size, analysis=self.analysis,
             analysis_options={"max_l0_fraction": fraction, "reference": self.reference,
                               **self.verdict_options},
-            wait_for_lock=self.wait_for_lock,
+            wait_for_lock=self.wait_for_lock, pipeline_rounds=self.pipeline_rounds,
         )  # fmt: skip
         return sweep.run(arguments)

@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import signal
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ from ..record import layout
 from ..record.atomic import atomic_write_json
 from .bookkeeping import manifest, table
 from .bookkeeping.lock import LaunchLock
+from .chain_pipeline import ChainPipeline, why_rounds
 from .planning import chains, grid, targets, tuning
 from .planning.packing import member_config, pack_file, pack_jobs, write_pack
 from .running.gpus import publish_machine_gpus
@@ -81,6 +83,7 @@ class Sweep:
         self, config: DictConfig, launcher, config_loader, *, params: dict | None = None,
         max_batch_size: int | None = None, analysis: bool = True,
         analysis_options: dict[str, Any] | None = None, wait_for_lock: bool = False,
+        pipeline_rounds: bool = True,
     ) -> None:  # fmt: skip
         self.config = config
         self.launcher = launcher
@@ -90,6 +93,7 @@ class Sweep:
         self.analysis = analysis
         self.analysis_options = analysis_options or {}
         self.wait_for_lock = wait_for_lock
+        self.pipeline_rounds = pipeline_rounds  # chains move on their own where the launcher can
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self.launch_id = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         self.n_jobs = 0  # the grid's jobs (the manifest's count)
@@ -99,6 +103,9 @@ class Sweep:
         self.problems: list[str] | None = None  # set by `end`
         self._precomposed: dict[tuple, dict[str, Any]] = {}  # composed before the start
         self.signals = StopSignals(self._tell_jobs)
+        # chains moving on their own launch from threads: numbering and composing take turns
+        self._launch_lock = threading.RLock()
+        self._jobs_at_once: int | None = None  # fixed for the whole chain pipeline
         # joblib's loky workers are children of this process: their deaths can be told apart
         self.local_workers = type(launcher).__module__.startswith("hydra_plugins.hydra_joblib")
 
@@ -172,33 +179,84 @@ class Sweep:
     def refine(
         self, plan: chains.TargetPlan, returns: list[list[JobReturn]]
     ) -> list[list[JobReturn]]:
-        """Target-L0 rounds after the grid: each round launches every seed at the lambda (or k)
-        proposed for each open (variant, target), until none is open or `l0_max_rounds` ran;
-        then targets.json and a summary line per target."""
+        """Target-L0 rounds after the grid, until no (variant, target) is open or each spent
+        `l0_max_rounds`; then targets.json (each target with its rounds) and a summary line
+        per target. Where the launcher allows (`chain_pipeline.why_rounds`), each chain
+        launches its next lambda as soon as its own seeds finish (`refine_per_chain`); else
+        each round launches every seed at the lambda (or k) proposed for each open chain."""
         cfg = self.config
         tolerance, max_rounds = float(cfg.l0_tolerance), int(cfg.l0_max_rounds)
         l0_targets = targets.validate_targets(cfg.l0_targets, tolerance, max_rounds)
         runs = chains.match_runs(_pairs(returns), plan, self.grid_overrides)
+        reason = why_rounds(str(cfg.hydra.launcher.get("_target_", "")), _raw_subdir(cfg))
+        if not self.pipeline_rounds:
+            reason = "hydra.sweeper.pipeline_rounds=false"
+        if reason is None:
+            more, states, rounds_of = self.refine_per_chain(plan, runs, l0_targets)
+        else:
+            more, states, rounds_of = self.refine_by_rounds(plan, runs, l0_targets)
+        rounds = max(rounds_of.values(), default=0)
+        atomic_write_json(self.sweep_dir / layout.TARGETS, {
+            "l0_targets": l0_targets, "l0_tolerance": tolerance, "max_rounds": max_rounds,
+            "rounds": rounds, "per_chain": reason is None,
+            "targets": [{**s.as_dict(), "rounds": rounds_of[s.variant, s.target]}
+                        for s in states],
+        })  # fmt: skip
+        how = "per chain, at most" if reason is None else "after"
+        print(f"\ntarget L0s {how} {rounds} refinement rounds ({layout.TARGETS}):", flush=True)
+        print("\n".join(targets.summary_lines(states)), flush=True)
+        return more
+
+    def refine_by_rounds(
+        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], l0_targets: list[float]
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int]]:
+        """Rounds across chains: each launches every open chain's proposal and waits for all.
+        Returns the launcher's returns per round, every chain's state and its rounds."""
+        tolerance, max_rounds = float(self.config.l0_tolerance), int(self.config.l0_max_rounds)
         rounds, more = 0, []
+        rounds_of = {(v, t): 0 for v in plan.variants for t in l0_targets}
         while True:
             states = chains.place_targets(plan, runs, l0_targets, tolerance)
             batch = chains.next_jobs(plan, states)
             if not batch or rounds >= max_rounds:
                 break
             rounds += 1
+            for s in states:
+                if s.status == targets.TargetStatus.PENDING:
+                    rounds_of[s.variant, s.target] += 1
             log.info("target-L0 round %d: %d jobs", rounds, len(batch))
             results = self.launch(batch)
             more.append(results)
             runs += chains.match_runs(_pairs([results]), plan, self.grid_overrides)
-        states = targets.give_up_pending(states, targets.points_from_runs(runs, plan.n_seeds),
-                                         rounds)  # fmt: skip
-        atomic_write_json(self.sweep_dir / layout.TARGETS, {
-            "l0_targets": l0_targets, "l0_tolerance": tolerance, "max_rounds": max_rounds,
-            "rounds": rounds, "targets": [s.as_dict() for s in states],
-        })  # fmt: skip
-        print(f"\ntarget L0s after {rounds} refinement rounds ({layout.TARGETS}):", flush=True)
-        print("\n".join(targets.summary_lines(states)), flush=True)
-        return more
+        points = targets.points_from_runs(runs, plan.n_seeds)
+        states = [targets.give_up_pending([s], points, rounds_of[s.variant, s.target])[0]
+                  for s in states]  # fmt: skip
+        return more, states, rounds_of
+
+    def refine_per_chain(
+        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], l0_targets: list[float]
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int]]:
+        """Each chain on its own (chain_pipeline.py), as many in flight as the launcher runs
+        at once; the jobs' thread budget is set once for them all (the environment is this
+        process's, shared by every chain's launch)."""
+        launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+        per_chain = max(1, plan.n_seeds)  # jobs of a proposal (fewer once packed)
+        slots = max(1, int(launcher_cfg.get("array_parallelism") or 1) // per_chain)
+        self._jobs_at_once = jobs_at_once(launcher_cfg, slots * per_chain, machine_cores())
+        os.environ[ENV_JOBS_AT_ONCE] = str(self._jobs_at_once)
+        log.info("target-L0 chains move on their own, at most %d in flight", slots)
+        pipeline = ChainPipeline(
+            plan, self.launch,
+            lambda results: chains.match_runs(_pairs([results]), plan, self.grid_overrides),
+            l0_targets, float(self.config.l0_tolerance), int(self.config.l0_max_rounds),
+            slots, lambda: self.signals.signum is not None,
+        )  # fmt: skip
+        try:
+            more, outcomes = pipeline.run(runs)
+        finally:
+            self._jobs_at_once = None
+        order = [(v, t) for v in plan.variants for t in l0_targets]
+        return more, [outcomes[c].state for c in order], {c: outcomes[c].rounds for c in order}
 
     def end(self) -> list[str]:
         """Table, manifest, analysis; returns the launch's problems (see `table.problems`).
@@ -244,36 +302,38 @@ class Sweep:
         since each launched job composes its own config again. On a resume every job is
         composed, and those that need no training are settled here, not launched. Grid job
         numbers continue across batches, so rounds pack the same way as the grid."""
-        base = self.n_grid  # the batch's first grid number
-        configs = {0: self.compose(batch[0], base)} if batch else {}
-        k = max(int(configs[0]["task"].get("pack") or 1), 1) if batch else 1
-        settled: dict[int, dict[str, Any]] = {}  # batch index -> outcome of a job not launched
-        if k > 1 or self.resuming:  # packing and settling need every resolved config
-            configs.update((i, self.compose(batch[i], base + i)) for i in range(1, len(batch)))
-            if self.resuming:
-                settled = self._settle(configs)
-            todo = [i for i in range(len(batch)) if i not in settled]
-            packs = [[todo[j] for j in pack]
-                     for pack in pack_jobs([configs[i]["task"] for i in todo], k)]  # fmt: skip
-        else:
-            for i in grid.covering_jobs(batch)[1:]:
-                self.compose(batch[i], base + i)
-            packs = [[i] for i in range(len(batch))]
-        self.grid_overrides.update((base + i, list(o)) for i, o in enumerate(batch))
-        # Through a pack file (a pack of one too) a launched job's record carries its grid
-        # number, which differs from its launch number once jobs are packed or settled.
-        # After a relaunch (a worker that died) launch numbers run ahead of grid numbers.
-        through_files = k > 1 or bool(settled) or self.launched != base
-        to_launch = []
-        for n, members in enumerate(packs, start=self.launched):
-            to_launch.append(batch[members[0]])
-            if through_files:
-                write_pack(pack_file(self.sweep_dir, self.launch_id, n),
-                           [configs[i]["member"] for i in members])  # fmt: skip
-        launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-        at_once = jobs_at_once(launcher_cfg, len(to_launch), machine_cores())
-        os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every launcher's jobs
-        first_launched, self.launched = self.launched, self.launched + len(to_launch)
+        with self._launch_lock:  # numbers, compose, pack files: one batch at a time
+            base = self.n_grid  # the batch's first grid number
+            configs = {0: self.compose(batch[0], base)} if batch else {}
+            k = max(int(configs[0]["task"].get("pack") or 1), 1) if batch else 1
+            settled: dict[int, dict[str, Any]] = {}  # batch index -> outcome of a job not launched
+            if k > 1 or self.resuming:  # packing and settling need every resolved config
+                configs.update((i, self.compose(batch[i], base + i)) for i in range(1, len(batch)))
+                if self.resuming:
+                    settled = self._settle(configs)
+                todo = [i for i in range(len(batch)) if i not in settled]
+                packs = [[todo[j] for j in pack]
+                         for pack in pack_jobs([configs[i]["task"] for i in todo], k)]  # fmt: skip
+            else:
+                for i in grid.covering_jobs(batch)[1:]:
+                    self.compose(batch[i], base + i)
+                packs = [[i] for i in range(len(batch))]
+            self.grid_overrides.update((base + i, list(o)) for i, o in enumerate(batch))
+            # Through a pack file (a pack of one too) a launched job's record carries its grid
+            # number, which differs from its launch number once jobs are packed or settled.
+            # After a relaunch (a worker that died) launch numbers run ahead of grid numbers.
+            through_files = k > 1 or bool(settled) or self.launched != base
+            to_launch = []
+            for n, members in enumerate(packs, start=self.launched):
+                to_launch.append(batch[members[0]])
+                if through_files:
+                    write_pack(pack_file(self.sweep_dir, self.launch_id, n),
+                               [configs[i]["member"] for i in members])  # fmt: skip
+            if self._jobs_at_once is None:  # else the chain pipeline set it for all
+                launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+                at_once = jobs_at_once(launcher_cfg, len(to_launch), machine_cores())
+                os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every job
+            first_launched, self.launched = self.launched, self.launched + len(to_launch)
         mark = CHILD_DEATHS.watch() if self.local_workers else None
         try:
             results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)

@@ -202,20 +202,26 @@ def place_targets(
     tolerance: float,
 ) -> list[tg.TargetState]:
     """Where every chain stands, variants in grid order, targets in the given order."""
-    points = tg.points_from_runs(runs, plan.n_seeds)
-    tried: dict[str, set[float]] = {}  # launched lambdas, failed ones too: never proposed again
-    for r in runs:
-        tried.setdefault(r["variant"], set()).add(tg.rounded(r["lam"]))
-    states = []
-    for v in plan.variants:
-        for t in targets:
-            if v in plan.one_round and v not in plan.direct:
-                states.append(tg.place_controlled(v, points.get(v, []), t, tolerance))
-            elif v in plan.direct:
-                states.append(tg.place_direct(v, points.get(v, []), t, tolerance))
-            else:
-                states.append(tg.place(v, points.get(v, []), t, tolerance, tried.get(v, set())))
-    return states
+    return [place_chain(plan, runs, v, t, tolerance) for v in plan.variants for t in targets]
+
+
+def place_chain(
+    plan: TargetPlan,
+    runs: Sequence[Mapping[str, Any]],
+    variant: str,
+    target: float,
+    tolerance: float,
+) -> tg.TargetState:
+    """Where one chain (variant, target) stands, from the runs given (those of other variants
+    are left out): hit, given up, or the next lambda (or k) to run."""
+    runs = [r for r in runs if r["variant"] == variant]
+    points = tg.points_from_runs(runs, plan.n_seeds).get(variant, [])
+    if variant in plan.one_round and variant not in plan.direct:
+        return tg.place_controlled(variant, points, target, tolerance)
+    if variant in plan.direct:
+        return tg.place_direct(variant, points, target, tolerance)
+    tried = {tg.rounded(r["lam"]) for r in runs}  # launched, failed too: never proposed again
+    return tg.place(variant, points, target, tolerance, tried)
 
 
 def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[str]]:

@@ -1,0 +1,173 @@
+"""Target-L0 chains that move on their own (sweep/chain_pipeline.py) through the sweep's
+lifecycle (sweep/lifecycle.py), with a fake launcher whose jobs take a time per variant: a fast
+chain's next round goes out before a slow chain's round ends, job numbers stay unique, and
+targets.json records each target's rounds. No training."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from sae_sweep.record import layout
+from sae_sweep.sweep import lifecycle
+from sae_sweep.sweep.chain_pipeline import PIPELINED_LAUNCHERS, why_rounds
+from sae_sweep.sweep.lifecycle import Sweep
+from sae_sweep.sweep.running.task import ENV_LAUNCH_ID
+from sae_sweep.sweep.running.threads import ENV_JOBS_AT_ONCE
+
+SUBMITIT_LOCAL = PIPELINED_LAUNCHERS[1]
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def l0_of(variant: str, lam: float) -> float:
+    """A curved lambda -> L0 relation (not a power law), so a tight target takes rounds."""
+    scale = {"fast": 40.0, "slow": 60.0}[variant]
+    return scale / (lam + 0.15 * lam**2)
+
+
+class Loader:
+    """Composes every job alike: Sweep.launch only needs its folder name and `pack`."""
+
+    def load_sweep_config(self, master, overrides):
+        return OmegaConf.create({"hydra": {"sweep": {"subdir": "job"}, "job": {"num": 0}},
+                                 "pack": 1, "sae": {"kind": "gated"}})  # fmt: skip
+
+
+class DelayedLauncher:
+    """Each launch takes its variant's time (round jobs only; the grid's are instant) and
+    returns a finished record per job, its L0 from `l0_of`. Launches may come from several
+    threads at once, as with submitit; each is logged with its start and end."""
+
+    def __init__(self, sweep_dir, delays: dict[str, float]):
+        self.sweep_dir, self.delays = sweep_dir, delays
+        self.launches: list[dict] = []
+        self._lock = threading.Lock()
+
+    def launch(self, jobs, initial_job_idx):
+        started = time.monotonic()
+        parsed = [dict(o.split("=", 1) for o in job) for job in jobs]
+        variants = {p["variant"] for p in parsed}
+        is_round = any("l0_target" in p for p in parsed)
+        time.sleep(max(self.delays[v] for v in variants) if is_round else 0.0)
+        results = []
+        for n, (job, p) in enumerate(zip(jobs, parsed, strict=True), start=initial_job_idx):
+            record = {"job": n, "dir": f"j{n}", "outcome": "done", "status": "done",
+                      "seed": int(p["seed"]), "launch_id": os.environ[ENV_LAUNCH_ID],
+                      "l0": l0_of(p["variant"], float(p["lambda_multiplier"]))}  # fmt: skip
+            (self.sweep_dir / f"j{n}").mkdir(parents=True)
+            (self.sweep_dir / f"j{n}" / layout.JOB).write_text(json.dumps(record))
+            results.append(JobReturn(overrides=list(job), status=JobStatus.COMPLETED,
+                                     _return_value=record))  # fmt: skip
+        with self._lock:
+            self.launches.append({"variants": variants, "round": is_round, "first": initial_job_idx,
+                                  "n": len(jobs), "budget": os.environ[ENV_JOBS_AT_ONCE],
+                                  "start": started, "end": time.monotonic()})  # fmt: skip
+        return results
+
+
+def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, **options):
+    config = OmegaConf.create({
+        "sweep": "unit", "l0_targets": [8], "l0_tolerance": 0.01, "l0_max_rounds": 4,
+        "hydra": {"sweep": {"dir": str(tmp_path)},
+                  "launcher": {"_target_": target, "array_parallelism": 4},
+                  "overrides": {"task": []}},
+    })  # fmt: skip
+    return Sweep(config, launcher, Loader(), analysis=False, **options)
+
+
+ARGS = ["variant=fast,slow", "seed=0,1", "lambda_multiplier=1,4"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("SAE_SWEEP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SAE_SWEEP_GPUS", "")  # nothing to publish
+    yield
+    lifecycle.take_exit_code()
+
+
+def _targets(sweep_dir) -> dict:
+    return json.loads((sweep_dir / layout.TARGETS).read_text())
+
+
+def test_a_fast_chain_launches_its_next_round_before_a_slow_chains_round_ends(tmp_path):
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.05, "slow": 1.5})
+    _sweep(tmp_path, launcher).run(ARGS)
+    rounds = [launch for launch in launcher.launches if launch["round"]]
+    assert all(len(launch["variants"]) == 1 for launch in rounds)  # one chain per launch
+    fast = sorted((r for r in rounds if r["variants"] == {"fast"}), key=lambda r: r["start"])
+    slow = sorted((r for r in rounds if r["variants"] == {"slow"}), key=lambda r: r["start"])
+    assert len(fast) >= 2 and slow, launcher.launches
+    assert fast[1]["start"] < slow[0]["end"]  # no waiting for the slow chain's round
+
+    # Launch numbers of launches from several threads never overlap, and run without a gap.
+    numbers = sorted(n for launch in launcher.launches
+                     for n in range(launch["first"], launch["first"] + launch["n"]))  # fmt: skip
+    assert numbers == list(range(len(numbers)))
+    # One thread budget for every chain's jobs: 2 chains in flight (4 slots / 2 seeds) x 2.
+    assert {r["budget"] for r in rounds} == {"4"}
+
+    report = _targets(tmp_path)
+    assert report["per_chain"] is True
+    by_variant = {s["variant"]: s for s in report["targets"]}
+    assert {s["status"] for s in by_variant.values()} == {"hit"}
+    assert by_variant["fast"]["rounds"] == len(fast) and by_variant["slow"]["rounds"] == len(slow)
+    assert report["rounds"] == max(len(fast), len(slow))
+    assert lifecycle.take_exit_code() == 0
+
+
+def test_chains_on_their_own_land_where_rounds_do(tmp_path):
+    """The same targets, lambdas and rounds per chain, by rounds (the launcher waits for every
+    chain) and per chain: chains of different variants never read each other's runs."""
+    reports, launches = [], []
+    for pipeline in (True, False):
+        folder = tmp_path / str(pipeline)
+        launcher = DelayedLauncher(folder, {"fast": 0.0, "slow": 0.0})
+        _sweep(folder, launcher, pipeline_rounds=pipeline).run(ARGS)
+        reports.append(_targets(folder))
+        launches.append([launch for launch in launcher.launches if launch["round"]])
+    per_chain, by_rounds = reports
+    assert per_chain["per_chain"] is True and by_rounds["per_chain"] is False
+    assert per_chain["targets"] == by_rounds["targets"]
+    # By rounds, each launch holds every open chain's jobs (both, until one is placed).
+    assert launches[1][0]["variants"] == {"fast", "slow"}
+    assert sum(r["n"] for r in launches[0]) == sum(r["n"] for r in launches[1])
+
+
+def test_a_launcher_that_cannot_run_chains_on_their_own_keeps_rounds(tmp_path, capsys):
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.0, "slow": 0.0})
+    _sweep(tmp_path, launcher, target=JOBLIB).run(ARGS)
+    assert _targets(tmp_path)["per_chain"] is False
+    assert [r["variants"] for r in launcher.launches if r["round"]][0] == {"fast", "slow"}
+    assert "target L0s after" in capsys.readouterr().out
+    assert "JoblibLauncher" in why_rounds(JOBLIB, None)
+    assert "job number" in why_rounds(SUBMITIT_LOCAL, "${variant}_${hydra.job.num}")
+    assert why_rounds(SUBMITIT_LOCAL, "${variant}/lam${lambda_multiplier}_seed${seed}") is None
+
+
+def test_a_chain_whose_launch_fails_stops_the_others_and_ends_the_sweep(tmp_path):
+    """A failure in one chain's launch (here the slow chain's launcher raising) is raised by
+    the sweep; no chain launches after it, and the sweep still ends with its records."""
+
+    class Failing(DelayedLauncher):
+        def launch(self, jobs, initial_job_idx):
+            if any("variant=slow" in job and any(o.startswith("l0_target=") for o in job)
+                   for job in jobs):  # fmt: skip
+                time.sleep(0.3)
+                raise RuntimeError("the scheduler refused the submission")
+            return super().launch(jobs, initial_job_idx)
+
+    launcher = Failing(tmp_path, {"fast": 0.2, "slow": 0.0})
+    with pytest.raises(RuntimeError, match="refused"):
+        _sweep(tmp_path, launcher).run(ARGS)
+    failed_at = time.monotonic()
+    time.sleep(0.5)  # a chain still in flight ends, and launches nothing after the failure
+    assert all(r["start"] < failed_at for r in launcher.launches)
+    assert json.loads((tmp_path / layout.MANIFEST).read_text())["ended"]
