@@ -20,6 +20,7 @@ from sae_sweep.sweep.chain_pipeline import PIPELINED_LAUNCHERS, why_rounds
 from sae_sweep.sweep.lifecycle import Sweep
 from sae_sweep.sweep.running.task import ENV_LAUNCH_ID
 from sae_sweep.sweep.running.threads import ENV_JOBS_AT_ONCE
+from tests.sweep_fixtures import jobs, run_sweep_in_process
 
 SUBMITIT_LOCAL = PIPELINED_LAUNCHERS[1]
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -171,3 +172,26 @@ def test_a_chain_whose_launch_fails_stops_the_others_and_ends_the_sweep(tmp_path
     time.sleep(0.5)  # a chain still in flight ends, and launches nothing after the failure
     assert all(r["start"] < failed_at for r in launcher.launches)
     assert json.loads((tmp_path / layout.MANIFEST).read_text())["ended"]
+
+
+@pytest.mark.slow
+def test_a_real_joblib_target_sweep_keeps_rounds_and_handles_every_target(tmp_path, monkeypatch,
+                                                                          capfd):  # fmt: skip
+    """joblib's workers are shared by every launch of the process, so its chains keep rounds:
+    a variant placed by rounds ends every target hit or given up with its reason, each with
+    the rounds it took, and a re-run into the folder trains nothing."""
+    d = tmp_path / "sweep"
+    args = ["variant=gated_dn_frozen_live", "seed=0,1", "lambda_multiplier=1,4",
+            "train.steps=60", "l0_targets=[4,6]", "l0_max_rounds=2",
+            "hydra.launcher.n_jobs=2"]  # fmt: skip
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path, launcher="joblib")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    report = _targets(d)
+    assert report["per_chain"] is False and len(report["targets"]) == 2
+    for s in report["targets"]:
+        assert s["status"] in {"hit", "unreachable"}, s
+        assert 0 <= s["rounds"] <= report["rounds"] <= 2 and (s["status"] == "hit" or s["reason"])
+    before = set(jobs(d))
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path, launcher="joblib")
+    assert proc.returncode == 0 and set(jobs(d)) == before
+    assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])

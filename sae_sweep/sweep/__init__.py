@@ -4,6 +4,8 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
     lifecycle.py        `Sweep`: start, grid, target-L0 rounds, end (table, manifest, analysis),
                         every batch composed, settled on a resume, packed, thread-budgeted;
                         a job whose worker died fails alone, the others launched again
+    chain_pipeline.py   target-L0 chains that launch their next lambda when their own seeds
+                        finish (submitit's launchers), each placed from its own runs
     signals.py          SIGTERM / SIGINT to the launcher: jobs told, workers stopped, records
     worker_deaths.py    which worker process died first, and of which signal
     planning/           what a sweep launches

@@ -7,8 +7,11 @@
 bookkeeping/lock.py) before it writes anything, so a refused launch changes nothing; then it
 starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches the
 grid in batches (with `tune`, every variant at every tuned value: planning/tuning.py), then,
-when the sweep sets `l0_targets`, refinement rounds until no target is open (targets.json),
-and ends it whatever happened in between: a job or the launcher
+when the sweep sets `l0_targets`, refinement rounds until no target is open (targets.json):
+under submitit's launchers each (variant, target) chain launches its next lambda as soon as
+its own seeds finish (chain_pipeline.py; `launch` is then called from several threads, and
+takes one batch at a time up to the launcher's call), with the others a round waits for
+every chain; and ends it whatever happened in between: a job or the launcher
 raising, Ctrl-C, SIGTERM (signals.py: the jobs are told first, so they record
 `interrupted`). A variant placed by control (`l0_placement: control`) has no grid and no
 rounds: its jobs, one per target and seed, go out with the grid's first batch, each steering
