@@ -35,6 +35,19 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def sweep_env(monkeypatch):
+    """A sweep run in this process with a fake launcher: no sweep variables inherited, no
+    GPUs to publish; the sweep's outcome taken afterwards, so the next test starts clean."""
+    from sae_sweep.sweep import lifecycle
+
+    for key in [k for k in os.environ if k.startswith("SAE_SWEEP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SAE_SWEEP_GPUS", "")  # nothing to publish
+    yield
+    lifecycle.take_exit_code()
+
+
 def small_config(**overrides) -> Config:
     """A valid gated/decoder_norm config on tiny synthetic data (about a second to train)."""
     cfg = Config(

@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -22,7 +23,7 @@ from sae_sweep.sweep.running.task import ENV_LAUNCH_ID
 from sae_sweep.sweep.running.threads import ENV_JOBS_AT_ONCE
 from tests.sweep_fixtures import jobs, run_sweep_in_process
 
-SUBMITIT_LOCAL = PIPELINED_LAUNCHERS[1]
+SLURM, SUBMITIT_LOCAL = PIPELINED_LAUNCHERS
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
@@ -72,11 +73,11 @@ class DelayedLauncher:
         return results
 
 
-def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, **options):
+def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, launcher_options=None, **options):
     config = OmegaConf.create({
         "sweep": "unit", "l0_targets": [8], "l0_tolerance": 0.01, "l0_max_rounds": 4,
         "hydra": {"sweep": {"dir": str(tmp_path)},
-                  "launcher": {"_target_": target, "array_parallelism": 4},
+                  "launcher": {"_target_": target, **(launcher_options or {})},
                   "overrides": {"task": []}},
     })  # fmt: skip
     return Sweep(config, launcher, Loader(), analysis=False, **options)
@@ -85,13 +86,7 @@ def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, **options):
 ARGS = ["variant=fast,slow", "seed=0,1", "lambda_multiplier=1,4"]
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for key in [k for k in os.environ if k.startswith("SAE_SWEEP_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("SAE_SWEEP_GPUS", "")  # nothing to publish
-    yield
-    lifecycle.take_exit_code()
+pytestmark = pytest.mark.usefixtures("sweep_env")
 
 
 def _targets(sweep_dir) -> dict:
@@ -112,7 +107,7 @@ def test_a_fast_chain_launches_its_next_round_before_a_slow_chains_round_ends(tm
     numbers = sorted(n for launch in launcher.launches
                      for n in range(launch["first"], launch["first"] + launch["n"]))  # fmt: skip
     assert numbers == list(range(len(numbers)))
-    # One thread budget for every chain's jobs: 2 chains in flight (4 slots / 2 seeds) x 2.
+    # One thread budget for every chain's jobs: submitit_local runs both chains' 2 seeds.
     assert {r["budget"] for r in rounds} == {"4"}
 
     report = _targets(tmp_path)
@@ -122,6 +117,16 @@ def test_a_fast_chain_launches_its_next_round_before_a_slow_chains_round_ends(tm
     assert by_variant["fast"]["rounds"] == len(fast) and by_variant["slow"]["rounds"] == len(slow)
     assert report["rounds"] == max(len(fast), len(slow))
     assert lifecycle.take_exit_code() == 0
+
+
+def test_slurm_array_parallelism_caps_the_chains_in_flight(tmp_path):
+    """array_parallelism=2 with 2 seeds: one chain's jobs at a time, never two chains'."""
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.2, "slow": 0.2})
+    _sweep(tmp_path, launcher, target=SLURM, launcher_options={"array_parallelism": 2}).run(ARGS)
+    rounds = sorted((r for r in launcher.launches if r["round"]), key=lambda r: r["start"])
+    assert len(rounds) >= 2 and {v for r in rounds for v in r["variants"]} == {"fast", "slow"}
+    assert all(a["end"] <= b["start"] for a, b in pairwise(rounds))  # one at a time
+    assert _targets(tmp_path)["per_chain"] is True
 
 
 def test_chains_on_their_own_land_where_rounds_do(tmp_path):

@@ -52,13 +52,7 @@ def _sweep(tmp_path, launcher, **options):
     return Sweep(config, launcher, Loader(), analysis=False, **options)
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for key in [k for k in os.environ if k.startswith("SAE_SWEEP_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("SAE_SWEEP_GPUS", "")  # nothing to publish
-    yield
-    lifecycle.take_exit_code()
+pytestmark = pytest.mark.usefixtures("sweep_env")
 
 
 def test_a_grid_in_batches_ends_with_its_table_and_a_clean_exit(tmp_path, capsys):

@@ -244,7 +244,9 @@ class Sweep:
         process's, shared by every chain's launch)."""
         launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
         per_chain = max(1, plan.n_seeds)  # jobs of a proposal (fewer once packed)
-        slots = max(1, int(launcher_cfg.get("array_parallelism") or 1) // per_chain)
+        slots = len(plan.variants) * len(l0_targets)  # submitit_local starts every job it gets
+        if launcher_cfg.get("array_parallelism"):  # SLURM's cap on an array's running jobs
+            slots = min(slots, max(1, int(launcher_cfg["array_parallelism"]) // per_chain))
         self._jobs_at_once = jobs_at_once(launcher_cfg, slots * per_chain, machine_cores())
         os.environ[ENV_JOBS_AT_ONCE] = str(self._jobs_at_once)
         log.info("target-L0 chains move on their own, at most %d in flight", slots)
