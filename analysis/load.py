@@ -37,7 +37,7 @@ import pandas as pd
 from analysis.provenance import commit_and_clean
 from sae_sweep.evaluation.catalogue import METRICS
 from sae_sweep.record import layout
-from sae_sweep.record.malformed import summary_problems, unreadable_message
+from sae_sweep.record.malformed import read_checked_summary
 
 BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "last_step",
                        "git_commit", "git_clean"]  # fmt: skip
@@ -156,15 +156,8 @@ def _read_config(job_dir: Path) -> dict[str, Any]:
 
 
 def _read_summary(job_dir: Path) -> dict[str, Any] | None:
-    p = job_dir / layout.SUMMARY
-    if not p.is_file():
-        return None
-    try:
-        s = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        return {"status": "failed", "error": f"unreadable {p}: {e}"}
-    problems = summary_problems(s)
-    return {"status": "failed", "error": unreadable_message(p, problems)} if problems else s
+    summary, unreadable = read_checked_summary(job_dir / layout.SUMMARY)
+    return {"status": "failed", "error": unreadable} if unreadable else summary
 
 
 def make_row(

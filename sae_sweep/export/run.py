@@ -14,7 +14,7 @@ from ..record import layout
 from ..record.layout import FIRING as FIRING_FILE
 from ..record.layout import WEIGHTS as WEIGHTS_FILE
 from ..record.layout import WEIGHTS_CONFIG as WEIGHTS_CONFIG_FILE
-from ..record.malformed import summary_problems, unreadable_message
+from ..record.malformed import read_checked_summary
 from .saelens import ExportError, write_saelens_folder
 
 SAELENS_DIR = layout.SAELENS_DIR
@@ -70,19 +70,14 @@ def saelens_metadata(knobs: dict[str, Any], summary: dict[str, Any] | None) -> d
 def finished_summary(record_dir: Path) -> dict[str, Any]:
     """The job's summary, which must say `done`: weights of a job that failed (non-finite
     metrics, a divergence at its last step) or is still running are not a result."""
-    path = Path(record_dir) / layout.SUMMARY
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
+    summary, unreadable = read_checked_summary(Path(record_dir) / layout.SUMMARY)
+    if unreadable:
+        raise ExportError(unreadable)
+    if summary is None:
         raise ExportError(
             f"{record_dir} has weights but no {layout.SUMMARY}: the job has not finished. Fix: "
             "export it once its summary says done."
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"unreadable {path}: {exc}") from None
-    problems = summary_problems(summary)
-    if problems:
-        raise ExportError(unreadable_message(path, problems))
+        )
     if summary.get("status") != "done":
         error = str(summary.get("error") or "").strip().splitlines()[:1]
         raise ExportError(

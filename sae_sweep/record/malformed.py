@@ -2,13 +2,14 @@
 
 sae-sweep writes every summary, but a file edited by hand, half copied, or written by
 another version can hold `knobs` as a string or `l0` as text. One such record must not
-crash a whole analysis, status or export, nor drop its job without a word: the readers ask
-`summary_problems` and treat a record that has any as unreadable, naming the file and the
-field.
+crash a whole analysis, status or export, nor drop its job without a word: each of them reads
+summaries through `read_checked_summary`, which calls a record with any `summary_problems`
+(or not JSON at all) unreadable, naming the file and the field.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,21 @@ def summary_problems(summary: Any) -> list[str]:
         if not _is_metric_value(summary.get(key)):
             problems.append(_wrong(key, summary[key], "a number"))
     return problems
+
+
+def read_checked_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A summary.json read defensively: (summary, None) when it is readable and well formed,
+    (None, what makes it unreadable, naming the file) when not, (None, None) when there is
+    none (the job has not finished)."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable {path}: {exc}"
+    problems = summary_problems(summary)
+    return (None, unreadable_message(path, problems)) if problems else (summary, None)
 
 
 def unreadable_message(path: Path, problems: list[str]) -> str:

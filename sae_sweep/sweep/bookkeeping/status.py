@@ -40,7 +40,7 @@ from typing import Any
 
 from ...record import layout
 from ...record.liveness import writer_alive
-from ...record.malformed import summary_problems, unreadable_message
+from ...record.malformed import read_checked_summary
 from ...record.progress import duration, read_progress
 from .lock import describe, launcher_alive, read_holder
 from .manifest import read_manifest
@@ -140,15 +140,8 @@ def sweep_status(
 
 def _summary(job_dir: Path) -> tuple[dict[str, Any], str | None]:
     """The job's summary ({} when it has none) and what makes it unreadable (None: nothing)."""
-    path = job_dir / layout.SUMMARY
-    if not path.exists():
-        return {}, None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return {}, f"unreadable {path}: {exc}"
-    problems = summary_problems(summary)
-    return (summary, None) if not problems else ({}, unreadable_message(path, problems))
+    summary, unreadable = read_checked_summary(job_dir / layout.SUMMARY)
+    return summary or {}, unreadable
 
 
 def launcher_state(sweep_dir: Path, manifest: dict[str, Any]) -> str | None:
