@@ -1,10 +1,10 @@
 """Held-out evaluation of a trained SAE (docs/design.md, "Metrics").
 
-catalogue.py   every metric a job records: name, title, direction, who reads it
-metrics.py     the activation metrics' definitions, and their streaming form
-ground_truth.py synthetic data's metrics against its true features, as SAELens defines them
-lm.py          the language-model metrics: the SAE spliced into the model
-reevaluate.py  evaluate finished SAEs again after a definition changed
+catalogue.py     every metric a job records: name, title, direction, who reads it
+metrics.py       the activation metrics' definitions, and their streaming form
+ground_truth.py  synthetic data's metrics against its true features, as SAELens defines them
+lm.py            the language-model metrics: the SAE spliced into the model
+reevaluate.py    evaluate finished SAEs again after a definition changed
 """
 
 from __future__ import annotations
