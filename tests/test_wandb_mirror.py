@@ -63,6 +63,8 @@ def test_run_names_tell_variant_target_knob_and_seed_apart():
     assert run_name(cfg) == "gated_original lam2 seed1"
     cfg.l0_target = 8.0
     assert run_name(cfg) == "gated_original L0=8 lam2 seed1"
+    cfg.train.l0_target = 8.0  # placed by L0 control: every target shares the preset's lam
+    assert run_name(cfg) == "gated_original L0=8 controlled seed1"
     topk = small_config(variant="topk", seed=2)
     topk.sae = TopKSAEConfig(k=12)
     assert run_name(topk) == "topk k=12 seed2"

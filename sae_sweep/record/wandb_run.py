@@ -17,10 +17,11 @@ logger = logging.getLogger("sae_sweep")
 
 
 def run_name(cfg: Config) -> str:
-    """The W&B run name: variant, target L0 (a refinement job), the L0 knob (lambda
-    multiplier, or k of TopK-like SAEs) and seed, e.g. `gated_original L0=8 lam2.37 seed1`:
-    what a panel's tooltip and legend show. Job folders repeat across variants, so their
-    names alone do not tell runs apart."""
+    """The W&B run name: variant, target L0 (a refinement or L0-control job), the L0 knob
+    (lambda multiplier, or k of TopK-like SAEs; `controlled` where the job steers lambda
+    itself, its multiplier only the preset's start) and seed, e.g. `gated_original L0=8
+    lam2.37 seed1`: what a panel's tooltip and legend show. Job folders repeat across
+    variants, so their names alone do not tell runs apart."""
     parts = [cfg.variant or cfg.sae.kind]
     if cfg.l0_target is not None:
         parts.append(f"L0={cfg.l0_target:g}")
@@ -28,6 +29,8 @@ def run_name(cfg: Config) -> str:
     if knob is not None:
         leaf = knob.removeprefix("sae.")
         parts.append(f"{leaf}={getattr(cfg.sae, leaf)}")
+    elif cfg.train.l0_target is not None:
+        parts.append("controlled")
     elif cfg.lambda_multiplier is not None:
         parts.append(f"lam{cfg.lambda_multiplier:g}")
     else:
