@@ -220,6 +220,8 @@ def verdict_lines(a: Analysis) -> list[str]:
     lines = [_verdict_line(r).replace("**", "") for _, r in verdict_rows(a).iterrows()]
     summary = [_summary_line(r).replace("**", "") for _, r in summary_rows(a).iterrows()]
     tuned = [tuned_line(a).replace("`", "")] if a.tuning is not None else []
+    if not lines and (why := _nothing_compared(a)):  # said, not left to an empty heading
+        lines = [why]
     return tuned + lines + (["summary over the band:", *summary] if summary else [])
 
 
@@ -457,6 +459,18 @@ def _excluded(a: Analysis) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def _nothing_compared(a: Analysis) -> str | None:
+    """Why a sweep with runs has no verdict at all (None: it has no runs)."""
+    if not len(a.runs):
+        return None
+    if all(ma.points.empty for ma in a.metrics.values()):
+        return "No finished run has an L0 and a metric: nothing to compare."
+    return (
+        "No two variants have finished runs at a matched L0 in the sparse regime: "
+        "nothing to compare."
+    )
+
+
 def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
     """The per-L0 verdicts of the headline metrics (the primary result), the one-line
     summaries over the declared band, how to read them, what more seeds would settle, and
@@ -464,18 +478,8 @@ def _verdicts_section(a: Analysis, files: _Files) -> list[tuple]:
     verdicts = verdict_rows(a)
     excluded = _excluded(a)
     if not len(verdicts):
-        if len(a.runs) and all(ma.points.empty for ma in a.metrics.values()):
-            return [("p", "No finished run has an L0 and a metric: nothing to compare.")]
-        if len(a.runs):
-            return [
-                (
-                    "p",
-                    "No two variants have finished runs at a matched L0 in the sparse "
-                    "regime: nothing to compare.",
-                ),  # fmt: skip
-                *([("ul", excluded)] if excluded else []),
-            ]
-        return []
+        why = _nothing_compared(a)
+        return [("p", why), *([("ul", excluded)] if excluded else [])] if why else []
     limit = f"L0 <= {a.max_l0_fraction:g} d" + (f" = {a.max_l0_fraction * a.d:g}" if a.d else "")
     where = (
         f"at the target L0s {', '.join(f'{t:g}' for t in a.targets)} (runs within "

@@ -225,3 +225,21 @@ def test_the_end_of_a_sweep_prints_the_per_l0_verdicts(tmp_path, capsys):
     first = out.splitlines()[0]
     assert first.startswith("fvu at L0 ") and first.endswith(": b better")
     assert "Benjamini-Hochberg-adjusted" in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_the_end_of_a_sweep_says_why_it_has_no_verdict(tmp_path, capsys):
+    """One seed: no paired verdict at any L0. The printed verdicts say so, as the report
+    does, instead of a heading over nothing."""
+    from sae_sweep.sweep.lifecycle import run_analysis_safely
+
+    try:
+        from analysis_fixtures import make_sweep
+    except ImportError:  # tests/ imported as a package
+        from tests.analysis_fixtures import make_sweep
+
+    run_analysis_safely(make_sweep(tmp_path / "s", seeds=(0,), lams=(0.1,)))
+    out = capsys.readouterr().out.split("verdicts (the report's first lines):\n")[1]
+    assert out.splitlines()[0] == (
+        "No two variants have finished runs at a matched L0 in the sparse regime: "
+        "nothing to compare."
+    )
