@@ -66,9 +66,12 @@ def test_verdicts_pair_gated_with_the_modern_architectures_only():
     assert all(line.endswith("**b better**") for line in lines)  # 20% better everywhere
 
 
-def _sweep_folder(root, ground_truth: bool):
-    """`_runs` as job records: what `sae-analysis` and the end of a sweep read."""
+def _sweep_folder(root, ground_truth: bool, kinds: set[str] | None = None):
+    """`_runs` as job records (only the variants of `kinds`, if given): what `sae-analysis`
+    and the end of a sweep read."""
     for i, r in _runs(ground_truth).iterrows():
+        if kinds is not None and r["sae.kind"] not in kinds:
+            continue
         knobs = {"sae.kind": r["sae.kind"], "data.d": 64, "l0_targets": [4.0, 8.0]}
         cfg = config(seed=r["seed"], variant=r["variant"], lambda_multiplier=r["lambda_multiplier"],
                      **knobs)  # fmt: skip
@@ -86,3 +89,12 @@ def test_report_shows_the_table_only_with_ground_truth_metrics(tmp_path):
     assert (tmp_path / "a" / "tables" / "benchmark_table.csv").exists()
     without = analysis.run_analysis(_sweep_folder(tmp_path / "b", ground_truth=False))
     assert "Ground-truth table" not in without.report_md.read_text()
+
+
+def test_a_sweep_without_a_modern_architecture_has_no_gated_against_modern_part(tmp_path):
+    """The quick sweep's gated variants on the built-in data have ground-truth metrics: their
+    table is shown, and no section for a comparison the sweep cannot make."""
+    root = _sweep_folder(tmp_path / "gated_only", ground_truth=True, kinds={"gated", "standard"})
+    md = analysis.run_analysis(root).report_md.read_text()
+    assert "## Ground-truth table (SynthSAEBench form)" in md
+    assert "Gated against each modern architecture" not in md
