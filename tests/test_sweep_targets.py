@@ -216,13 +216,13 @@ def test_real_targeted_sweep_lands_on_targets_and_reports_paired_verdicts(tmp_pa
 
 
 def test_one_round_target_sweep_launches_variants_x_targets_x_seeds(tmp_path, monkeypatch, capfd):
-    """l0_placement=control (these presets' own): no grid, no refinement round; every
-    (variant, target, seed) is one job, in a folder of its own target, steering its lambda
-    (train.l0_target) or at sae.k = target; targets.json says where each landed; a re-run
-    trains nothing."""
+    """l0_placement=control (TopK's preset's own; set here for every variant): no grid, no
+    refinement round; every (variant, target, seed) is one job, in a folder of its own
+    target, steering its lambda (train.l0_target) or at sae.k = target; targets.json says
+    where each landed; a re-run trains nothing."""
     d = tmp_path / "sweep"
     args = ["variant=gated_dn_trainable_live,topk", "seed=0,1", "lambda_multiplier=1,2,4",
-            "train.steps=60", "l0_targets=[4,6]"]  # fmt: skip
+            "train.steps=60", "l0_targets=[4,6]", "l0_placement=control"]  # fmt: skip
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     ran = jobs(d)

@@ -428,8 +428,9 @@ class Config:
     l0_placement: L0Placement = L0Placement.rounds
     """Target-L0 sweeps: `control` runs one job per target and seed, each steering its lambda
     to the target during training (train.l0_target; TopK-like SAEs: sae.k = target), with no
-    grid; `rounds` runs the lambda grid, then refinement rounds. The variant presets whose
-    controlled SAEs passed the gate set `control` (docs/sweeps.md, "Target-L0 sweeps")."""
+    grid; `rounds` runs the lambda grid, then refinement rounds. The TopK-family presets set
+    `control`; no penalty preset has passed the control gate (docs/sweeps.md, "The L0-control
+    gate")."""
     l0_target: float | None = None
     """The target L0 a refinement job was placed for (set by the sweeper; bookkeeping)."""
     tune: Any = None
