@@ -153,7 +153,7 @@ def test_summary_columns_line_up_with_long_recipe_labels():
     assert len({ln.index(" L0 ") for ln in lines}) == 1
     assert len({ln.index(s.status.value) for ln, s in zip(lines, states, strict=True)}) == 1
     assert "L0 8 at k 8" in lines[0] and "L0 15.2 at lambda 0.31" in lines[1]
-    assert lines[2].endswith("saturated")
+    assert lines[2].endswith("L0 60 at lambda 0.05: saturated")  # the reason set off
 
 
 @pytest.mark.parametrize("targets,tol,msg", [([0, 8], 0.1, "positive"), ([8], 1.5, "l0_tolerance")])

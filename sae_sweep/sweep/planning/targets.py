@@ -257,7 +257,8 @@ def summary_lines(states: list[TargetState]) -> list[str]:
     out = []
     for s in states:
         got = "" if s.l0 is None else f"L0 {s.l0:.3g} at {s.knob} {s.lam:.4g}"
-        line = f"  {s.variant:<{width}}  L0 {s.target:<6g} {s.status.value:<11} {got} {s.reason}"
+        why = f"{': ' if got else ''}{s.reason}" if s.reason else ""  # not run into the figures
+        line = f"  {s.variant:<{width}}  L0 {s.target:<6g} {s.status.value:<11} {got}{why}"
         out.append(line.rstrip())
     return out
 
