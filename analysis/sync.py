@@ -86,6 +86,10 @@ class SyncResult:
                  + (f", {len(self.not_tried)} not tried (stopped after {STOP_AFTER_FAILURES} "
                     "failures in a row)" if self.not_tried else "")
                  + f" (progress in {layout.WANDB_SYNC})"]  # fmt: skip
+        if not n:
+            lines.append("  Nothing to upload: no job folder holds an offline W&B run "
+                         "(wandb/offline-run-*). Jobs run with logger=disabled log none; "
+                         "logger=online ones are on W&B already.")  # fmt: skip
         for run, why in list(self.failed.items())[:10]:
             lines.append(f"  FAILED {run}: {why}")
         if len(self.failed) > 10:

@@ -118,6 +118,12 @@ def test_sync_needs_a_sweep_folder(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), "--sync"]) == 2
 
 
+def test_a_sweep_without_offline_runs_says_there_is_nothing_to_upload(tmp_path, capsys):
+    (tmp_path / "job").mkdir()  # a job run with logger=disabled: no wandb/ folder
+    assert main([str(tmp_path), "--sync"]) == 0
+    assert "Nothing to upload" in capsys.readouterr().out
+
+
 def test_a_moved_sweep_uploads_its_jobs_sae_artifacts_through_wandb_sync(tmp_path, monkeypatch):
     """The real `wandb sync` (wandb-core) run as the sync runs it, against a W&B server on a
     local port: the run lands in the instance's group and every file of the SAE artifact is
