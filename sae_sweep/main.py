@@ -51,8 +51,9 @@ def hydra_main(dcfg: DictConfig) -> float | dict | None:
     try:
         summary = run_job(job_config(cfg), out_dir)
     except (ConfigError, ConfigMismatchError) as exc:
-        log.error("%s", exc)
-        raise
+        # A refusal is its message and fix on stderr, not a crash: no traceback (Hydra prints
+        # one for any exception it catches; it lets SystemExit through).
+        sys.exit(f"sae-sweep refuses to run: {exc}")
     log.info("record: %s", out_dir)
     shown = [k for k in names(printed=True) if summary.get(k) is not None]
     log.info("eval: %s", "  ".join(f"{k}={summary[k]:.4g}" for k in shown))
