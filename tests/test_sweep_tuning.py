@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from sae_sweep.export.cli import export_sweep
 from sae_sweep.launch_checks import launch_problems
 from sae_sweep.sweep.planning import chains
 from sae_sweep.sweep.planning.grid import grid_jobs
@@ -154,6 +155,11 @@ def test_real_tuned_sweep_compares_each_variant_at_its_best_lr_and_resumes(tmp_p
     verdicts = pd.read_csv(d / "tables" / "verdicts.csv")
     assert (verdicts["a train.lr"] == chosen[verdicts["a"][0]]).all()
     assert set(runs["train.lr"]) == {0.002, 0.004}  # every run is in the runs table
+    # a frontier export is each variant's frontier at its best value, as the analysis compares
+    exported = export_sweep(d, tmp_path / "exported", "fvu")
+    by_path = runs.set_index("path")["train.lr"]
+    assert {(v, by_path[p]) for v, p in zip(exported["variant_label"], exported["path"],
+                                            strict=True)} == set(chosen.items())  # fmt: skip
 
     before = set(jobs(d))
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)

@@ -109,12 +109,20 @@ def export_sweep(sweep_dir: Path, out_dir: Path, frontier_metric: str | None) ->
 
 
 def selected_runs(sweep_dir: Path, frontier_metric: str | None) -> pd.DataFrame:
-    """The finished runs of a sweep with a `variant_label`; only frontier runs if a metric."""
+    """The finished runs of a sweep with a `variant_label`; only frontier runs if a metric.
+    On a sweep that tuned a knob per variant (`tune`), a frontier is that of each variant at
+    its best value, as the analysis compares it (every value's runs are exported without
+    a metric)."""
     from analysis.frontier import finished, frontier_points
     from analysis.load import load_runs
-    from analysis.variants import LABEL, assign_variants
+    from analysis.tuning import declared_tuning, label_tuned
+    from analysis.variants import LABEL
 
-    runs, _ = assign_variants(finished(load_runs(sweep_dir)))
+    done = finished(load_runs(sweep_dir))
+    spec = declared_tuning(done) if frontier_metric is not None else None
+    runs, _, tuning = label_tuned(done, spec)
+    if tuning is not None:
+        runs = tuning.compared
     if runs.empty:
         raise ExportError(f"{sweep_dir} holds no finished job (status done) to export")
     if frontier_metric is None:
