@@ -102,6 +102,8 @@ def run_cli_in_process(monkeypatch, capfd, *args: str, extra_env=None) -> tuple[
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+        if isinstance(exc.code, str):  # what the interpreter prints when a process exits so
+            print(exc.code, file=sys.stderr)
     finally:
         os.environ.clear()
         os.environ.update(environ)
