@@ -39,7 +39,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import signal
 import threading
 from concurrent.futures.process import BrokenProcessPool
@@ -62,8 +61,8 @@ from .planning.packing import member_config, pack_file, pack_jobs, write_pack
 from .running.gpus import publish_machine_gpus
 from .running.task import ENV_LAUNCH_ID, fail_killed_job, mark_interrupted, settle_without_training
 from .running.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
-from .signals import LaunchStopped, StopSignals, signal_processes
-from .worker_deaths import CHILD_DEATHS, Death
+from .signals import StopSignals, signal_processes
+from .worker_deaths import CHILD_DEATHS, Death, first_dead, is_job_fault, reported_exit_codes
 
 log = logging.getLogger("sae_sweep")
 
@@ -344,7 +343,7 @@ class Sweep:
             results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)
                            if to_launch else [])  # fmt: skip
         except BaseException as exc:
-            if mark is None or self.signals.signum is not None or not _job_fault(exc):
+            if mark is None or self.signals.signum is not None or not is_job_fault(exc):
                 raise
             results = self._after_fault(exc, batch, packs, configs, base, mark)
         for r in results:
@@ -393,7 +392,7 @@ class Sweep:
             try:
                 results += self.launcher.launch(to_launch, initial_job_idx=first)
             except BaseException as exc:
-                if self.signals.signum is not None or not _job_fault(exc):
+                if self.signals.signum is not None or not is_job_fault(exc):
                     raise
                 fault = exc
                 continue
@@ -426,7 +425,7 @@ class Sweep:
                 suspects.append((members, dirs, records))
         culprit, ambiguous = None, set()
         if isinstance(fault, BrokenProcessPool) and suspects:
-            culprit = _first_dead(suspects, deaths, _reported_exit_codes(fault))
+            culprit = first_dead(suspects, deaths, reported_exit_codes(fault))
             if culprit is None and len(suspects) == 1:
                 culprit = (suspects[0][0], None)
             elif culprit is None:
@@ -581,33 +580,6 @@ def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
 STOP_WAIT_S = 20.0
 """How long a stopped launch waits for its jobs to record `interrupted` before joblib kills
 their workers (SLURM sends SIGKILL 30 s after its SIGTERM)."""
-
-
-def _job_fault(exc: BaseException) -> bool:
-    """Whether `exc`, raised by a launch of local workers, is one job's fault (its worker
-    died, or the job was interrupted on its own) and not the launcher's."""
-    return isinstance(exc, BrokenProcessPool) or (
-        isinstance(exc, KeyboardInterrupt) and not isinstance(exc, LaunchStopped)
-    )
-
-
-def _first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death],
-                reported: set[int]) -> tuple[list[int], Death] | None:  # fmt: skip
-    """The suspect pack whose worker died first (its records name the worker's pid); None
-    when no such death was seen, or the first one disagrees with how loky says the worker
-    that broke its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown),
-    i.e. the watcher saw it late."""
-    by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
-    for death in deaths:
-        if death.pid in by_pid:
-            code = -death.signal if death.signal is not None else death.exit_code
-            return (by_pid[death.pid], death) if not reported or code in reported else None
-    return None
-
-
-def _reported_exit_codes(fault: BaseException) -> set[int]:
-    """The exit codes loky's TerminatedWorkerError names (`{SIGKILL(-9)}`), or {}."""
-    return {int(code) for code in re.findall(r"\w+\((-?\d+)\)", str(fault))}
 
 
 def _job_return(overrides: list[str], records: list[dict[str, Any]]) -> JobReturn:

@@ -7,16 +7,22 @@ the job. To fail only the job whose worker died first, the launcher watches its 
 one thread per process blocks in `waitid(P_ALL, WEXITED | WNOWAIT)`, which returns as soon
 as a child has ended, with its pid and how it ended, without reaping it (loky still reaps
 its workers). The first death of a job's worker is the cause; the deaths after it are loky's.
+`is_job_fault` tells such a fault from the launcher's own, and `first_dead` picks the job
+whose worker died first among a broken batch's (`Sweep.launch` then fails it alone).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..training.interruption import signal_name
+from .signals import LaunchStopped
 
 
 @dataclass(frozen=True)
@@ -93,3 +99,33 @@ def _zombies(pids: set[int]) -> set[int]:
 
 CHILD_DEATHS = ChildDeaths()
 """The one watcher of this process (a second would see the same deaths)."""
+
+
+# -- telling which job a broken pool was the fault of ---------------------------------
+
+
+def is_job_fault(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a launch of local workers, is one job's fault (its worker
+    died, or the job was interrupted on its own) and not the launcher's."""
+    return isinstance(exc, BrokenProcessPool) or (
+        isinstance(exc, KeyboardInterrupt) and not isinstance(exc, LaunchStopped)
+    )
+
+
+def first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death],
+                reported: set[int]) -> tuple[list[int], Death] | None:  # fmt: skip
+    """The suspect pack whose worker died first (its records name the worker's pid); None
+    when no such death was seen, or the first one disagrees with how loky says the worker
+    that broke its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown),
+    i.e. the watcher saw it late."""
+    by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
+    for death in deaths:
+        if death.pid in by_pid:
+            code = -death.signal if death.signal is not None else death.exit_code
+            return (by_pid[death.pid], death) if not reported or code in reported else None
+    return None
+
+
+def reported_exit_codes(fault: BaseException) -> set[int]:
+    """The exit codes loky's TerminatedWorkerError names (`{SIGKILL(-9)}`), or {}."""
+    return {int(code) for code in re.findall(r"\w+\((-?\d+)\)", str(fault))}
