@@ -84,3 +84,43 @@ def test_resumed_training_equals_the_unbroken_run(tmp_path):
 def test_resumed_cuda_training_equals_the_unbroken_run(tmp_path):
     """Fused CUDA Adam reads `step` on the device: a resume that left it on the CPU crashed."""
     resumed_equals_unbroken(tmp_path, "cuda")
+
+
+def _weights(sae):
+    return {k: v.clone() for k, v in sae.state_dict().items()}
+
+
+@pytest.mark.parametrize("killed", ["before the new state", "before the manifest"])
+def test_a_write_killed_midway_resumes_from_the_checkpoint_before_it(tmp_path, monkeypatch,
+                                                                     killed):  # fmt: skip
+    """A SIGKILL between a checkpoint's files (the out-of-memory killer, a scheduler) must not
+    cost the run: the state the manifest names is kept until the new manifest is written,
+    and the next load resumes from it, the same weights, step and optimizer."""
+    import sae_sweep.training.checkpoint as checkpoint
+
+    cfg, sae, optimizer = _sae_and_optimizer(fused=False)
+    _train(cfg, sae, optimizer, 3)
+    _save(tmp_path, sae, optimizer, 3)
+    at_3 = _weights(sae)
+    _train(cfg, sae, optimizer, 2, first=3)
+
+    class KilledError(Exception):
+        pass
+
+    def die(*args, **kwargs):
+        raise KilledError
+
+    monkeypatch.setattr(checkpoint, "save_file" if killed == "before the new state"
+                        else "atomic_write_text", die)  # fmt: skip
+    with pytest.raises(KilledError):
+        _save(tmp_path, sae, optimizer, 5)
+    monkeypatch.undo()
+
+    _, fresh, fresh_optimizer = _sae_and_optimizer(fused=False)
+    step, _, _ = load_checkpoint(tmp_path, fresh, fresh_optimizer)
+    assert step == 3
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, at_3[name]), name
+    assert not (tmp_path / "state.previous.safetensors").exists()
+    _save(tmp_path, fresh, fresh_optimizer, 4)  # and checkpoints go on as before
+    assert load_checkpoint(tmp_path, *_sae_and_optimizer(fused=False)[1:])[0] == 4

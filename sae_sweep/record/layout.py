@@ -21,7 +21,8 @@ A job folder:
     progress.json         live progress (step, L0, FVU, ETA), rewritten while it runs
     saelens/              the SAE in SAELens's format, when W&B logs it as an artifact
     checkpoint/           resumable training state: state.safetensors, then meta.json (its
-                          manifest: the step and each file's size; training/checkpoint.py)
+                          manifest: the step and each file's size; training/checkpoint.py);
+                          state.previous.safetensors only while a new state is written
     checkpoint.damaged-<time>/  an unreadable checkpoint, moved aside (the re-run starts afresh)
     job.json              what the latest launch did with the job (sweep/running/task.py)
     wandb_run_id.txt      the job's W&B run id, reused on resume
@@ -58,6 +59,8 @@ CHECKPOINT_DAMAGED_SUFFIX = (
 )
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.safetensors"  # inside CHECKPOINT_DIR
+# inside CHECKPOINT_DIR: the state the manifest names, kept while a new one is written
+CHECKPOINT_STATE_PREVIOUS = "state.previous.safetensors"
 CHECKPOINT_META = "meta.json"  # inside CHECKPOINT_DIR, written last: the manifest
 JOB = "job.json"
 WANDB_RUN_ID = "wandb_run_id.txt"

@@ -6,7 +6,11 @@ belongs with. A checkpoint whose files disagree (a write killed between the stat
 manifest: meta.json of step 75 beside a state of step 100; a truncated file; files copied
 from two checkpoints) is as unusable as an unreadable one.
 
-A checkpoint that cannot be read or is inconsistent fails the job with CheckpointError
+A write killed between the state and the manifest loses nothing: the state it replaces is
+kept as `state.previous.safetensors` until the new manifest is written, and a load whose
+state and manifest disagree takes the previous state when that one matches the manifest
+(the checkpoint before the killed write). Otherwise, a checkpoint that cannot be read or is
+inconsistent fails the job with CheckpointError
 naming the file, and is first moved aside to `checkpoint.damaged-<time>/` (kept for
 inspection, never deleted): the re-run starts the job from step 0. Temporary files of a
 write that was killed are removed when the job next loads its checkpoint.
@@ -27,6 +31,7 @@ from ..record import layout
 from ..record.atomic import atomic_write_text, remove_stale_temporaries, replace_atomically
 from ..record.layout import CHECKPOINT_META as META_FILE
 from ..record.layout import CHECKPOINT_STATE as STATE_FILE
+from ..record.layout import CHECKPOINT_STATE_PREVIOUS as PREVIOUS_FILE
 
 DAMAGED_SUFFIX = layout.CHECKPOINT_DAMAGED_SUFFIX
 """A damaged checkpoint folder is renamed to `<folder>.damaged-<YYYYmmdd-HHMMSS>`."""
@@ -54,13 +59,18 @@ def save_checkpoint(
             flat[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value)
     flat.update({f"extra.{k}": v for k, v in tensors.items()})
     flat = {k: v.detach().cpu().contiguous() for k, v in flat.items()}
-    with replace_atomically(directory / STATE_FILE) as tmp:
+    state, previous = directory / STATE_FILE, directory / PREVIOUS_FILE
+    if state.exists() and (directory / META_FILE).exists():
+        # the state the current manifest names stays until the new manifest is written
+        os.replace(state, previous)
+    with replace_atomically(state) as tmp:
         save_file(flat, str(tmp), metadata={"step": str(step)})
     # meta.json, the manifest, is written last: a checkpoint without it is incomplete and is
     # ignored; one whose files do not match it is damaged (`_check_consistent`).
     files = {STATE_FILE: {"bytes": (directory / STATE_FILE).stat().st_size}}
     manifest = {"step": step, **meta, "files": files}
     atomic_write_text(directory / META_FILE, json.dumps(manifest, indent=2))
+    previous.unlink(missing_ok=True)
 
 
 def load_checkpoint(
@@ -101,7 +111,7 @@ def quarantine(directory: Path) -> Path:
 
 def _restore(directory, sae, optimizer, required_extra, required_meta):
     meta = json.loads((directory / META_FILE).read_text())
-    _check_consistent(directory, meta)
+    _take_consistent_state(directory, meta)
     flat = load_file(str(directory / STATE_FILE))
     device = next(sae.parameters()).device
     sae.load_state_dict({k[4:]: v for k, v in flat.items() if k.startswith("sae.")})
@@ -121,17 +131,36 @@ class InconsistentCheckpointError(ValueError):
     """A checkpoint's files do not match its manifest (meta.json)."""
 
 
-def _check_consistent(directory: Path, meta: dict) -> None:
+def _take_consistent_state(directory: Path, meta: dict) -> None:
+    """Leave in STATE_FILE the state meta.json names: the current one, or, after a write
+    killed before its manifest, the previous one (kept for that moment); raise
+    InconsistentCheckpointError when neither matches."""
+    previous = directory / PREVIOUS_FILE
+    try:
+        _check_consistent(directory, meta)
+    except (InconsistentCheckpointError, FileNotFoundError) as exc:
+        if not previous.exists():
+            raise
+        try:
+            _check_consistent(directory, meta, PREVIOUS_FILE)
+        except Exception:  # noqa: BLE001 -- the previous state does not help: report the first
+            raise exc from None
+        os.replace(previous, directory / STATE_FILE)  # the write it preceded never finished
+        return
+    previous.unlink(missing_ok=True)  # a write killed after its manifest: no longer needed
+
+
+def _check_consistent(directory: Path, meta: dict, state_file: str = STATE_FILE) -> None:
     """Raise InconsistentCheckpointError when a file's size differs from the manifest's, or
     the state's step from meta.json's. Checkpoints of earlier versions hold neither record:
     they are taken as they are."""
     for name, expected in (meta.get("files") or {}).items():
-        size = (directory / name).stat().st_size
+        size = (directory / (state_file if name == STATE_FILE else name)).stat().st_size
         if size != expected.get("bytes", size):
             raise InconsistentCheckpointError(
                 f"{name} holds {size} bytes, its manifest {META_FILE} says {expected['bytes']}"
             )
-    with safe_open(str(directory / STATE_FILE), "pt") as state:
+    with safe_open(str(directory / state_file), "pt") as state:
         stored = (state.metadata() or {}).get("step")
     if stored is not None and int(stored) != int(meta["step"]):
         raise InconsistentCheckpointError(
