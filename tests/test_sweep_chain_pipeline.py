@@ -141,7 +141,12 @@ def test_chains_on_their_own_land_where_rounds_do(tmp_path):
         launches.append([launch for launch in launcher.launches if launch["round"]])
     per_chain, by_rounds = reports
     assert per_chain["per_chain"] is True and by_rounds["per_chain"] is False
-    assert per_chain["targets"] == by_rounds["targets"]
+
+    # the job folders differ: per chain, which chain's jobs get the next numbers is a race
+    def placed(report):
+        return [{k: v for k, v in t.items() if k != "dirs"} for t in report["targets"]]
+
+    assert placed(per_chain) == placed(by_rounds)
     # By rounds, each launch holds every open chain's jobs (both, until one is placed).
     assert launches[1][0]["variants"] == {"fast", "slow"}
     assert sum(r["n"] for r in launches[0]) == sum(r["n"] for r in launches[1])
