@@ -7,6 +7,9 @@ the job. To fail only the job whose worker died first, the launcher watches its 
 one thread per process blocks in `waitid(P_ALL, WEXITED | WNOWAIT)`, which returns as soon
 as a child has ended, with its pid and how it ended, without reaping it (loky still reaps
 its workers). The first death of a job's worker is the cause; the deaths after it are loky's.
+`waitid` returns one of the ended children, not the first to end: a death is only taken as
+the first when no other child had ended when it was seen (on a loaded machine the watcher can
+wake after loky has killed the rest, and then which died first is unknown).
 `is_job_fault` tells such a fault from the launcher's own, and `first_dead` picks the job
 whose worker died first among a broken batch's (`Sweep.launch` then fails it alone).
 """
@@ -31,6 +34,7 @@ class Death:
     signal: int | None  # the signal that ended it, or None when it exited
     exit_code: int | None  # its exit status, or None when a signal ended it
     seq: int  # the order of the deaths seen by this process
+    alone: bool = True  # no other child had ended, unreaped, when this death was seen
 
     def describe(self) -> str:
         if self.signal is not None:
@@ -78,10 +82,13 @@ class ChildDeaths:
                 continue
             seen.add(info.si_pid)
             killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+            others = _ended_children()
+            alone = others is not None and not (others - seen)
             with self._lock:
                 self._deaths.append(Death(
                     pid=info.si_pid, signal=info.si_status if killed else None,
                     exit_code=None if killed else info.si_status, seq=len(self._deaths),
+                    alone=alone,
                 ))  # fmt: skip
 
 
@@ -95,6 +102,27 @@ def _zombies(pids: set[int]) -> set[int]:
         except ChildProcessError:
             pass
     return left
+
+
+def _ended_children() -> set[int] | None:
+    """The children of this process that have ended and are not yet reaped (zombies), read
+    from /proc (`waitid` names only one of them); None where /proc cannot be read."""
+    me, ended = os.getpid(), set()
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # it ended and was reaped meanwhile
+            continue
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]  # the name may hold spaces
+        if state == "Z" and int(ppid) == me:
+            ended.add(int(entry.name))
+    return ended
 
 
 CHILD_DEATHS = ChildDeaths()
@@ -117,12 +145,13 @@ def first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths:
     """The suspect pack whose worker died first (its records name the worker's pid); None
     when no such death was seen, or the first one disagrees with how loky says the worker
     that broke its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown),
-    i.e. the watcher saw it late."""
+    or other children had ended before it was seen: the watcher saw it late."""
     by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
     for death in deaths:
         if death.pid in by_pid:
             code = -death.signal if death.signal is not None else death.exit_code
-            return (by_pid[death.pid], death) if not reported or code in reported else None
+            known = death.alone and (not reported or code in reported)
+            return (by_pid[death.pid], death) if known else None
     return None
 
 
