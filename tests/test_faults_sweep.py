@@ -85,6 +85,7 @@ def test_worker_killed_by_sigkill_fails_its_job_alone_and_the_other_finishes(tmp
         return
     assert proc.returncode == 1, out[-3000:]  # one job has no result
     records = {r["pid"] == victim["pid"]: r for r in jobs(sweep_dir).values()}
+    assert set(records) == {True, False}, (victim, list(jobs(sweep_dir).values()), out[-3000:])
     killed, other = records[True], records[False]
     assert killed["outcome"] == "failed" and "killed by SIGKILL" in killed["error"]
     s = summary(sweep_dir / killed["dir"])
