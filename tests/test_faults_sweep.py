@@ -75,13 +75,15 @@ def test_worker_killed_by_sigkill_fails_its_job_alone_and_the_other_finishes(tmp
     os.kill(victim["pid"], signal.SIGKILL)
     out = proc.communicate(timeout=300)[0]
     if proc.returncode == 0:
-        # The watcher did not see the first death before loky reaped it (a loaded machine):
+        # The watcher did not see the deaths in order (a loaded machine; worker_deaths.py):
         # which worker died first is unknown, so the jobs were launched again one at a time,
         # as documented, and both resumed from their checkpoints: nothing lost, none failed.
         assert "launching 1 job(s) of the batch again" in out, out[-3000:]
         rows = jobs(sweep_dir).values()
         assert [r["outcome"] for r in rows] == ["done", "done"], out[-3000:]
-        assert all(summary(sweep_dir / r["dir"])["resumed_from_step"] > 0 for r in rows)
+        # the killed job resumed from its checkpoint; the other may have been killed by loky
+        # before its first one (it was still preparing): it started again from step 0
+        assert summary(sweep_dir / victim["label"])["resumed_from_step"] > 0
         return
     assert proc.returncode == 1, out[-3000:]  # one job has no result
     records = {r["pid"] == victim["pid"]: r for r in jobs(sweep_dir).values()}

@@ -51,3 +51,14 @@ def test_a_death_seen_alone_names_its_job():
     culprit = first_dead(suspects, deaths, {-signal.SIGKILL})
     assert culprit is not None and culprit[0] == [0] and culprit[1].pid == victim.pid
     assert first_dead(suspects, deaths, {-signal.SIGTERM}) is None  # loky saw another end
+
+
+def test_a_suspect_whose_death_was_not_seen_may_have_died_first():
+    """The CI failure's second form: loky reaped the killed worker before the watcher looked,
+    then killed the other, whose death the watcher saw alone. Which died first is unknown."""
+    suspects = [([0], [Path("a")], [{"pid": 101}]), ([1], [Path("b")], [{"pid": 102}])]
+    only_other = [Death(pid=102, signal=signal.SIGKILL, exit_code=None, seq=0)]
+    assert first_dead(suspects, only_other, {-signal.SIGKILL}) is None
+    both = [*only_other, Death(pid=101, signal=signal.SIGKILL, exit_code=None, seq=1)]
+    culprit = first_dead(suspects, both, {-signal.SIGKILL})
+    assert culprit is not None and culprit[0] == [1]

@@ -7,9 +7,11 @@ the job. To fail only the job whose worker died first, the launcher watches its 
 one thread per process blocks in `waitid(P_ALL, WEXITED | WNOWAIT)`, which returns as soon
 as a child has ended, with its pid and how it ended, without reaping it (loky still reaps
 its workers). The first death of a job's worker is the cause; the deaths after it are loky's.
-`waitid` returns one of the ended children, not the first to end: a death is only taken as
-the first when no other child had ended when it was seen (on a loaded machine the watcher can
-wake after loky has killed the rest, and then which died first is unknown).
+On a loaded machine the watcher can wake late: `waitid` then names any of the ended children,
+not the first to end, and loky may already have reaped the first. So a death is taken as the
+first only when no other child had ended when it was seen and the deaths of every suspect's
+worker were seen; otherwise which died first is unknown (the sweep then relaunches the jobs
+one at a time).
 `is_job_fault` tells such a fault from the launcher's own, and `first_dead` picks the job
 whose worker died first among a broken batch's (`Sweep.launch` then fails it alone).
 """
@@ -143,16 +145,18 @@ def is_job_fault(exc: BaseException) -> bool:
 def first_dead(suspects: list[tuple[list[int], list[Path], list[dict]]], deaths: list[Death],
                 reported: set[int]) -> tuple[list[int], Death] | None:  # fmt: skip
     """The suspect pack whose worker died first (its records name the worker's pid); None
-    when no such death was seen, or the first one disagrees with how loky says the worker
-    that broke its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown),
-    or other children had ended before it was seen: the watcher saw it late."""
+    when that cannot be known: a suspect's worker whose death was not seen (loky reaped it
+    before the watcher looked, so it may have been the first), a first death seen only after
+    other children had ended, or one that disagrees with how loky says the worker that broke
+    its pool ended (`reported`: exit codes, -signal for a signal; empty: unknown)."""
     by_pid = {r.get("pid"): members for members, _, records in suspects for r in records}
-    for death in deaths:
-        if death.pid in by_pid:
-            code = -death.signal if death.signal is not None else death.exit_code
-            known = death.alone and (not reported or code in reported)
-            return (by_pid[death.pid], death) if known else None
-    return None
+    seen = [death for death in deaths if death.pid in by_pid]
+    if not seen or {death.pid for death in seen} != set(by_pid):
+        return None
+    first = seen[0]
+    code = -first.signal if first.signal is not None else first.exit_code
+    known = first.alone and (not reported or code in reported)
+    return (by_pid[first.pid], first) if known else None
 
 
 def reported_exit_codes(fault: BaseException) -> set[int]:
