@@ -8,6 +8,7 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
                         finish (submitit's launchers), each placed from its own runs
     signals.py          SIGTERM / SIGINT to the launcher: jobs told, workers stopped, records
     worker_deaths.py    which worker process died first, and of which signal
+    fault_recovery.py   a batch after that: the faulty job fails, the others launched again
     planning/           what a sweep launches
         grid.py         the grid from the sweep file and the command line; batches
         packing.py      pack=K: grid points sharing their data trained as one job; pack files

@@ -41,7 +41,6 @@ import logging
 import os
 import signal
 import threading
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,16 +52,17 @@ from ..config.schema import job_config
 from ..config.validation import ConfigError
 from ..record import layout
 from ..record.atomic import atomic_write_json
+from . import fault_recovery
 from .bookkeeping import manifest, table
 from .bookkeeping.lock import LaunchLock
 from .chain_pipeline import ChainPipeline, why_rounds
 from .planning import chains, grid, targets, tuning
 from .planning.packing import member_config, pack_file, pack_jobs, write_pack
 from .running.gpus import publish_machine_gpus
-from .running.task import ENV_LAUNCH_ID, fail_killed_job, mark_interrupted, settle_without_training
+from .running.task import ENV_LAUNCH_ID, mark_interrupted, settle_without_training
 from .running.threads import ENV_JOBS_AT_ONCE, jobs_at_once, machine_cores
 from .signals import StopSignals, signal_processes
-from .worker_deaths import CHILD_DEATHS, Death, first_dead, is_job_fault, reported_exit_codes
+from .worker_deaths import CHILD_DEATHS, is_job_fault
 
 log = logging.getLogger("sae_sweep")
 
@@ -359,91 +359,26 @@ class Sweep:
                      configs: dict[int, dict[str, Any]], base: int, mark: int
                      ) -> list[JobReturn]:  # fmt: skip
         """The batch's outcomes after a job's worker died or a job was interrupted on its own
-        (joblib then kills the batch's other workers): every pack ends with a record, and
-        those the fault took down are launched again (they resume from their checkpoints).
-
-        A pack whose worker died first fails, its record naming the signal. When the deaths
-        cannot tell which worker died first, the packs it took down are launched again one
-        at a time, so that a job that kills its worker again (out of memory) is found."""
+        (fault_recovery.py): the faulty pack fails, those it took down are launched again."""
         for i in range(len(batch)):  # the relaunch goes through pack files: every member
             if i not in configs:
                 configs[i] = self.compose(batch[i], base + i)
-        results: list[JobReturn] = []
-        pending, requeued, alone = list(packs), set(), set()
-        while pending:
-            if fault is not None:
-                pending, ambiguous = self._sort_out(fault, pending, configs, batch,
-                                                    CHILD_DEATHS.since(mark), results,
-                                                    requeued)  # fmt: skip
-                alone |= ambiguous
-                fault = None
-                continue
-            now = ([p for p in pending if p[0] in alone][:1]
-                   or [p for p in pending if p[0] not in alone])  # fmt: skip
+
+        def relaunch(now: list[list[int]]) -> list[JobReturn]:
             to_launch = []
             for n, members in enumerate(now, start=self.launched):
                 to_launch.append(batch[members[0]])
                 write_pack(pack_file(self.sweep_dir, self.launch_id, n),
                            [configs[i]["member"] for i in members])  # fmt: skip
             first, self.launched = self.launched, self.launched + len(now)
-            requeued -= {p[0] for p in now}
-            log.warning("launching %d job(s) of the batch again", len(now))
-            mark = CHILD_DEATHS.watch()
-            try:
-                results += self.launcher.launch(to_launch, initial_job_idx=first)
-            except BaseException as exc:
-                if self.signals.signum is not None or not is_job_fault(exc):
-                    raise
-                fault = exc
-                continue
-            alone -= {p[0] for p in now}
-            pending = [p for p in pending if p not in now]
-        return results
+            return self.launcher.launch(to_launch, initial_job_idx=first)
 
-    def _sort_out(
-        self, fault: BaseException, pending: list[list[int]], configs: dict[int, dict[str, Any]],
-        batch: list[list[str]], deaths: list[Death], results: list[JobReturn],
-        requeued: set[int],
-    ) -> tuple[list[list[int]], set[int]]:  # fmt: skip
-        """Settle the packs the fault ended (appending their outcomes to `results`); returns
-        the packs to launch again, and those of them to launch one at a time."""
-        left, suspects = [], []
-        for members in pending:
-            dirs = [Path(configs[i]["member"]["dir"]) for i in members]
-            records = [layout.read_json(d / layout.JOB) or {} for d in dirs]
-            ours = all(r.get("launch_id") == self.launch_id for r in records)
-            if members[0] in requeued or not ours:  # not (re)started since: launch it
-                left.append(members)
-            elif all(r.get("outcome") != "running" for r in records):
-                results.append(_job_return(batch[members[0]], records))
-            elif any((layout.read_summary(d) or {}).get("status") == "interrupted"
-                     for d in dirs):  # fmt: skip
-                # a signal to the job itself (SIGTERM, SIGINT): it recorded `interrupted`
-                records = [mark_interrupted(d, "interrupted by a signal to the job") for d in dirs]
-                results.append(_job_return(batch[members[0]], records))
-            else:
-                suspects.append((members, dirs, records))
-        culprit, ambiguous = None, set()
-        if isinstance(fault, BrokenProcessPool) and suspects:
-            culprit = first_dead(suspects, deaths, reported_exit_codes(fault))
-            if culprit is None and len(suspects) == 1:
-                culprit = (suspects[0][0], None)
-            elif culprit is None:
-                ambiguous = {members[0] for members, _, _ in suspects}
-        for members, dirs, _ in suspects:
-            if culprit is not None and members is culprit[0]:
-                how = culprit[1].describe() if culprit[1] else "killed"
-                log.error("%s: its worker process was %s; the other jobs go on",
-                          ", ".join(str(d) for d in dirs), how)  # fmt: skip
-                records = [fail_killed_job(d, culprit[1]) for d in dirs]
-                results.append(_job_return(batch[members[0]], records))
-            else:
-                for d in dirs:
-                    mark_interrupted(d, "its worker was stopped when another job's worker died; "
-                                     "launched again")  # fmt: skip
-                requeued.add(members[0])
-                left.append(members)
-        return left, ambiguous
+        return fault_recovery.recover(
+            fault, mark, packs, batch,
+            member_dirs=lambda members: [Path(configs[i]["member"]["dir"]) for i in members],
+            launch_id=self.launch_id, relaunch=relaunch,
+            stopping=lambda: self.signals.signum is not None,
+        )  # fmt: skip
 
     def _record_stopped_jobs(self) -> None:
         """After a stop signal: this launch's jobs that ran in this process or its workers
@@ -580,11 +515,6 @@ def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
 STOP_WAIT_S = 20.0
 """How long a stopped launch waits for its jobs to record `interrupted` before joblib kills
 their workers (SLURM sends SIGKILL 30 s after its SIGTERM)."""
-
-
-def _job_return(overrides: list[str], records: list[dict[str, Any]]) -> JobReturn:
-    """A launched pack's outcome as the launcher would have returned it (the member records)."""
-    return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=records)
 
 
 def _pairs(returns: list[list[JobReturn]]) -> list[tuple[list[str], Any]]:
