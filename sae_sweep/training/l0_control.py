@@ -5,9 +5,10 @@ With `train.l0_target` set, a penalty-based SAE (standard, gated, JumpReLU) does
 of training, every `UPDATE_EVERY` steps the controller reads the running mean L0 of those
 training steps and moves log lambda (a PI controller in velocity form, on logs):
 
-    log lambda += GAIN x (log L0 - log target) + DAMPING x (log L0 - log L0_previous)
+    log lambda += gain x (log L0 - log target) + DAMPING x (log L0 - log L0_previous)
 
-clipped to +-MAX_MOVE per update. L0 falls as lambda grows, so too many active features
+clipped to +-MAX_MOVE per update, the gain rising linearly from GAIN_START at the start of
+the phase to GAIN_END at its end. L0 falls as lambda grows, so too many active features
 raise lambda; the second term holds lambda back while L0 is already moving the right way.
 Working in logs makes the step the same for a target of 4 as of 400 and keeps lambda
 positive and finite by construction; log lambda is also held within `MAX_FACTOR` of the
@@ -22,9 +23,16 @@ middle of the control phase freezes at the same lambda as one never interrupted.
 Why velocity form with damping: the L0 of an SAE answers a change of lambda only after its
 encoder has moved, tens of optimizer steps later, and at fixed lambda it keeps falling for
 much of a short run. A pure integral controller winds up on that lag (lambda rises while L0
-is still on its way down, then overshoots); the damping term stops it. Why the phase ends
-late (0.9 by default): frozen early, L0 drifts on below the target. The gains, the interval
-and the fraction were chosen on the quick sweep's variants (docs/design.md, "L0 control").
+is still on its way down, then overshoots); the damping term stops it. Why the gain rises:
+early, a fresh SAE's L0 is far above any target and falls on its own; a high gain then
+drives lambda far past the lambda of the target, and the SAE keeps the features that
+overshoot killed (at the same L0 it was up to 7% worse in FVU than a fixed-lambda SAE, and a
+start nearer the right lambda made it worse: 22%). Late, L0 drifts down at a steady rate that
+lambda must follow down, and an integral controller follows a drift with an error of about
+(the drift per update) / gain: at a low gain the SAEs ended 10-14% below the target. Why the
+phase ends late (0.9 by default): frozen early, L0 drifts on below the target. The gains,
+the interval and the fraction were chosen on the quick sweep's variants, and the gate checks
+the result (docs/design.md, "L0 control"; bench/l0_control_gate.py).
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ from .schedules import lambda_at
 UPDATE_EVERY = 5
 """Steps between controller updates, each on the mean L0 of its steps: one read of the
 device per update."""
-GAIN = 0.2
-"""Integral gain: change of log lambda per update per unit of log L0 error."""
+GAIN_START, GAIN_END = 0.1, 0.4
+"""Integral gain (change of log lambda per update per unit of log L0 error) at the start and
+at the end of the control phase; linear in between."""
 DAMPING = 0.8
 """Change of log lambda per unit change of log L0 since the previous update: while L0 is
 already falling towards the target, lambda rises less (no wind-up while the encoder lags)."""
@@ -96,6 +105,13 @@ class L0Controller:
     def controlling(self, step: int) -> bool:
         return self.warmup_steps <= step < self.control_end
 
+    def gain(self, step: int) -> float:
+        """The integral gain after `step`: GAIN_START at the start of control, GAIN_END at
+        its end."""
+        span = max(self.control_end - self.warmup_steps, 1)
+        progress = min(max((step + 1 - self.warmup_steps) / span, 0.0), 1.0)
+        return GAIN_START + (GAIN_END - GAIN_START) * progress
+
     def observe(self, step: int, l0: torch.Tensor) -> None:
         """After `step`'s optimizer step: its batch's mean L0 (a 0-dim tensor, on the device).
         Every UPDATE_EVERY observed steps (and at the last step of control) one update."""
@@ -115,7 +131,7 @@ class L0Controller:
         log_l0 = math.log(max(measured, MIN_L0))
         trend = 0.0 if self.l0_mean is None else log_l0 - math.log(max(self.l0_mean, MIN_L0))
         self.l0_mean = measured
-        move = GAIN * (log_l0 - math.log(self.target)) + DAMPING * trend
+        move = self.gain(step) * (log_l0 - math.log(self.target)) + DAMPING * trend
         move = min(max(move, -MAX_MOVE), MAX_MOVE)
         bound = math.log(MAX_FACTOR)
         self.log_scale = min(max(self.log_scale + move, -bound), bound)
