@@ -80,6 +80,18 @@ def benchmark_tables(values: pd.DataFrame) -> dict[float, pd.DataFrame]:
     return tables
 
 
+def benchmark_text(a: Analysis) -> list[str]:
+    """The SynthSAEBench-form tables as plain-text lines (a sweep prints them last); empty
+    without ground-truth metrics or targets."""
+    values = benchmark_values(a)
+    if values.empty or not {"f1", "mcc"} & set(values["metric"]):
+        return []
+    lines = []
+    for target, table in benchmark_tables(values).items():
+        lines += [f"at L0 {fmt(target)} (mean ± sd over seeds):", table.to_string(index=False)]
+    return lines
+
+
 def gated_verdicts(a: Analysis) -> list[str]:
     """The report's verdicts at each target L0, for every pair of a gated variant and a
     modern architecture, on MCC, F1 and FVU."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.benchmark_table import benchmark_section
+from analysis.benchmark_table import benchmark_section, benchmark_text
 from analysis.compare import pairs_table
 from analysis.effects import ci, fmt, l0_range, pct
 from analysis.model import Analysis, MetricAnalysis, analyse, primary_metric
@@ -53,6 +53,8 @@ class ReportPaths:
     """Runs found (any status)."""
     verdicts: list[str] = field(default_factory=list)
     """The report's first lines as plain text: the per-L0 verdicts, then the summaries."""
+    benchmark: list[str] = field(default_factory=list)
+    """The ground-truth table in SynthSAEBench's form as plain text (empty without one)."""
 
     def __iter__(self):
         yield from [self.report_md, self.report_html, *self.plots, *self.tables]
@@ -418,7 +420,7 @@ def write_report(
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     a = analysis or analyse(runs)
     paths = ReportPaths(out_dir / "report.md", out_dir / "report.html", n_runs=len(a.runs),
-                        verdicts=verdict_lines(a))  # fmt: skip
+                        verdicts=verdict_lines(a), benchmark=benchmark_text(a))  # fmt: skip
     files = _Files(out_dir, paths, plots)
     files.table(a.runs, "runs.csv", recorded=True)
     # The sections, in the order the report shows them (each also writes its tables).

@@ -87,8 +87,16 @@ def test_report_shows_the_table_only_with_ground_truth_metrics(tmp_path):
     assert "Not at this target" not in md  # every variant has a point at both targets
     assert "`batchtopk` vs `gated_original`" in md.split("Gated against each modern")[1]
     assert (tmp_path / "a" / "tables" / "benchmark_table.csv").exists()
+    # the same table as text, which the end of a sweep prints last: a line per target, and
+    # per target a header and a row per variant
+    text = with_truth.benchmark
+    assert [line for line in text if line.startswith("at L0")] == [
+        "at L0 4 (mean ± sd over seeds):", "at L0 8 (mean ± sd over seeds):"]  # fmt: skip
+    assert all(v in text[1] and v in text[3] for v in ("batchtopk", "gated_original"))
+    assert "F1" in text[1] and "MCC" in text[1]
     without = analysis.run_analysis(_sweep_folder(tmp_path / "b", ground_truth=False))
     assert "Ground-truth table" not in without.report_md.read_text()
+    assert without.benchmark == []
 
 
 def test_a_sweep_without_a_modern_architecture_has_no_gated_against_modern_part(tmp_path):

@@ -502,6 +502,10 @@ def run_analysis_safely(sweep_dir: Path, **options: Any) -> None:
         for plot in paths.plots:
             if plot.suffix == ".png":
                 log.info("plot: %s", plot)
+        if paths.benchmark:  # ground-truth metrics: the table in the benchmark's form, last
+            lines = "\n".join(paths.benchmark)
+            print(f"\nground-truth table (SynthSAEBench form; report.md has it too):\n{lines}",
+                  flush=True)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 -- the sweep's records are complete without it
         log.error(
             "the analysis failed (%s: %s); the records are complete, run it again with "
