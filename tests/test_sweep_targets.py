@@ -119,6 +119,20 @@ def test_incomplete_seeds_do_not_count_as_a_hit():
     assert s.status != tg.TargetStatus.HIT
 
 
+def test_a_controlled_miss_names_both_causes_and_their_fixes():
+    """Control has no second round: a miss says how to tell a control phase too short for
+    the run (L0 drifted after lambda froze) from a variant control cannot steer, and the fix
+    of each (a 60-step run missed targets 8 and 16 and was told only to use rounds)."""
+    hit = tg.place_controlled("v", [tg.Point(8.0, (7.6, 8.1), True)], 8.0, 0.1)
+    assert hit.status is tg.TargetStatus.HIT and hit.knob == tg.CONTROL
+    miss = tg.place_controlled("v", [tg.Point(16.0, (11.0, 12.0), True)], 16.0, 0.1)
+    assert miss.status is tg.TargetStatus.UNREACHABLE
+    assert "reached L0 11.5" in miss.reason and "train_l0_at_freeze" in miss.reason
+    assert "train.l0_control_fraction" in miss.reason and "l0_placement=rounds" in miss.reason
+    unfinished = tg.place_controlled("v", [tg.Point(16.0, (15.0,), False)], 16.0, 0.1)
+    assert unfinished.reason == "not every seed finished"
+
+
 def test_direct_k_variant_is_run_at_k_equal_target():
     s = tg.place_direct("topk", [], 16, 0.1)
     assert s.status == tg.TargetStatus.PENDING and s.lam == 16

@@ -290,9 +290,15 @@ def place_controlled(
     p = at[0]
     if within(p.l0, target, tolerance):
         return _state(variant, target, TargetStatus.HIT, p, knob=CONTROL)
+    # Two causes look alike here: L0 that settled near the target in training and drifted
+    # on once lambda froze (too short a control phase for this run's length), and a variant
+    # whose L0 cannot be steered (a switch in lambda). The summaries tell them apart.
     return _state(variant, target, TargetStatus.UNREACHABLE, p,
-                  f"under L0 control the seeds reached L0 {_g(p.l0)}; l0_placement=rounds "
-                  "places it by refinement rounds", knob=CONTROL)  # fmt: skip
+                  f"under L0 control the seeds reached L0 {_g(p.l0)}. If their training L0 "
+                  "when lambda froze (`l0_control.train_l0_at_freeze` in each summary.json) "
+                  "was near the target, the control phase was too short for L0 to settle: "
+                  "raise train.steps or train.l0_control_fraction; otherwise "
+                  "l0_placement=rounds places it by refinement rounds", knob=CONTROL)  # fmt: skip
 
 
 def direct_l0_knob(sae_config: Mapping[str, Any]) -> str | None:
