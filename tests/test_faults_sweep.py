@@ -49,17 +49,25 @@ def _start(sweep_dir: Path, cwd: Path, *overrides: str) -> subprocess.Popen:
 
 
 def _training(sweep_dir: Path, proc: subprocess.Popen, n: int, timeout=240) -> list[dict]:
-    """Wait until `n` jobs are training past step 100 (progress.json); their progress."""
+    """Wait until `n` jobs are training past their checkpoint at step 100 (progress.json, and
+    the checkpoint's manifest: progress reaches step 100 before the checkpoint is written, and
+    a job killed in between rightly resumes from step 0); their progress."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [layout.read_json(p) or {} for p in sorted(sweep_dir.rglob(layout.PROGRESS))]
-        found = [p for p in found if p.get("state") == "running" and p.get("done", 0) >= 100]
+        found = [p for p in found if p.get("state") == "running" and p.get("done", 0) >= 100
+                 and _checkpoint_step(sweep_dir / str(p.get("label"))) >= 100]  # fmt: skip
         if len(found) >= n:
             return found
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         time.sleep(0.2)
     proc.kill()
     pytest.fail(f"no {n} jobs training after {timeout} s: {proc.communicate()[0][-3000:]}")
+
+
+def _checkpoint_step(job_dir: Path) -> int:
+    meta = layout.read_json(job_dir / layout.CHECKPOINT_DIR / layout.CHECKPOINT_META) or {}
+    return int(meta.get("step") or 0)
 
 
 # -- a worker killed by a signal (defect 3) ----------------------------------------------
