@@ -327,17 +327,11 @@ class Sweep:
             # number, which differs from its launch number once jobs are packed or settled.
             # After a relaunch (a worker that died) launch numbers run ahead of grid numbers.
             through_files = k > 1 or bool(settled) or self.launched != base
-            to_launch = []
-            for n, members in enumerate(packs, start=self.launched):
-                to_launch.append(batch[members[0]])
-                if through_files:
-                    write_pack(pack_file(self.sweep_dir, self.launch_id, n),
-                               [configs[i]["member"] for i in members])  # fmt: skip
+            to_launch, first_launched = self._number(batch, packs, configs, through_files)
             if self._jobs_at_once is None:  # else the chain pipeline set it for all
                 launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
                 at_once = jobs_at_once(launcher_cfg, len(to_launch), machine_cores())
                 os.environ[ENV_JOBS_AT_ONCE] = str(at_once)  # inherited by every job
-            first_launched, self.launched = self.launched, self.launched + len(to_launch)
         mark = CHILD_DEATHS.watch() if self.local_workers else None
         try:
             results = list(self.launcher.launch(to_launch, initial_job_idx=first_launched)
@@ -353,6 +347,22 @@ class Sweep:
             for i, outcome in settled.items()
         ]
 
+    def _number(self, batch: list[list[str]], packs: list[list[int]],
+                configs: dict[int, dict[str, Any]], through_files: bool
+                ) -> tuple[list[list[str]], int]:  # fmt: skip
+        """Give `packs` (batch indices) the next launch numbers: the overrides to launch, one
+        per pack, and the first number. `through_files`: each pack's members are written to
+        its pack file, which the launched job reads (its grid numbers and member configs)."""
+        with self._launch_lock:
+            to_launch = []
+            for n, members in enumerate(packs, start=self.launched):
+                to_launch.append(batch[members[0]])
+                if through_files:
+                    write_pack(pack_file(self.sweep_dir, self.launch_id, n),
+                               [configs[i]["member"] for i in members])  # fmt: skip
+            first, self.launched = self.launched, self.launched + len(packs)
+        return to_launch, first
+
     # -- a job's fault that took the batch down --------------------------------------------
 
     def _after_fault(self, fault: BaseException, batch: list[list[str]], packs: list[list[int]],
@@ -365,12 +375,7 @@ class Sweep:
                 configs[i] = self.compose(batch[i], base + i)
 
         def relaunch(now: list[list[int]]) -> list[JobReturn]:
-            to_launch = []
-            for n, members in enumerate(now, start=self.launched):
-                to_launch.append(batch[members[0]])
-                write_pack(pack_file(self.sweep_dir, self.launch_id, n),
-                           [configs[i]["member"] for i in members])  # fmt: skip
-            first, self.launched = self.launched, self.launched + len(now)
+            to_launch, first = self._number(batch, now, configs, through_files=True)
             return self.launcher.launch(to_launch, initial_job_idx=first)
 
         return fault_recovery.recover(
