@@ -51,8 +51,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.load import load_runs  # noqa: E402
-from analysis.logl0 import interpolate  # noqa: E402
-from analysis.matched import sparse_runs  # noqa: E402
+from analysis.matched import sparse_runs, values_at  # noqa: E402
 from analysis.paired import log_ratio  # noqa: E402
 from analysis.variants import LABEL, SEED  # noqa: E402
 from analysis.verdicts import Judged, Rules, adjust  # noqa: E402
@@ -166,21 +165,18 @@ def landed(runs: pd.DataFrame, variant: str) -> tuple[str, bool]:
 def at_controlled_l0(runs: pd.DataFrame, variant: str, metric: str, target: float
                      ) -> tuple[dict[int, float], dict[int, float]]:  # fmt: skip
     """Per seed, (rounds value read at the controlled run's L0, the controlled run's value):
-    the rounds arm's runs of that seed (every lambda), linear in log L0 between the two that
-    bracket the controlled L0; a seed whose rounds runs do not bracket it is left out."""
+    the rounds arm's runs of that seed (every lambda) read there as the analysis reads a
+    seed's curve (`analysis.matched.values_at`); a seed whose rounds runs do not bracket the
+    controlled L0 is left out."""
     sparse = sparse_runs(runs, metric, MAX_L0_FRACTION)
-    mine = sparse[sparse["variant"] == variant]
-    control = mine[(mine["arm"] == "control") & (mine["train.l0_target"].astype(float) == target)]
-    rounds = mine[mine["arm"] == "rounds"]
+    control = sparse[(sparse[LABEL] == f"{variant} [control]")
+                     & (sparse["train.l0_target"].astype(float) == target)]  # fmt: skip
     a, b = {}, {}
     for _, run in control.iterrows():
         seed = int(run[SEED])
-        curve = rounds[rounds[SEED].astype(int) == seed].assign(l0=lambda r: r["l0"].astype(float))
-        curve = curve.sort_values("l0").drop_duplicates("l0")
-        value = interpolate(curve["l0"].to_numpy(float), curve[metric].to_numpy(float),
-                            float(run["l0"]))[0]  # fmt: skip
-        if math.isfinite(value):
-            a[seed], b[seed] = float(value), float(run[metric])
+        value = values_at(runs, metric, f"{variant} [rounds]", float(run["l0"])).get(seed)
+        if value is not None:
+            a[seed], b[seed] = value, float(run[metric])
     return a, b
 
 
