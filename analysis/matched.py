@@ -131,21 +131,44 @@ class _Point:
     value: float
 
 
-def _variant_points(runs: pd.DataFrame, variant: str, metric: str) -> list[_Point]:
-    """Every point of `variant`, grouped once for all targets; empty without an L0 axis."""
+@dataclass
+class _Variant:
+    """One variant's runs and its points (one per lambda or k), grouped once for all targets."""
+
+    runs: pd.DataFrame
+    metric: str
+    points: list[_Point]
+
+
+def _variant_points(runs: pd.DataFrame, variant: str, metric: str) -> _Variant:
+    """Every point of `variant`; no points without an L0 axis."""
     r = runs[runs[LABEL] == variant]
     if r.empty or frontier_axis(r) is None:
-        return []
-    return [
-        _Point(g, float(g["l0"].astype(float).mean()), float(g[metric].astype(float).mean()))
-        for _, g in r.groupby(point_keys(r), sort=False)
-    ]
+        return _Variant(r, metric, [])
+    points = [_point(g, metric) for _, g in r.groupby(point_keys(r), sort=False)]
+    return _Variant(r, metric, points)
 
 
-def _hit(points: list[_Point], target: float, tol: float) -> _Point | None:
-    """The point whose seed-mean L0 is closest to `target`, if within tol x target."""
-    near = [p for p in points if abs(p.l0 - target) <= tol * target]
-    return min(near, key=lambda p: abs(p.l0 - target), default=None)
+def _point(runs: pd.DataFrame, metric: str) -> _Point:
+    return _Point(runs, float(runs["l0"].astype(float).mean()),
+                  float(runs[metric].astype(float).mean()))  # fmt: skip
+
+
+def _hit(variant: _Variant, target: float, tol: float) -> _Point | None:
+    """The point that answers `target`: its seed-mean L0 within tol x target, the most seeds,
+    then the closest. A point is one lambda's (or k's) runs, or, where a target sweep placed
+    each seed at its own lambda (`l0_lambda_per: seed`), each seed's run closest to the
+    target; a lambda's point wins a tie, so a sweep whose seeds share lambdas reads as ever."""
+    candidates = [(p, 0) for p in variant.points]
+    if not variant.runs.empty and variant.points:
+        r = variant.runs
+        gap = (r["l0"].astype(float) - target).abs()
+        closest = r.loc[gap.groupby(_seeds_of(r)).idxmin().to_numpy()]
+        candidates.append((_point(closest, variant.metric), 1))
+    near = [(p, per_seed) for p, per_seed in candidates if abs(p.l0 - target) <= tol * target]
+    best = min(near, key=lambda c: (-_seeds_of(c[0].runs).nunique(), c[1], abs(c[0].l0 - target)),
+               default=None)  # fmt: skip
+    return None if best is None else best[0]
 
 
 def _seeds_of(g: pd.DataFrame) -> pd.Series:

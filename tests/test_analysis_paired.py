@@ -139,6 +139,30 @@ def test_targets_read_each_seed_at_the_target_on_its_own_curve():
     assert better.headline == "b better"
 
 
+def test_seeds_placed_each_at_its_own_lambda_pair_at_the_target():
+    """A target sweep with l0_lambda_per=seed: each seed of a and b hit L0 16 at a lambda of
+    its own (grid lambdas 1 and 4 shared, then one round lambda per seed). No lambda holds
+    more than one seed at the target, yet every seed pairs there, measured."""
+    rows = []
+    for v, scale in (("a", 1.0), ("b", 0.97)):
+        for s in (0, 1, 2):
+            spread = 1 + 0.3 * (s - 1)  # the seeds' L0 differs by -30%..+30% at one lambda
+            own = round(2.0 * spread ** (1 / 1.0), 3)  # the lambda that puts it at L0 16
+            for lam in (1.0, 4.0, own):
+                l0 = 32.0 * spread / lam
+                rows.append({"variant_label": v, "lambda_multiplier": lam, "seed": s, "l0": l0,
+                             "fvu": 0.5 / math.sqrt(l0) * scale * (1 + 0.02 * s),
+                             "status": "done", "run_id": f"{v}{lam}{s}", "data.d": 64,
+                             "l0_targets": (16.0,), "l0_tolerance": 0.1})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    (r,) = compare_pairs(runs, "fvu", ["a", "b"], rules=NARROW)
+    assert r.rows["l0"].tolist() == [16.0]
+    assert r.rows["seeds"][0] == 3
+    assert r.rows["note"][0] == "achieved L0 16-16"  # every value measured at the target
+    assert r.rows["effect_pct"][0] == pytest.approx(-3.0, abs=1e-6)
+    assert r.headline == "b better"
+
+
 def test_a_seed_whose_runs_miss_one_side_of_the_target_is_not_moved():
     """a's runs stop at L0 15 (no run above 16): its values stay at L0 15, unmoved, and the
     note states the 6% offset; nothing estimated from other points moves them."""

@@ -73,9 +73,13 @@ class DelayedLauncher:
         return results
 
 
-def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, launcher_options=None, **options):
+def _sweep(tmp_path, launcher, target: str = SUBMITIT_LOCAL, launcher_options=None,
+           lambda_per: str = "variant", **options):  # fmt: skip
+    """A sweep whose chains are (variant, target), seeds sharing a lambda, unless
+    `lambda_per` is "seed" (the default of real sweeps: a chain per seed)."""
     config = OmegaConf.create({
         "sweep": "unit", "l0_targets": [8], "l0_tolerance": 0.01, "l0_max_rounds": 4,
+        "l0_lambda_per": lambda_per,
         "hydra": {"sweep": {"dir": str(tmp_path)},
                   "launcher": {"_target_": target, **(launcher_options or {})},
                   "overrides": {"task": []}},
@@ -117,6 +121,20 @@ def test_a_fast_chain_launches_its_next_round_before_a_slow_chains_round_ends(tm
     assert by_variant["fast"]["rounds"] == len(fast) and by_variant["slow"]["rounds"] == len(slow)
     assert report["rounds"] == max(len(fast), len(slow))
     assert lifecycle.take_exit_code() == 0
+
+
+def test_per_seed_chains_each_launch_their_own_seed(tmp_path):
+    """l0_lambda_per=seed: four chains (2 variants x 2 seeds), each launch one job of one
+    seed; every chain hit, named by its seed in targets.json."""
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.05, "slow": 0.3})
+    _sweep(tmp_path, launcher, lambda_per="seed").run(ARGS)
+    rounds = [launch for launch in launcher.launches if launch["round"]]
+    assert rounds and all(launch["n"] == 1 for launch in rounds)
+    report = _targets(tmp_path)
+    assert sorted(s["variant"] for s in report["targets"]) == [
+        "fast, seed=0", "fast, seed=1", "slow, seed=0", "slow, seed=1"]  # fmt: skip
+    assert {s["status"] for s in report["targets"]} == {"hit"}
+    assert all(len(s["l0_seeds"]) == 1 for s in report["targets"])
 
 
 def test_slurm_array_parallelism_caps_the_chains_in_flight(tmp_path):
@@ -197,7 +215,7 @@ def test_a_real_joblib_target_sweep_keeps_rounds_and_handles_every_target(tmp_pa
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path, launcher="joblib")
     assert proc.returncode == 0, proc.stdout[-3000:]
     report = _targets(d)
-    assert report["per_chain"] is False and len(report["targets"]) == 2
+    assert report["per_chain"] is False and len(report["targets"]) == 4  # 2 seeds x 2 targets
     for s in report["targets"]:
         assert s["status"] in {"hit", "unreachable"}, s
         assert 0 <= s["rounds"] <= report["rounds"] <= 2 and (s["status"] == "hit" or s["reason"])

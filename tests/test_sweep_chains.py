@@ -18,8 +18,9 @@ def grid(**axes: list) -> list[list[str]]:
     return grid_jobs({k: [str(v) for v in values] for k, values in axes.items()})
 
 
-def run_job(overrides: list[str], job: int, lam_key: str) -> dict:
-    """The record a finished job returns (as sweep/running/task.py writes it), its L0 from LAWS.
+def run_job(overrides: list[str], job: int, lam_key: str, seed_scale=None) -> dict:
+    """The record a finished job returns (as sweep/running/task.py writes it), its L0 from LAWS
+    (times `seed_scale[seed]` when given: seeds that disagree at one lambda).
     A TopK job lands exactly on its k: `sae.k` when set, else its preset's k at the
     multiplier (${k_of:32,m,1})."""
     ov = dict(o.split("=", 1) for o in overrides)
@@ -29,6 +30,7 @@ def run_job(overrides: list[str], job: int, lam_key: str) -> dict:
     else:
         c, a = LAWS[ov["variant"]]
         l0, k = c * float(ov[lam_key]) ** -a, None
+        l0 *= (seed_scale or {}).get(int(ov["seed"]), 1.0)
     return {"job": job, "dir": f"{ov['variant']}/{job}", "variant": ov["variant"],
             "lambda_multiplier": float(ov.get("lambda_multiplier", 1.0)),
             "coefficient": float(ov.get("penalty.coefficient", 0.1)), "k": k,
@@ -42,8 +44,9 @@ class FakeSweep:
     grid number once jobs were settled or packed. A pack returns its members' records under
     its first member's overrides."""
 
-    def __init__(self, lam_key: str, pack: int = 1, settled: int = 0):
+    def __init__(self, lam_key: str, pack: int = 1, settled: int = 0, seed_scale=None):
         self.lam_key, self.pack, self.settled = lam_key, pack, settled
+        self.seed_scale = seed_scale
         self.grid_overrides: dict[int, list[str]] = {}
         self.n_launched = 0
 
@@ -65,14 +68,16 @@ class FakeSweep:
         return returns
 
     def _record(self, grid_number: int, job: int) -> dict:
-        return run_job(self.grid_overrides[grid_number], job, self.lam_key)
+        return run_job(self.grid_overrides[grid_number], job, self.lam_key, self.seed_scale)
 
 
 def refine(g: list[list[str]], targets, *, pack=1, settled=0, max_rounds=3,
-           subdir="${variant}/lam${lambda_multiplier}_seed${seed}"):  # fmt: skip
+           subdir="${variant}/lam${lambda_multiplier}_seed${seed}", per_seed=False,
+           seed_scale=None):  # fmt: skip
     """The sweep's loop (sweep/lifecycle.py) over FakeSweep: grid, then rounds."""
-    plan = chains.plan_targets(g, subdir, lambda t: "sae.k" if "variant=topk" in t else None)
-    sweep = FakeSweep(plan.lam_key, pack, settled)
+    plan = chains.plan_targets(g, subdir, lambda t: "sae.k" if "variant=topk" in t else None,
+                               per_seed=per_seed)  # fmt: skip
+    sweep = FakeSweep(plan.lam_key, pack, settled, seed_scale)
     runs = chains.match_runs(sweep.launch(g), plan, sweep.grid_overrides)
     rounds, batches = 0, []
     while True:
@@ -146,6 +151,42 @@ def test_packed_settled_or_not_every_record_answers_its_own_chain(pack, settled)
         assert r["l0"] == pytest.approx(c * r["lam"] ** -a)  # its own lambda, not a neighbour's
     # Four chains, three seeds each, every seed of every chain launched.
     assert sorted(len(b) for b in batches) == [12]
+
+
+def test_per_seed_chains_place_every_seed_at_its_own_lambda():
+    """l0_lambda_per=seed: seeds whose L0 differs by -25%..+30% at one lambda each land on the
+    target (a shared lambda leaves the outer seeds off it); a round launches a chain's own
+    seed only, and each record answers its own seed's chain."""
+    scale = {0: 1.0, 1: 1.3, 2: 0.75}
+    g = grid(variant=list(LAWS), lambda_multiplier=[0.5, 4.0], seed=[0, 1, 2])
+    plan, states, rounds, batches, runs = refine(g, [8.0, 16.0], per_seed=True, seed_scale=scale)
+    assert plan.seeded == tuple(plan.variants) and plan.seeds == ("0", "1", "2")
+    assert plan.variants == [f"{v}, seed={s}" for v in LAWS for s in (0, 1, 2)]
+    assert all(f"seed={v[-1]}" in plan.templates[v] for v in plan.variants)
+    assert rounds == 1 and len(states) == 12
+    assert all(s.status == tg.TargetStatus.HIT and len(s.l0_seeds) == 1 for s in states)
+    assert all(abs(s.l0 / s.target - 1) < 0.01 for s in states)
+    assert len(batches[0]) == 12  # one job per chain: its own seed at its own lambda
+    for job in batches[0]:
+        assert sum(o.startswith("seed=") for o in job) == 1
+    for r in runs:
+        assert r["variant"].endswith(f"seed={r['seed']}")
+    lams = {(s.variant.split(",")[0], s.target): set() for s in states}
+    for s in states:
+        lams[s.variant.split(",")[0], s.target].add(s.lam)
+    assert all(len(v) == 3 for v in lams.values())  # the seeds' lambdas differ
+
+    # A TopK variant beside them is placed by its k, all seeds at once: one chain per target.
+    with_topk = grid(variant=[*LAWS, "topk"], lambda_multiplier=[0.5, 4.0], seed=[0, 1, 2])
+    plan, states, _, _, _ = refine(with_topk, [8.0], per_seed=True, seed_scale=scale)
+    assert "topk" in plan.variants and "topk" not in plan.seeded
+    (topk,) = [s for s in states if s.variant == "topk"]
+    assert topk.status == tg.TargetStatus.HIT and len(topk.l0_seeds) == 3
+
+    # The same seeds sharing one lambda per variant: the seed-mean lands, the seeds do not.
+    _, shared, _, _, _ = refine(g, [8.0, 16.0], seed_scale=scale)
+    assert all(s.status == tg.TargetStatus.HIT for s in shared)
+    assert all(max(abs(x / s.target - 1) for x in s.l0_seeds) > 0.2 for s in shared)
 
 
 def test_the_lambda_key_penalty_coefficient_labels_and_launches_every_seed():

@@ -118,10 +118,12 @@ def test_a_bad_tuning_refuses_the_launch_before_anything_is_written():
 def test_real_tuned_sweep_compares_each_variant_at_its_best_lr_and_resumes(tmp_path, monkeypatch,
                                                                             capfd):  # fmt: skip
     """Two variants x two learning rates on tiny synthetic jobs, placed on L0 6 per (variant,
-    lr): the report names the value each variant is compared at; a re-run trains nothing."""
+    lr): the report names the value each variant is compared at; a re-run trains nothing.
+    The seeds of a (variant, lr) share a lambda (fewer rounds on such short, noisy jobs)."""
     d = tmp_path / "sweep"
     args = ["variant=gated_original,gated_dn_trainable_live", "seed=0,1", "lambda_multiplier=1,4",
-            "train.steps=120", "l0_targets=[6]", "l0_placement=rounds",
+            "train.steps=120", "l0_targets=[6]", "l0_placement=rounds", "l0_lambda_per=variant",
+            "l0_max_rounds=4",
             "tune={train.lr: [0.002, 0.004]}",
             "tune_criterion={metric: fvu}"]  # fmt: skip
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args,

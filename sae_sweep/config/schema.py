@@ -54,6 +54,13 @@ class L0Placement(str, Enum):
     rounds = "rounds"  # the lambda grid, then refinement rounds
 
 
+class L0LambdaPer(str, Enum):
+    """Whose lambda refinement rounds place on a target (sweep/planning/chains.py)."""
+
+    seed = "seed"  # every seed its own lambda: each seed lands within l0_tolerance
+    variant = "variant"  # one lambda for a variant's seeds: their mean lands, seeds spread
+
+
 class LoggerMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -422,7 +429,8 @@ class Config:
     stay below the dense limit: target x (1 + l0_tolerance) <= max_l0_fraction x d, checked
     when the sweep starts (docs/sweeps.md, "Target-L0 sweeps")."""
     l0_tolerance: float = 0.1
-    """Target-L0 sweeps: a target is hit when the seed-mean L0 is within this fraction of it."""
+    """Target-L0 sweeps: a target is hit when L0 is within this fraction of it (each seed's
+    own with `l0_lambda_per: seed`, else the seed-mean L0)."""
     l0_max_rounds: int = 3
     """Target-L0 sweeps: refinement rounds after the grid, at most."""
     l0_placement: L0Placement = L0Placement.rounds
@@ -431,6 +439,12 @@ class Config:
     grid; `rounds` runs the lambda grid, then refinement rounds. The TopK-family presets set
     `control`; no penalty preset has passed the control gate (docs/sweeps.md, "The L0-control
     gate")."""
+    l0_lambda_per: L0LambdaPer = L0LambdaPer.seed
+    """Target-L0 sweeps placed by rounds: `seed` refines every seed's lambda on its own, so
+    every seed lands within l0_tolerance of the target and the comparisons read each seed at
+    its target, not moved along a slope; `variant` gives a variant's seeds one lambda (fewer
+    round jobs when the seeds agree; a variant whose seeds spread leaves some off target).
+    Lambda is a nuisance knob either way: verdicts compare at matched L0."""
     l0_target: float | None = None
     """The target L0 a refinement job was placed for (set by the sweeper; bookkeeping)."""
     tune: Any = None

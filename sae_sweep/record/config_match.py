@@ -27,7 +27,8 @@ from . import layout
 # grid; so do the tuning settings (a job's tuned value is its own knob). A recipe name only
 # labels a preset.
 IGNORED_KEYS = ("logger", "device", *LAUNCH_KEYS, "l0_targets", "l0_tolerance", "l0_max_rounds",
-                "l0_target", "l0_placement", "tune", "tune_criterion", "recipe")  # fmt: skip
+                "l0_target", "l0_placement", "l0_lambda_per", "tune", "tune_criterion",
+                "recipe")  # fmt: skip
 # Nested knobs that check or move data without changing it.
 IGNORED_PATHS = ("data.verify_hashes", "train.pin_memory")
 

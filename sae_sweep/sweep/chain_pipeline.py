@@ -147,8 +147,7 @@ class ChainPipeline:
             if runs is None:
                 runs = self._launch(key, state, rounds)
             own += runs
-        points = tg.points_from_runs(own, self.plan.n_seeds)
-        state = tg.give_up_pending([state], points, rounds)[0]
+        state = chains.close_chain(self.plan, own, state, rounds)
         with self._cond:
             self._outcomes[variant, target] = ChainOutcome(state, rounds, own)
 

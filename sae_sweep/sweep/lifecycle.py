@@ -176,7 +176,9 @@ class Sweep:
         """The plan of the target-L0 rounds (planning/chains.py), checked before the grid runs."""
         cfg = self.config
         targets.validate_targets(cfg.l0_targets, float(cfg.l0_tolerance), int(cfg.l0_max_rounds))
-        return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob, self._placement)
+        per_seed = cfg.get("l0_lambda_per", "seed") != "variant"  # a str Enum or its name
+        return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob, self._placement,
+                                   per_seed)  # fmt: skip
 
     def refine(
         self, plan: chains.TargetPlan, returns: list[list[JobReturn]]
@@ -230,9 +232,7 @@ class Sweep:
             results = self.launch(batch)
             more.append(results)
             runs += chains.match_runs(_pairs([results]), plan, self.grid_overrides)
-        points = targets.points_from_runs(runs, plan.n_seeds)
-        states = [targets.give_up_pending([s], points, rounds_of[s.variant, s.target])[0]
-                  for s in states]  # fmt: skip
+        states = [chains.close_chain(plan, runs, s, rounds_of[s.variant, s.target]) for s in states]
         return more, states, rounds_of
 
     def refine_per_chain(
@@ -242,7 +242,7 @@ class Sweep:
         at once; the jobs' thread budget is set once for them all (the environment is this
         process's, shared by every chain's launch)."""
         launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-        per_chain = max(1, plan.n_seeds)  # jobs of a proposal (fewer once packed)
+        per_chain = max((plan.n_seeds_of(v) for v in plan.variants), default=1)  # a proposal's jobs
         slots = len(plan.variants) * len(l0_targets)  # submitit_local starts every job it gets
         if launcher_cfg.get("array_parallelism"):  # SLURM's cap on an array's running jobs
             slots = min(slots, max(1, int(launcher_cfg["array_parallelism"]) // per_chain))

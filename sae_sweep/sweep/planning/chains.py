@@ -1,9 +1,13 @@
 """Target chains: which jobs a target-L0 sweep launches after its grid, and which finished job
 answers which chain.
 
-A chain is one (variant, target L0). The sweep's grid gives every variant its first points;
-each refinement round then launches, for every chain still open, its proposed lambda (or k)
-with every seed of the grid, and reads the finished jobs back into points:
+A chain is one (variant, seed, target L0) by default (`l0_lambda_per: seed`): every seed
+finds its own lambda, so every seed lands on the target. With `l0_lambda_per: variant` a
+chain is one (variant, target L0), and its seeds share one lambda. The sweep's grid gives
+every chain its first points; each refinement round then launches, for every chain still
+open, its proposed lambda (or k) with each of its seeds, and reads the finished jobs back
+into points. A per-seed chain is a "variant" of the plan whose template holds its seed (its
+label ends in `, seed=N`) and whose seeds are none of its own:
 
     plan = plan_targets(grid, subdir, l0_knob)      # variants, the lambda key, the seeds
     runs = match_runs(returns, plan, grid_overrides)  # finished jobs -> (variant, lam, seed, L0)
@@ -66,6 +70,10 @@ class TargetPlan:
     one_round: tuple[str, ...] = ()
     """The variants placed in one round (`l0_placement: control`): no grid; every seed at
     every target, with train.l0_target (or the direct knob = target)."""
+    seeded: tuple[str, ...] = ()
+    """The chains of one seed each (`l0_lambda_per: seed`): their template holds their seed,
+    and they launch no other. Variants placed by a knob or in one round are never split by
+    seed: every seed runs at the same knob value (or controls its own lambda) anyway."""
 
     @property
     def variants(self) -> list[str]:
@@ -73,16 +81,29 @@ class TargetPlan:
 
     @property
     def n_seeds(self) -> int:
+        """The grid's seeds (at least 1)."""
         return max(1, len(self.seeds))
 
+    def seeds_of(self, variant: str) -> tuple[str, ...]:
+        """The seeds a chain launches at each proposal (none of a seed's own chain: its
+        template holds it)."""
+        return () if variant in self.seeded else self.seeds
+
+    def n_seeds_of(self, variant: str) -> int:
+        """The seeds that make a point of this chain complete."""
+        return max(1, len(self.seeds_of(variant)))
+
     def variant_of(self, overrides: Sequence[str]) -> str | None:
-        """The variant a job (grid or round) belongs to, by its overrides; None if none."""
-        set_by_rounds = (self.lam_key, SEED_KEY, TARGET_KEY, CONTROL_KEY, SUBDIR_KEY)
-        wanted = {o for o in overrides if _key(o) not in set_by_rounds}
+        """The chain's variant a job (grid or round) belongs to, by its overrides; None if
+        none."""
+        with_seed = {o for o in overrides if _key(o) not in (self.lam_key, TARGET_KEY,
+                                                              CONTROL_KEY, SUBDIR_KEY)}  # fmt: skip
+        wanted = {o for o in with_seed if _key(o) != SEED_KEY}
         knobs = set(self.direct.values())
         without_knob = {o for o in wanted if _key(o) not in knobs}  # a direct variant's round job
         for variant, template in self.templates.items():
-            if set(template) in (wanted, without_knob):
+            matches = (with_seed,) if variant in self.seeded else (wanted, without_knob)
+            if set(template) in matches:
                 return variant
         return None
 
@@ -92,20 +113,33 @@ def plan_targets(
     subdir: str | None = None,
     l0_knob: Callable[[tuple[str, ...]], str | None] = lambda template: None,
     placement: Callable[[tuple[str, ...]], str] = lambda template: ROUNDS,
+    per_seed: bool = False,
 ) -> TargetPlan:
     """The plan of a sweep's grid (its jobs' overrides, in grid order). `l0_knob`: the knob
     that sets a variant's L0 directly, from its template (None: lambda sets it); `placement`:
-    its `l0_placement` (CONTROL or ROUNDS)."""
+    its `l0_placement` (CONTROL or ROUNDS); `per_seed`: a chain per seed for the variants
+    placed by lambda rounds (`l0_lambda_per: seed`)."""
     parsed = [_parse(job) for job in grid]
     lam_key = lambda_key(parsed)
     seeds = tuple(dict.fromkeys(job[SEED_KEY] for job in parsed if SEED_KEY in job))
-    templates: dict[str, tuple[str, ...]] = {}
+    shared: dict[str, tuple[str, ...]] = {}  # per variant: all but lambda, seed and target
     for job, raw in zip(parsed, grid, strict=True):
         template = tuple(o for o in raw if _key(o) not in (lam_key, SEED_KEY, TARGET_KEY))
-        templates.setdefault(_label(job, parsed, lam_key), template)
-    direct = {v: knob for v, t in templates.items() if (knob := l0_knob(t))}
-    one_round = tuple(v for v, t in templates.items() if placement(t) == CONTROL)
-    return TargetPlan(templates, lam_key, seeds, subdir, direct, one_round)
+        shared.setdefault(_label(job, parsed, lam_key), template)
+    direct = {v: knob for v, t in shared.items() if (knob := l0_knob(t))}
+    one_round = tuple(v for v, t in shared.items() if placement(t) == CONTROL)
+    if not (per_seed and seeds):
+        return TargetPlan(shared, lam_key, seeds, subdir, direct, one_round)
+    templates: dict[str, tuple[str, ...]] = {}
+    for job, raw in zip(parsed, grid, strict=True):
+        variant = _label(job, parsed, lam_key)
+        if variant in direct or variant in one_round:
+            templates.setdefault(variant, shared[variant])
+        else:  # a chain per seed: its template keeps the seed
+            template = tuple(o for o in raw if _key(o) not in (lam_key, TARGET_KEY))
+            templates.setdefault(f"{variant}, seed={job[SEED_KEY]}", template)
+    seeded = tuple(v for v in templates if v not in shared)
+    return TargetPlan(templates, lam_key, seeds, subdir, direct, one_round, seeded)
 
 
 def one_round_jobs(plan: TargetPlan, targets: Sequence[float]) -> list[list[str]]:
@@ -121,7 +155,7 @@ def one_round_jobs(plan: TargetPlan, targets: Sequence[float]) -> list[list[str]
                 knob, value = CONTROL_KEY, f"{t:g}"
             folder = round_subdir(plan.subdir, knob, value)
             where = [f"{SUBDIR_KEY}='{folder}'"] if folder else []
-            for seed in plan.seeds or [None]:
+            for seed in plan.seeds_of(v) or [None]:
                 job = [*plan.templates[v], f"{knob}={value}", f"{TARGET_KEY}={t:g}", *where]
                 jobs.append(job + ([f"{SEED_KEY}={seed}"] if seed is not None else []))
     return jobs
@@ -215,13 +249,23 @@ def place_chain(
     """Where one chain (variant, target) stands, from the runs given (those of other variants
     are left out): hit, given up, or the next lambda (or k) to run."""
     runs = [r for r in runs if r["variant"] == variant]
-    points = tg.points_from_runs(runs, plan.n_seeds).get(variant, [])
+    points = tg.points_from_runs(runs, plan.n_seeds_of(variant)).get(variant, [])
     if variant in plan.one_round and variant not in plan.direct:
         return tg.place_controlled(variant, points, target, tolerance)
     if variant in plan.direct:
         return tg.place_direct(variant, points, target, tolerance)
     tried = {tg.rounded(r["lam"]) for r in runs}  # launched, failed too: never proposed again
     return tg.place(variant, points, target, tolerance, tried)
+
+
+def close_chain(
+    plan: TargetPlan, runs: Sequence[Mapping[str, Any]], state: tg.TargetState, rounds: int
+) -> tg.TargetState:
+    """A chain's state once its rounds are spent: still pending, it is given up with its
+    closest run (points of its own runs, complete with its own seeds) and its rounds."""
+    own = [r for r in runs if r["variant"] == state.variant]
+    points = tg.points_from_runs(own, plan.n_seeds_of(state.variant))
+    return tg.give_up_pending([state], points, rounds)[0]
 
 
 def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[str]]:
@@ -237,7 +281,7 @@ def next_jobs(plan: TargetPlan, states: Sequence[tg.TargetState]) -> list[list[s
         value = int(s.lam) if s.knob == tg.K else s.lam
         folder = round_subdir(plan.subdir, knob, value)
         where = [f"{SUBDIR_KEY}='{folder}'"] if folder else []
-        for seed in plan.seeds or [None]:
+        for seed in plan.seeds_of(s.variant) or [None]:
             job = [*plan.templates[s.variant], f"{knob}={value}", f"{TARGET_KEY}={s.target:g}"]
             jobs.append(job + where + ([f"{SEED_KEY}={seed}"] if seed is not None else []))
     return jobs
