@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import render
+from analysis.benchmark_table import benchmark_tables, benchmark_values, gated_verdicts
 from analysis.claims import (
     DERIVED_METRICS,
     Claim,
@@ -125,7 +126,8 @@ def detectable(claims: Claims, vs: list[Verdict]) -> str:
 
 
 def scale_table(sweeps: list[Sweep]) -> str:
-    """Per sweep: variants, runs, steps, seeds, targets hit and SAE wall hours."""
+    """Per sweep: variants, runs, steps, seeds, targets hit, SAE wall hours and the commits
+    its runs came from (`+dirty`: a tree with uncommitted changes)."""
     rows = []
     for s in sweeps:
         r = s.runs
@@ -150,9 +152,43 @@ def scale_table(sweeps: list[Sweep]) -> str:
                 "data seeds": data_seeds,
                 "target L0s hit": f"{hit} / {len(t)}" if t else "no targets (grid only)",
                 "SAE wall hours": f"{wall_hours:.1f}",
+                "commit": ", ".join(
+                    f"`{c[:7]}{'+dirty' * c.endswith('+dirty')}`" for c in _commits(r)
+                ),  # fmt: skip
             }
         )
     return render.md_table(pd.DataFrame(rows))
+
+
+BENCHMARK = "benchmark"
+"""The sweep kind of SynthSAEBench's sweep: shown in its own section, judged by no claim."""
+
+
+def benchmark(folder: ResultsFolder) -> str:
+    """Per benchmark sweep: its ground-truth table at each target L0 in the published form,
+    then the paired verdicts of each gated variant against each modern architecture, as its
+    report has them (`analysis.benchmark_table`)."""
+    out = []
+    for s in (s for s in folder.sweeps if s.kind == BENCHMARK):
+        a = s.analyse(folder.claims.reference, folder.claims.rules)
+        values = benchmark_values(a)
+        if values.empty:
+            continue
+        commits = ", ".join(f"`{c[:7]}`" for c in _commits(s.runs))
+        done = int((s.runs["status"] == "done").sum())
+        out += [f"From [`{s.name}`]({_link(s)}) ({done} SAEs, commit {commits}).", ""]
+        for target, table in benchmark_tables(values).items():
+            out += [f"At L0 {fmt(target)}, mean ± sd over seeds:", "", render.md_table(table), ""]
+        lines = gated_verdicts(a)
+        out += ["Each gated variant against each modern architecture, seed-paired at the target "
+                "L0, Holm-adjusted within each metric of the sweep's report:", ""]  # fmt: skip
+        out += [f"- {line}" for line in lines] or ["- no gated and modern pair at a matched L0"]
+    return "\n".join(out) if out else "No benchmark sweep is among the committed tables."
+
+
+def _commits(runs: pd.DataFrame) -> list[str]:
+    col = "versions.git_commit"
+    return sorted(set(runs[col].dropna().astype(str))) if col in runs else []
 
 
 def _link(s: Sweep) -> str:
@@ -301,6 +337,7 @@ def build_page(folder: ResultsFolder, plots: bool) -> str:
         "verdicts": verdict_table(vs),
         "scale": scale_table(folder.sweeps),
         "detectable": detectable(folder.claims, vs),
+        "synthsaebench": benchmark(folder),
     }
     for claim in folder.claims.claims:
         fields[f"evidence_{claim.key}"] = evidence(folder, claim, vs, plots)

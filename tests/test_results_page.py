@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import claims as cl
-from analysis.results_page import pair_label
+from analysis.results_page import ResultsFolder, benchmark, pair_label
 from analysis.variants import assign_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +169,21 @@ def test_a_claim_is_tested_on_each_data_set_with_its_own_headline_metrics(tmp_pa
     assert claim.comparisons[0].b == cl.Selection(
         "b_recipe", (("init", "sae.encoder_init_transpose", False),)
     )
+
+
+def test_the_synthsaebench_section_has_every_variant_at_both_targets_and_each_gated_pair():
+    folder = ResultsFolder.load(ROOT / "docs/results")
+    text = benchmark(folder)
+    assert "At L0 5, mean ± sd over seeds:" in text and "At L0 7, mean ± sd over seeds:" in text
+    variants = ("gated_original", "gated_dn_trainable_live", "standard_dn", "topk", "batchtopk",
+                "matryoshka_batchtopk", "jumprelu")  # fmt: skip
+    for v in variants:
+        assert text.count(f"| {v} | 3 |") == 2, v  # a row at each target, 3 seeds
+    verdicts = [ln for ln in text.splitlines() if ln.startswith("- **")]
+    # 2 gated x 4 modern pairs, at 2 targets, on MCC, F1 and FVU
+    assert len(verdicts) == 2 * 4 * 2 * 3
+    assert "commit `2883101`" in text
+
+    without = ResultsFolder(folder.root, folder.claims,
+                            [s for s in folder.sweeps if s.kind != "benchmark"])  # fmt: skip
+    assert benchmark(without) == "No benchmark sweep is among the committed tables."

@@ -69,7 +69,13 @@ lm_recipe() {
     sweep lm_recipe +sweep=recipe_ablation lambda_multiplier=1.0,2.0,4.0 "$SEEDS3" "${LM[@]}"
 }
 
-ALL=(synth_gated_penalty lm_gated_penalty synth_architectures synth_recipe lm_architectures lm_recipe)
+synthsaebench() {  # the benchmark's CPU preset, its own targets and seeds (sweeps/synthsaebench.yaml)
+    sae-sweep +sweep=synthsaebench "hydra.sweep.dir=$RUNS/synthsaebench_benchmark" \
+        require_clean_tree=true || echo "=== synthsaebench: some jobs failed"
+}
+
+ALL=(synth_gated_penalty lm_gated_penalty synth_architectures synth_recipe lm_architectures lm_recipe
+     synthsaebench)
 if [ $# -eq 0 ]; then set -- "${ALL[@]}"; fi
 for name in "$@"; do
     "$name"

@@ -103,8 +103,8 @@ lm_recipe() {
         "${D64[@]}"
 }
 synthsaebench() {  # the benchmark's CPU preset, its own targets and seeds (sweeps/synthsaebench.yaml)
-    sae-sweep +sweep=synthsaebench "hydra.sweep.dir=$RUNS/synthsaebench" require_clean_tree=true \
-        || echo "=== synthsaebench: some jobs failed"
+    sae-sweep +sweep=synthsaebench "hydra.sweep.dir=$RUNS/synthsaebench_benchmark" \
+        require_clean_tree=true || echo "=== synthsaebench: some jobs failed"
 }
 
 ALL=(synth_gated_penalty lm_gated_penalty synth128_gated_penalty lm_gated_penalty_long
