@@ -43,7 +43,8 @@ BOOKKEEPING_COLUMNS = ["run_id", "sweep", "source", "path", "status", "error", "
                        "git_commit", "git_clean"]  # fmt: skip
 
 # Summary keys that are neither knobs nor metrics.
-_SUMMARY_SKIP = {"knobs", "versions", "status", "error", "traceback", "variant", "sweep"}
+_SUMMARY_SKIP = {"knobs", "versions", "inputs", "status", "error", "traceback", "variant",
+                 "sweep"}  # fmt: skip
 
 # W&B run states -> our statuses (a killed run never wrote its final summary).
 _WANDB_STATES = {
@@ -196,6 +197,9 @@ def make_row(
     for k, v in recorded_versions.items():
         row[f"versions.{k}"] = v
     row["git_commit"], row["git_clean"] = commit_and_clean(recorded_versions)
+    inputs = summary.get("inputs")  # the data's files' sha256, one column each
+    for k, v in (inputs if isinstance(inputs, Mapping) else {}).items():
+        row[f"inputs.{k}"] = v
     if summary.get("sae_artifact"):  # the W&B artifact of the job's exported SAE
         row["sae_artifact"] = summary["sae_artifact"]
 

@@ -160,6 +160,27 @@ def scale_table(sweeps: list[Sweep]) -> str:
     return render.md_table(pd.DataFrame(rows))
 
 
+def inputs_table(sweeps: list[Sweep]) -> str:
+    """The sha256 of every local model and dataset file the runs' activations were computed
+    from (their records' `inputs.*`), with the sweeps that used each; a line saying so when
+    no run recorded them."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for s in sweeps:
+        for col in (c for c in s.runs.columns if c.startswith("inputs.")):
+            for sha in sorted(set(s.runs[col].dropna().astype(str))):
+                rows.setdefault((col.removeprefix("inputs."), sha), []).append(s.name)
+    if not rows:
+        return ("The runs of these tables do not record their input files' checksums (records "
+                "name them since the next edition's sweeps).")  # fmt: skip
+    table = pd.DataFrame(
+        [
+            {"file": f"`{f}`", "sha256": f"`{sha}`", "sweeps": ", ".join(names)}
+            for (f, sha), names in sorted(rows.items())
+        ]  # fmt: skip
+    )
+    return render.md_table(table)
+
+
 BENCHMARK = "benchmark"
 """The sweep kind of SynthSAEBench's sweep: shown in its own section, judged by no claim."""
 
@@ -338,6 +359,7 @@ def build_page(folder: ResultsFolder, plots: bool) -> str:
         "scale": scale_table(folder.sweeps),
         "detectable": detectable(folder.claims, vs),
         "synthsaebench": benchmark(folder),
+        "inputs": inputs_table(folder.sweeps),
     }
     for claim in folder.claims.claims:
         fields[f"evidence_{claim.key}"] = evidence(folder, claim, vs, plots)

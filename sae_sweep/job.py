@@ -229,6 +229,7 @@ class _Member:
             "l0_control": control.record(metrics["l0"], cfg.l0_tolerance) if control else None,
             "d_in": sae.d_in,
             "d_sae": sae.d_sae,
+            "inputs": getattr(source, "inputs", None),  # the data's files' sha256 (a cache's)
             "device": str(device),
             "threads": torch.get_num_threads(),
             "peak_memory_mb": _peak_memory_mb(device),

@@ -71,6 +71,24 @@ def test_cache_manifest_describes_the_activations(tiny):
     assert [p.name for p in cache_dir.iterdir() if p.is_dir()] == [cache.folder.name]
 
 
+def test_the_model_and_dataset_files_checksums_reach_the_source(tiny):
+    """The cache names the exact files it came from, and every job's source carries them
+    (a job's record then has them: analysis.load's `inputs.*` columns)."""
+    import hashlib
+
+    model, text, cache_dir = tiny
+    cfg = hf_cfg(model, text, cache_dir)
+    inputs = open_cache(cfg).manifest["inputs"]
+    weights = sorted(p.name for p in model.iterdir() if p.is_file())
+    assert sorted(inputs) == [f"dataset/{text.name}", *(f"model/{w}" for w in weights)]
+    assert inputs[f"dataset/{text.name}"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    source = build_source(cfg, run_seed=0, device=CPU)
+    try:
+        assert source.inputs == inputs
+    finally:
+        source.close()
+
+
 def test_every_cached_activation_is_read_once_per_epoch(tiny):
     model, text, cache_dir = tiny
     src = build_source(hf_cfg(model, text, cache_dir), run_seed=3, device=CPU)

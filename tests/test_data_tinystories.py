@@ -62,6 +62,14 @@ def test_real_model_end_to_end(tmp_path):
     assert summary["ce_clean"] < summary["ce_mean"] < summary["ce_zero"]
     assert summary["loss_recovered_mean"] < summary["loss_recovered"]
     assert 0 < summary["kl_div"] < summary["kl_mean"] < summary["kl_zero"]
+    # the record names its exact inputs: the model's files and the stories, by sha256
+    assert written["inputs"] == summary["inputs"]
+    assert {"model/model.safetensors", "model/config.json",
+            "dataset/stories_train.jsonl"} <= set(summary["inputs"])  # fmt: skip
+    from analysis.load import load_runs
+
+    row = load_runs(tmp_path).iloc[0]
+    assert row["inputs.model/model.safetensors"] == summary["inputs"]["model/model.safetensors"]
 
     # the exported SAE names the layer the way SAELens / SAEBench do
     from sae_sweep.export.run import export_run

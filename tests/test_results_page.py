@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import claims as cl
-from analysis.results_page import ResultsFolder, benchmark, pair_label
+from analysis.results_page import ResultsFolder, benchmark, inputs_table, pair_label
 from analysis.variants import assign_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +187,17 @@ def test_the_synthsaebench_section_has_every_variant_at_both_targets_and_each_ga
     without = ResultsFolder(folder.root, folder.claims,
                             [s for s in folder.sweeps if s.kind != "benchmark"])  # fmt: skip
     assert benchmark(without) == "No benchmark sweep is among the committed tables."
+
+
+def test_the_input_files_checksums_are_listed_with_the_sweeps_that_read_them():
+    old, new, other = (_sweep({8: 0.09}) for _ in range(3))
+    new.runs["inputs.model/model.safetensors"] = "ab" * 32
+    new.runs["inputs.dataset/stories.jsonl"] = "cd" * 32
+    other.folder = Path("lm_recipe")
+    other.runs["inputs.model/model.safetensors"] = "ab" * 32
+    assert "do not record" in inputs_table([old])
+    table = inputs_table([old, new, other])
+    assert f"| `dataset/stories.jsonl` | `{'cd' * 32}` | x |" in table
+    assert f"| `model/model.safetensors` | `{'ab' * 32}` | x, lm_recipe |" in table
+    other.runs["inputs.model/model.safetensors"] = "ef" * 32  # another model file: its own row
+    assert inputs_table([new, other]).count("model/model.safetensors") == 2

@@ -3,7 +3,8 @@ activations, computed once per sweep.
 
 Layout of one cache, `<data.cache_dir>/<model>--<site>--<key>/`:
     manifest.json          what was cached (the key fields), d, dtype, row counts, the
-                           normalisation scalar, and the sha256 of every file below
+                           normalisation scalar, the sha256 of every file below, and
+                           `inputs`: the sha256 of the local model and dataset files
     train/shard_00000.npy  (rows, d) training activations, `data.shard_rows` per shard
     eval/shard_00000.npy   (rows, d) activations of the held-out sequences
     eval_tokens.npy        (sequences, context_length) token ids of the held-out sequences
@@ -267,6 +268,24 @@ def verify_files(folder: Path, manifest: dict, *, hashes: bool) -> int:
     return total
 
 
+def input_checksums(fields: dict[str, Any]) -> dict[str, str]:
+    """{"model/<file>" or "dataset/<file>": sha256} of the local files the cache is computed
+    from: the model folder's files and the dataset file (or folder's). A hub name is no
+    local file and adds nothing: its revision is the hub's to keep. Hashed once, with the
+    cache; every job's record carries them, so a published number names its exact inputs."""
+    out = {}
+    for name in ("model", "dataset"):
+        value = str(fields.get(name) or "")
+        path = Path(value)
+        if not value or not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+            out[f"{name}/{rel}"] = sha256_file(f)
+    return out
+
+
 def sha256_file(path: Path, block: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -363,6 +382,7 @@ def build_cache(cfg, tmp: Path, fields: dict, key: str) -> LoadedModel:
         "train": train,
         "eval": ev,
         "eval_tokens": file_entry(tmp, "eval_tokens.npy"),
+        "inputs": input_checksums(fields),
         "model_load_s": load_s,
         "build_wall_s": wall,
         "build_tokens_per_s": (processed + eval_tokens.size) / wall,

@@ -35,6 +35,7 @@ def hf_source(cfg, run_seed: int, device: torch.device,
         norm_scale=m["norm_scale"],
         held_out_lm=held_out_lm,
         pin_memory=pin_memory,
+        inputs=m.get("inputs"),
     )
 
 

@@ -166,12 +166,16 @@ class ShuffledActivations:
         norm_scale: float | None = None,
         held_out_lm=None,  # hf.HeldOutLM: what the LM metrics splice the SAE into
         pin_memory: bool = True,
+        inputs: dict[str, str] | None = None,
     ):
         if train.n <= 0 or eval_rows.n <= 0:
             raise DataError(f"{train.n} training and {eval_rows.n} held-out activations: need both")
         self.train, self.eval, self.d = train, eval_rows, train.d
         self.device, self.seed = device, run_seed
         self.norm_scale, self.held_out_lm = norm_scale, held_out_lm
+        self.inputs = inputs
+        """{file: sha256} of the local model and dataset files the activations were computed
+        from (a cache's manifest; None when not recorded): each job's record carries them."""
         n = train.n
         self.buffer = max(1, min(buffer, n))
         # >= 64 chunks per window, so a window (and a batch) mixes rows from all over the data
