@@ -138,6 +138,8 @@ class _Variant:
     runs: pd.DataFrame
     metric: str
     points: list[_Point]
+    per_seed: bool = False
+    """Its target sweep placed each seed at its own lambda (`l0_lambda_per: seed`)."""
 
 
 def _variant_points(runs: pd.DataFrame, variant: str, metric: str) -> _Variant:
@@ -146,7 +148,8 @@ def _variant_points(runs: pd.DataFrame, variant: str, metric: str) -> _Variant:
     if r.empty or frontier_axis(r) is None:
         return _Variant(r, metric, [])
     points = [_point(g, metric) for _, g in r.groupby(point_keys(r), sort=False)]
-    return _Variant(r, metric, points)
+    per_seed = "l0_lambda_per" in r and bool((r["l0_lambda_per"].astype(str) == "seed").all())
+    return _Variant(r, metric, points, per_seed)
 
 
 def _point(runs: pd.DataFrame, metric: str) -> _Point:
@@ -155,20 +158,33 @@ def _point(runs: pd.DataFrame, metric: str) -> _Point:
 
 
 def _hit(variant: _Variant, target: float, tol: float) -> _Point | None:
-    """The point that answers `target`: its seed-mean L0 within tol x target, the most seeds,
-    then the closest. A point is one lambda's (or k's) runs, or, where a target sweep placed
-    each seed at its own lambda (`l0_lambda_per: seed`), each seed's run closest to the
-    target; a lambda's point wins a tie, so a sweep whose seeds share lambdas reads as ever."""
-    candidates = [(p, 0) for p in variant.points]
-    if not variant.runs.empty and variant.points:
-        r = variant.runs
-        gap = (r["l0"].astype(float) - target).abs()
-        closest = r.loc[gap.groupby(_seeds_of(r)).idxmin().to_numpy()]
-        candidates.append((_point(closest, variant.metric), 1))
-    near = [(p, per_seed) for p, per_seed in candidates if abs(p.l0 - target) <= tol * target]
+    """The point that answers `target`: one lambda's (or k's) runs whose seed-mean L0 is
+    within tol x target, the one with the most seeds, then the closest. Where the sweep placed
+    each seed at its own lambda, each seed's own placement answers too (`_seeds_at`), and wins
+    when it holds more seeds."""
+    near = [(p, 0) for p in variant.points if abs(p.l0 - target) <= tol * target]
+    if variant.per_seed and (own := _seeds_at(variant, target, tol)) is not None:
+        near.append((own, 1))
     best = min(near, key=lambda c: (-_seeds_of(c[0].runs).nunique(), c[1], abs(c[0].l0 - target)),
                default=None)  # fmt: skip
     return None if best is None else best[0]
+
+
+def _seeds_at(variant: _Variant, target: float, tol: float) -> _Point | None:
+    """Each seed's run closest to `target` in L0, for the seeds that reached it: that run is
+    within tol x target, or the seed has runs on either side of the target (its chain found
+    no lambda that lands, as where L0 jumps, and its value is read between them, as any seed
+    off its target is)."""
+    r = variant.runs
+    l0 = r["l0"].astype(float)
+    seeds = _seeds_of(r)
+    keep = []
+    for _, idx in l0.groupby(seeds).groups.items():
+        x = l0.loc[idx]
+        closest = (x - target).abs().idxmin()
+        if abs(x[closest] - target) <= tol * target or (x.min() <= target <= x.max()):
+            keep.append(closest)
+    return _point(r.loc[keep], variant.metric) if keep else None
 
 
 def _seeds_of(g: pd.DataFrame) -> pd.Series:
@@ -305,7 +321,8 @@ def match_on_grid(runs, metric, a, b, n_points=GRID_POINTS) -> list[Matched]:
 def _columns_for(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Only the columns a comparison reads: a sweep's runs table has a hundred or more, and
     every slice of it would copy them all."""
-    keep = [LABEL, SEED, "status", "l0", metric, "data.d", "d_in", *FRONTIER_AXIS]
+    keep = [LABEL, SEED, "status", "l0", metric, "data.d", "d_in", "l0_lambda_per",
+            *FRONTIER_AXIS]  # fmt: skip
     return runs[[c for c in dict.fromkeys(keep) if c in runs.columns]]
 
 

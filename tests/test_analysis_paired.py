@@ -153,7 +153,8 @@ def test_seeds_placed_each_at_its_own_lambda_pair_at_the_target():
                 rows.append({"variant_label": v, "lambda_multiplier": lam, "seed": s, "l0": l0,
                              "fvu": 0.5 / math.sqrt(l0) * scale * (1 + 0.02 * s),
                              "status": "done", "run_id": f"{v}{lam}{s}", "data.d": 64,
-                             "l0_targets": (16.0,), "l0_tolerance": 0.1})  # fmt: skip
+                             "l0_targets": (16.0,), "l0_tolerance": 0.1,
+                             "l0_lambda_per": "seed"})  # fmt: skip
     runs = pd.DataFrame(rows)
     (r,) = compare_pairs(runs, "fvu", ["a", "b"], rules=NARROW)
     assert r.rows["l0"].tolist() == [16.0]
@@ -161,6 +162,18 @@ def test_seeds_placed_each_at_its_own_lambda_pair_at_the_target():
     assert r.rows["note"][0] == "achieved L0 16-16"  # every value measured at the target
     assert r.rows["effect_pct"][0] == pytest.approx(-3.0, abs=1e-6)
     assert r.headline == "b better"
+
+    # A seed whose L0 jumped over the target (its runs at 12.8 and 24, none within 10%) is
+    # read there between them, on its own curve: still 3 paired seeds.
+    jumped = runs[~((runs["variant_label"] == "b") & (runs["seed"] == 1) & (runs["l0"] == 16.0))]
+    run = jumped.iloc[[0]].assign(variant_label="b", seed=1, l0=12.8, lambda_multiplier=2.5,
+                                  fvu=0.5 / math.sqrt(12.8) * 0.97 * 1.02)  # fmt: skip
+    jumped = pd.concat([jumped, run])
+    (r,) = compare_pairs(jumped, "fvu", ["a", "b"], rules=NARROW)
+    assert r.rows["seeds"][0] == 3 and "1 of 6 values read at L0 16" in r.rows["note"][0]
+    # Without per-seed placement, a lambda's runs answer a target: none holds 3 seeds there.
+    (shared,) = compare_pairs(runs.drop(columns="l0_lambda_per"), "fvu", ["a", "b"])
+    assert shared.rows.empty or shared.rows["seeds"][0] < 3
 
 
 def test_a_seed_whose_runs_miss_one_side_of_the_target_is_not_moved():
