@@ -36,7 +36,7 @@ from analysis.effects import fmt, l0_range
 from analysis.frontier import finished
 from analysis.matched import MAX_L0_FRACTION, PairResult, compare_matched, sweep_targets
 from analysis.model import Analysis, analyse
-from analysis.tuning import declared_tuning, label_tuned
+from analysis.tuning import Tuning, declared_tuning, label_tuned
 from analysis.variants import Variants
 from analysis.verdicts import Rules, adjust, pct_text
 from sae_sweep.evaluation.catalogue import METRICS
@@ -341,6 +341,10 @@ class Sweep:
     tuned: pd.DataFrame | None = None
     """A sweep that declared `tune`: each variant's runs at its best value, on the comparing
     seeds (`analysis.tuning`); None: no tuning."""
+    untuned: pd.DataFrame | None = None
+    """A tuned sweep: every variant's runs at the shared value instead (what the comparisons
+    would read without tuning); None: no tuning or no shared value."""
+    tuning: Tuning | None = None
 
     @property
     def compared(self) -> pd.DataFrame:
@@ -403,7 +407,9 @@ def load_sweeps(root: Path, claims: Claims) -> list[Sweep]:
             runs = read_runs(folder)
             runs, variants, tuning = label_tuned(runs, declared_tuning(runs))
             tuned = tuning.compared if tuning is not None else None
-            sweeps.append(Sweep(data, kind, folder, runs, variants, read_targets(folder), tuned))
+            untuned = tuning.at_shared if tuning is not None else None
+            sweeps.append(Sweep(data, kind, folder, runs, variants, read_targets(folder), tuned,
+                                untuned, tuning))  # fmt: skip
     return sweeps
 
 

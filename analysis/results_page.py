@@ -20,7 +20,7 @@ import itertools
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +36,7 @@ from analysis.claims import (
     adjust_family,
     load_claims,
     load_sweeps,
+    verdict,
     verdicts,
 )
 from analysis.effects import fmt
@@ -107,6 +108,45 @@ def verdict_table(vs: list[Verdict]) -> str:
             }
         )
     return render.md_table(pd.DataFrame(rows))
+
+
+def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
+    """Per tuned sweep: each variant's chosen value, then every claim's comparison over the
+    band at the shared value against at each variant's best (`Sweep.untuned` against
+    `Sweep.tuned`), each side adjusted within its claim as the verdict table is: how much a
+    verdict owes to the tuning."""
+    tuned = [s for s in sweeps if s.tuning is not None and s.untuned is not None]
+    if not tuned:
+        return "No sweep of these tables tunes a knob: every variant trains at the same values."
+    out = []
+    for s in tuned:
+        t = s.tuning
+        chosen = ", ".join(f"`{v}` {t.text(vt.best)}" for v, vt in t.variants.items())
+        knobs = ", ".join(f"`{k}`" for k in t.spec.knobs)
+        out += [f"`{s.name}`: {knobs} chosen by {t.metric} at L0 {fmt(t.spec.at_l0)}: {chosen}; "
+                f"shared: {t.text(t.shared)}.", ""]  # fmt: skip
+    rows = []
+    for claim in claims.claims:
+        mine = [s for s in tuned if s.kind == claim.sweep]
+        pairs = [(s, c, m) for s in mine for m in claim.metrics_of(s.data) if m in s.metrics
+                 for c in claim.comparisons]  # fmt: skip
+        at_best = [verdict(claim, s, c, m) for s, c, m in pairs]
+        at_shared = [verdict(claim, replace(s, tuned=s.untuned), c, m) for s, c, m in pairs]
+        for side in (at_best, at_shared):
+            adjust_family(side, claim.rules.multiplicity)
+        for best, shared in zip(at_best, at_shared, strict=True):
+            if best.result is None:
+                continue
+            rows.append({
+                "claim": f"({claim.key})",
+                "data": best.sweep.data.title,
+                "b vs a": f"`{best.result.b}` vs `{best.result.a}`",
+                "metric": best.metric,
+                "at the shared value": f"{shared.difference()}: {shared.words()}",
+                "each at its best": f"{best.difference()}: {best.words()}",
+                "verdict moves?": "no" if shared.words() == best.words() else "yes",
+            })  # fmt: skip
+    return "\n".join(out) + "\n" + render.md_table(pd.DataFrame(rows))
 
 
 def detectable(claims: Claims, vs: list[Verdict]) -> str:
@@ -360,6 +400,7 @@ def build_page(folder: ResultsFolder, plots: bool) -> str:
         "detectable": detectable(folder.claims, vs),
         "synthsaebench": benchmark(folder),
         "inputs": inputs_table(folder.sweeps),
+        "tuning": tuning_changes(folder.claims, folder.sweeps),
     }
     for claim in folder.claims.claims:
         fields[f"evidence_{claim.key}"] = evidence(folder, claim, vs, plots)

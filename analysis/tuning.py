@@ -205,6 +205,9 @@ class Tuning:
     pairs: list[PairChange] = field(default_factory=list)
     seeds_choose: list[int] = field(default_factory=list)
     seeds_compare: list[int] = field(default_factory=list)
+    at_shared: pd.DataFrame | None = None
+    """Every variant's runs at the shared value, comparing seeds (None without one): the
+    comparisons as they would be without tuning."""
 
     def text(self, key: tuple[str, ...] | None) -> str:
         """A tuned value as the report writes it: '0.003', or 'lr=0.003, batch_size=256'."""
@@ -286,6 +289,9 @@ def select(
     compared.attrs = dict(runs.attrs)
     t = Tuning(spec, metric, variants, shared, compared, seeds_choose=sorted(set(seeds[choose])),
                seeds_compare=sorted(set(seeds[compare])))  # fmt: skip
+    if shared is not None:
+        t.at_shared = runs[keys.map(lambda k: k == shared).astype(bool) & compare]
+        t.at_shared.attrs = dict(runs.attrs)
     at_best = {v: read(v, vt.best, compare) for v, vt in variants.items()}
     at_shared = {v: read(v, shared, compare) for v in variants}
     margin = rules.margin(metric)

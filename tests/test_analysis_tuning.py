@@ -194,6 +194,39 @@ def test_a_claim_on_a_tuned_sweep_compares_each_variant_at_its_best(tmp_path):
     assert result.points[0].judged.effect.pct() == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.2)
 
 
+def test_the_results_page_shows_how_each_verdict_moves_with_tuning(tmp_path):
+    """At the shared lr 0.003 l1 wins by 20%; each at its best (l1 0.001, dn 0.01) dn wins by
+    5.3%: the page's tuning table gives both, and says the verdict moves."""
+    from analysis import claims as cl
+    from analysis.results_page import tuning_changes
+
+    runs = load_runs(make_tuned_sweep(tmp_path / "s", criterion={"shared": {"train.lr": 0.003}}))
+    folder = tmp_path / "results" / "s_penalty"
+    folder.mkdir(parents=True)
+    runs.to_csv(folder / "runs.csv", index=False)
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        "sweeps: [penalty]\n"
+        "data_sets:\n"
+        "  - {key: s, title: synthetic, metrics: [fvu], headline: [fvu]}\n"
+        "claims:\n"
+        "  - {key: a, statement: x, sweep: penalty, comparisons: [{a: l1, b: dn, expect: b}]}\n"
+    )
+    claims = cl.load_claims(path)
+    sweeps = cl.load_sweeps(tmp_path / "results", claims)
+    text = tuning_changes(claims, sweeps)
+    assert "`train.lr` chosen by fvu at L0 6.4: `l1` 0.001, `dn` 0.01; shared: 0.003." in text
+    (row,) = [ln for ln in text.splitlines() if ln.startswith("| (a) |")]
+    shared, best, moves = [c.strip() for c in row.split("|")[5:8]]
+    assert float(shared.split("%")[0]) == pytest.approx(20.0, abs=0.5)
+    assert float(best.split("%")[0]) == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.3)
+    assert shared.endswith(": a better") and best.endswith(": b better")
+    assert moves == "yes"
+    # Without tuning the page says so.
+    untuned = [cl.Sweep(sw.data, sw.kind, sw.folder, sw.runs, sw.variants, None) for sw in sweeps]
+    assert tuning_changes(claims, untuned).startswith("No sweep of these tables tunes")
+
+
 def test_a_reference_l0_no_run_spans_tunes_nothing_and_says_how_to_fix_it(tmp_path):
     runs = load_runs(make_tuned_sweep(tmp_path / "s", seeds=(0, 1), criterion={"at_l0": 24}))
     a = analyse(runs, metrics=["fvu"])  # the runs span L0 3.6-16: 24 is outside every curve
