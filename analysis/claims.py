@@ -67,6 +67,11 @@ class DataSet:
     data_seeds: bool = False
     """Each seed also draws its own data (`data.seed`, synthetic data): the scale table
     counts them."""
+    claims: tuple[str, ...] | None = None
+    """The keys of the claims tested on it (None: every claim whose sweep it has)."""
+
+    def tests(self, claim_key: str) -> bool:
+        return self.claims is None or claim_key in self.claims
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,11 @@ class Comparison:
 class Claim:
     key: str
     statement: str
-    sweep: str
-    """The sweep kind it is tested on."""
+    sweeps: tuple[str, ...]
+    """The sweep kinds it is tested on (`sweep:` in the file, one kind or a list). With
+    several, a sweep that lacks a comparison's variants has no row for it: the standard
+    SAEs of claim (e), say, are in the architectures sweeps and in the d = 128 penalty
+    sweep, not in the d = 64 one."""
     comparisons: tuple[Comparison, ...]
     metrics: tuple[str, ...] = (HEADLINE,)
     """The verdict table's metrics; HEADLINE stands for each data set's headline metrics."""
@@ -192,7 +200,7 @@ def _keys(raw: dict, allowed: set[str], required: set[str], where: str) -> None:
 
 def _data_set(raw: dict, where: str) -> DataSet:
     required = {"key", "title", "metrics", "headline"}
-    _keys(raw, required | {"data_seeds"}, required, where)
+    _keys(raw, required | {"data_seeds", "claims"}, required, where)
     metrics, headline = tuple(raw["metrics"]), tuple(raw["headline"])
     if not set(headline) <= set(metrics):
         raise ClaimsError(f"{where}: headline {list(headline)} must be among its metrics")
@@ -201,9 +209,10 @@ def _data_set(raw: dict, where: str) -> DataSet:
         raise ClaimsError(
             f"{where}: unknown metrics {unknown}; known: {sorted({*METRICS, *DERIVED_METRICS})}"
         )
-    return DataSet(
-        str(raw["key"]), str(raw["title"]), metrics, headline, bool(raw.get("data_seeds"))
-    )
+    claims = raw.get("claims")
+    return DataSet(str(raw["key"]), str(raw["title"]), metrics, headline,
+                   bool(raw.get("data_seeds")),
+                   tuple(str(c) for c in claims) if claims is not None else None)  # fmt: skip
 
 
 def _rules(raw: dict, base: Rules, where: str) -> Rules:
@@ -234,8 +243,12 @@ def _claim(
                "other_metrics", "margins", "why"}  # fmt: skip
     _keys(raw, allowed, {"key", "statement", "sweep", "comparisons"}, where)
     where = f"{where} ({raw['key']})"
-    if raw["sweep"] not in sweeps:
-        raise ClaimsError(f"{where}: sweep {raw['sweep']!r} is not one of {list(sweeps)}")
+    kinds = tuple(str(k) for k in (raw["sweep"] if isinstance(raw["sweep"], list)
+                                   else [raw["sweep"]]))  # fmt: skip
+    unknown = [k for k in kinds if k not in sweeps]
+    if unknown or not kinds:
+        named = ", ".join(map(repr, unknown)) or repr(raw["sweep"])
+        raise ClaimsError(f"{where}: sweep {named} is not one of {list(sweeps)}")
     metrics = tuple(raw.get("metrics", (HEADLINE,)))
     if not set(metrics) <= known:
         raise ClaimsError(
@@ -251,7 +264,7 @@ def _claim(
     return Claim(
         str(raw["key"]),
         str(raw["statement"]),
-        str(raw["sweep"]),
+        kinds,
         comparisons,
         metrics,
         float(raw.get("max_l0_fraction", band)),
@@ -519,11 +532,13 @@ def verdicts(claims: Claims, sweeps: list[Sweep]) -> list[Verdict]:
         mine = [
             verdict(claim, s, c, metric)
             for s in sweeps
-            if s.kind == claim.sweep
+            if s.kind in claim.sweeps and s.data.tests(claim.key)
             for metric in claim.metrics_of(s.data)
             if metric in s.metrics
             for c in claim.comparisons
         ]
+        if len(claim.sweeps) > 1:  # a kind without the pair's variants is not its test
+            mine = [v for v in mine if v.result is not None]
         adjust_family(mine, claim.rules.multiplicity)
         out += mine
     return out

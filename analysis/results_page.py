@@ -127,14 +127,14 @@ def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
                 f"shared: {t.text(t.shared)}.", ""]  # fmt: skip
     rows = []
     for claim in claims.claims:
-        mine = [s for s in tuned if s.kind == claim.sweep]
+        mine = [s for s in tuned if s.kind in claim.sweeps and s.data.tests(claim.key)]
         pairs = [(s, c, m) for s in mine for m in claim.metrics_of(s.data) if m in s.metrics
                  for c in claim.comparisons]  # fmt: skip
         at_best = [verdict(claim, s, c, m) for s, c, m in pairs]
         at_shared = [verdict(claim, replace(s, tuned=s.untuned), c, m) for s, c, m in pairs]
         for side in (at_best, at_shared):
             adjust_family(side, claim.rules.multiplicity)
-        for best, shared in zip(at_best, at_shared, strict=True):
+        for best, shared in zip(at_best, at_shared, strict=True):  # no pair: no row
             if best.result is None:
                 continue
             rows.append({

@@ -3,6 +3,7 @@ claims are data (docs/results/claims.yaml) and a malformed claim is named."""
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +50,7 @@ def _sweep(fvu_b: dict[float, float], seeds=(0, 1, 2, 3, 4)) -> cl.Sweep:
 
 def _verdict(sweep: cl.Sweep, expect: str) -> cl.Verdict:
     c = cl.Comparison(cl.Selection("a_recipe"), cl.Selection("b_recipe"), expect)
-    claim = cl.Claim("t", "test", "gated_penalty", (c,))
+    claim = cl.Claim("t", "test", ("gated_penalty",), (c,))
     return cl.verdict(claim, sweep, c, "fvu")
 
 
@@ -169,6 +170,37 @@ def test_a_claim_is_tested_on_each_data_set_with_its_own_headline_metrics(tmp_pa
     assert claim.comparisons[0].b == cl.Selection(
         "b_recipe", (("init", "sae.encoder_init_transpose", False),)
     )
+
+
+def test_a_claim_on_several_sweep_kinds_is_tested_where_its_variants_are(tmp_path):
+    """Claim e on [penalty, archs]: the archs sweep has its pair, the penalty sweep does not
+    and gives no row; the second data set tests claim b only, so claim e has no row there."""
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        "sweeps: [penalty, archs]\n"
+        "data_sets:\n"
+        "  - {key: s, title: synthetic, metrics: [fvu], headline: [fvu]}\n"
+        "  - {key: big, title: big, metrics: [fvu], headline: [fvu], claims: [b]}\n"
+        "claims:\n"
+        "  - {key: e, statement: x, sweep: [penalty, archs],\n"
+        "     comparisons: [{a: a_recipe, b: b_recipe, expect: b}]}\n"
+        "  - {key: b, statement: y, sweep: penalty,\n"
+        "     comparisons: [{a: a_recipe, b: b_recipe, expect: b}]}\n"
+    )
+    claims = cl.load_claims(path)
+    assert claims.claims[0].sweeps == ("penalty", "archs")
+    pair = _sweep({4: 0.09, 8: 0.09, 16: 0.09})
+    lacking = _sweep({4: 0.09, 8: 0.09, 16: 0.09})
+    lacking.runs = lacking.runs[lacking.runs["variant"] == "a_recipe"]
+    lacking.variants.order[:] = ["a_recipe"]
+    big = cl.DataSet("big", "big", ("fvu",), ("fvu",), claims=("b",))
+    sweeps = [
+        replace(lacking, kind="penalty", folder=Path("s_penalty")),
+        replace(pair, kind="archs", folder=Path("s_archs")),
+        replace(pair, data=big, kind="penalty", folder=Path("big_penalty")),
+    ]
+    rows = [(v.claim.key, v.sweep.name) for v in cl.verdicts(claims, sweeps)]
+    assert rows == [("e", "s_archs"), ("b", "s_penalty"), ("b", "big_penalty")]
 
 
 def test_the_synthsaebench_section_has_every_variant_at_both_targets_and_each_gated_pair():
