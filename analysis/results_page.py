@@ -95,7 +95,7 @@ def verdict_table(vs: list[Verdict]) -> str:
         rows.append(
             {
                 "claim": f"({v.claim.key})",
-                "data": v.sweep.data.title,
+                "data": _where(v.claim, v.sweep),
                 "b vs a": f"`{r.b}` vs `{r.a}`" if r else f"not in `{v.sweep.name}` yet",
                 "metric": v.metric,
                 "margin": v.margin(),
@@ -139,7 +139,7 @@ def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
                 continue
             rows.append({
                 "claim": f"({claim.key})",
-                "data": best.sweep.data.title,
+                "data": _where(claim, best.sweep),
                 "b vs a": f"`{best.result.b}` vs `{best.result.a}`",
                 "metric": best.metric,
                 "at the shared value": f"{shared.difference()}: {shared.words()}",
@@ -252,6 +252,17 @@ def _commits(runs: pd.DataFrame) -> list[str]:
     return sorted(set(runs[col].dropna().astype(str))) if col in runs else []
 
 
+def _where(claim: Claim, s: Sweep) -> str:
+    """The data set a row of a claim is about, and the sweep kind when it is not the
+    claim's first: "TinyStories-260k (gated_penalty_long)"."""
+    return s.data.title if s.kind == claim.sweeps[0] else f"{s.data.title} ({s.kind})"
+
+
+def _key(claim: Claim, s: Sweep) -> str:
+    """The data set's key in file names, with the kind as `_where` adds it."""
+    return s.data.key if s.kind == claim.sweeps[0] else f"{s.data.key}_{s.kind}"
+
+
 def _link(s: Sweep) -> str:
     """The sweep's report, relative to the page (which sits beside the results folder)."""
     return f"{s.folder.parent.name}/{s.name}/report.md"
@@ -269,7 +280,7 @@ def evidence(folder: ResultsFolder, claim: Claim, vs: list[Verdict], plots: bool
     out = [f"*Margins.* {claim.why}"] if claim.why else []
     mine = [v for v in vs if v.claim is claim]
     for s in dict.fromkeys(v.sweep for v in mine):
-        out.append(f"#### {s.data.title} ([report]({_link(s)}))")
+        out.append(f"#### {_where(claim, s)} ([report]({_link(s)}))")
         here = [v for v in mine if v.sweep is s]
         pairs = list(dict.fromkeys((v.result.a, v.result.b) for v in here if v.result))
         if not pairs:
@@ -343,13 +354,13 @@ def _claim_plots(
     common `a` when every pair has the same one, else each pair's b relative to its own a
     (the difference a verdict is about, not one across pairs)."""
     labels = list(dict.fromkeys(x for pair in pairs for x in pair))
-    stem = f"claim_{claim.key}_{s.data.key}_{metric}"
+    stem = f"claim_{claim.key}_{_key(claim, s)}_{metric}"
     runs = s.compared[s.compared[LABEL].isin(labels)]
     refs = list(dict.fromkeys(a for a, _ in pairs))
     reference = refs[0] if len(refs) == 1 else "a"
     band = claim.max_l0_fraction
     if plots:
-        title = f"({claim.key}) {metric} vs L0, {s.data.title}"
+        title = f"({claim.key}) {metric} vs L0, {_where(claim, s)}"
         front = frontier_plot(runs, metric, order=labels, title=title)
         _save(front, folder.root / PLOTS, f"{stem}_frontier")
         if len(refs) == 1:
@@ -371,7 +382,7 @@ def _claim_plots(
     what = reference if len(refs) == 1 else "a, per compared pair"
     where = f"{folder.root.name}/{PLOTS}"
     return (
-        f"![({claim.key}) {metric} vs L0, {s.data.title}]({where}/{stem}_frontier.png) "
+        f"![({claim.key}) {metric} vs L0, {_where(claim, s)}]({where}/{stem}_frontier.png) "
         f"![({claim.key}) {metric} relative to {what}]({where}/{stem}_relative.png)"
     )
 

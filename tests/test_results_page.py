@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from analysis import claims as cl
-from analysis.results_page import ResultsFolder, benchmark, inputs_table, pair_label
+from analysis.results_page import (
+    ResultsFolder,
+    benchmark,
+    inputs_table,
+    pair_label,
+    verdict_table,
+)
 from analysis.variants import assign_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,8 +205,11 @@ def test_a_claim_on_several_sweep_kinds_is_tested_where_its_variants_are(tmp_pat
         replace(pair, kind="archs", folder=Path("s_archs")),
         replace(pair, data=big, kind="penalty", folder=Path("big_penalty")),
     ]
-    rows = [(v.claim.key, v.sweep.name) for v in cl.verdicts(claims, sweeps)]
-    assert rows == [("e", "s_archs"), ("b", "s_penalty"), ("b", "big_penalty")]
+    vs = cl.verdicts(claims, sweeps)
+    assert [(v.claim.key, v.sweep.name) for v in vs] == [
+        ("e", "s_archs"), ("b", "s_penalty"), ("b", "big_penalty")]  # fmt: skip
+    # A row from a claim's second kind names the kind beside its data set.
+    assert "| (e) | synthetic (archs) |" in verdict_table(vs)
 
 
 def test_the_synthsaebench_section_has_every_variant_at_both_targets_and_each_gated_pair():
