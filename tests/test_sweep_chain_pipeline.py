@@ -223,3 +223,26 @@ def test_a_real_joblib_target_sweep_keeps_rounds_and_handles_every_target(tmp_pa
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path, launcher="joblib")
     assert proc.returncode == 0 and set(jobs(d)) == before
     assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])
+
+
+def test_a_resumed_sweep_keeps_the_seed_placement_its_targets_were_made_with(tmp_path):
+    """A folder whose targets.json predates l0_lambda_per (its seeds shared a lambda) resumes
+    by variant, so the rerun trains no new round jobs; so does one recorded by variant. The
+    command line's l0_lambda_per places anew; a new folder takes the configured value."""
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.0, "slow": 0.0})
+    sweep = _sweep(tmp_path, launcher, lambda_per="seed")
+    assert sweep.lambda_per() == "seed"  # no targets.json yet
+    targets = tmp_path / layout.TARGETS
+    targets.write_text(json.dumps({"targets": [{"variant": "fast", "target": 8}]}))
+    assert sweep.lambda_per() == "variant"
+    targets.write_text(json.dumps({"targets": [], "l0_lambda_per": "seed"}))
+    assert _sweep(tmp_path, launcher, lambda_per="variant").lambda_per() == "seed"
+    asked = _sweep(tmp_path, launcher, lambda_per="variant")
+    asked.config.hydra.overrides.task = ["l0_lambda_per=variant"]
+    assert asked.lambda_per() == "variant"
+
+
+def test_targets_json_records_how_the_seeds_were_placed(tmp_path):
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.0, "slow": 0.0})
+    _sweep(tmp_path, launcher, lambda_per="seed").run(ARGS)
+    assert _targets(tmp_path)["l0_lambda_per"] == "seed"

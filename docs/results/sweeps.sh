@@ -19,8 +19,10 @@ TS=${TS:-../shared/data/tinystories-260k}
 RUNS=${RUNS:-runs/results}
 WORKERS=${WORKERS:-2}
 
+# (l0_lambda_per=variant: these sweeps gave a variant's seeds one lambda per target, as every
+# target sweep did before each seed found its own.)
 COMMON=(hydra/launcher=joblib "hydra.launcher.n_jobs=$WORKERS" logger=disabled
-        train.steps=3000 pack=4 'l0_targets=[4,8,16,32]')
+        train.steps=3000 pack=4 'l0_targets=[4,8,16,32]' l0_lambda_per=variant)
 SYNTH=('data.seed=${seed}')
 # Layer-2 residual stream of TinyStories-260k: 1M cached training activations (about 3 passes
 # in 3000 steps) and 256 held-out sequences (about 32k tokens) for the metrics and the splice.

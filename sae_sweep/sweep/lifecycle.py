@@ -108,6 +108,7 @@ class Sweep:
         # chains moving on their own launch from threads: numbering and composing take turns
         self._launch_lock = threading.RLock()
         self._jobs_at_once: int | None = None  # fixed for the whole chain pipeline
+        self.l0_lambda_per = "seed"  # how target rounds place seeds (`lambda_per`)
         # joblib's loky workers are children of this process: their deaths can be told apart
         self.local_workers = type(launcher).__module__.startswith("hydra_plugins.hydra_joblib")
 
@@ -176,9 +177,29 @@ class Sweep:
         """The plan of the target-L0 rounds (planning/chains.py), checked before the grid runs."""
         cfg = self.config
         targets.validate_targets(cfg.l0_targets, float(cfg.l0_tolerance), int(cfg.l0_max_rounds))
-        per_seed = cfg.get("l0_lambda_per", "seed") != "variant"  # a str Enum or its name
+        self.l0_lambda_per = self.lambda_per()
+        per_seed = self.l0_lambda_per == "seed"
         return chains.plan_targets(jobs, _raw_subdir(cfg), self._l0_knob, self._placement,
                                    per_seed)  # fmt: skip
+
+    def lambda_per(self) -> str:
+        """`l0_lambda_per`, except that a resumed sweep keeps the placement its targets.json
+        was made with unless the command line sets it: a folder placed by variant (every
+        sweep before the knob existed) would otherwise train new round jobs for every seed."""
+        cfg = self.config
+        configured = str(getattr(cfg.get("l0_lambda_per", "seed"), "value",
+                                 cfg.get("l0_lambda_per", "seed")))  # fmt: skip
+        earlier = layout.read_json(self.sweep_dir / layout.TARGETS)
+        asked = any(str(o).lstrip("+").split("=", 1)[0] == "l0_lambda_per"
+                    for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]))  # fmt: skip
+        if not isinstance(earlier, dict) or asked:
+            return configured
+        recorded = str(earlier.get("l0_lambda_per", "variant"))  # absent: made before the knob
+        if recorded != configured:
+            log.info("resuming with l0_lambda_per=%s, as this sweep's targets were placed; "
+                     "l0_lambda_per=%s on the command line places them anew",
+                     recorded, configured)  # fmt: skip
+        return recorded
 
     def refine(
         self, plan: chains.TargetPlan, returns: list[list[JobReturn]]
@@ -202,7 +223,7 @@ class Sweep:
         rounds = max(rounds_of.values(), default=0)
         atomic_write_json(self.sweep_dir / layout.TARGETS, {
             "l0_targets": l0_targets, "l0_tolerance": tolerance, "max_rounds": max_rounds,
-            "rounds": rounds, "per_chain": reason is None,
+            "rounds": rounds, "per_chain": reason is None, "l0_lambda_per": self.l0_lambda_per,
             "targets": [{**s.as_dict(), "rounds": rounds_of[s.variant, s.target]}
                         for s in states],
         })  # fmt: skip
