@@ -235,6 +235,9 @@ def test_a_resumed_sweep_keeps_the_seed_placement_its_targets_were_made_with(tmp
     targets = tmp_path / layout.TARGETS
     targets.write_text(json.dumps({"targets": [{"variant": "fast", "target": 8}]}))
     assert sweep.lambda_per() == "variant"
+    named = {"targets": [{"variant": "fast, seed=0", "target": 8}]}  # chains named by seed
+    targets.write_text(json.dumps(named))
+    assert _sweep(tmp_path, launcher, lambda_per="variant").lambda_per() == "seed"
     targets.write_text(json.dumps({"targets": [], "l0_lambda_per": "seed"}))
     assert _sweep(tmp_path, launcher, lambda_per="variant").lambda_per() == "seed"
     asked = _sweep(tmp_path, launcher, lambda_per="variant")
