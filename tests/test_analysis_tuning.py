@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis import claims as cl
 from analysis import load_runs
 from analysis.cli import main as cli_main
 from analysis.model import analyse
@@ -166,41 +167,9 @@ def test_bad_tuning_arguments_name_the_fix(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_a_claim_on_a_tuned_sweep_compares_each_variant_at_its_best(tmp_path):
-    """The results page reads a sweep's committed runs table: a claim on a tuned sweep sees
-    each variant at its best lr, as the sweep's own report does."""
-    from analysis import claims as cl
-
-    runs = load_runs(make_tuned_sweep(tmp_path / "s"))
-    write_report(runs, tmp_path / "report", analysis=analyse(runs, metrics=["fvu"]), plots=False)
-    folder = tmp_path / "results" / "s_penalty"
-    folder.mkdir(parents=True)
-    (folder / "runs.csv").write_text((tmp_path / "report" / "tables" / "runs.csv").read_text())
-    path = tmp_path / "claims.yaml"
-    path.write_text(
-        "sweeps: [penalty]\n"
-        "data_sets:\n"
-        "  - {key: s, title: synthetic, metrics: [fvu], headline: [fvu]}\n"
-        "claims:\n"
-        "  - {key: a, statement: x, sweep: penalty, comparisons: [{a: l1, b: dn, expect: b}]}\n"
-    )
-    claims = cl.load_claims(path)
-    (sweep,) = cl.load_sweeps(tmp_path / "results", claims)
-    assert sweep.variants.order == ["l1", "dn"]
-    assert sorted(set(zip(sweep.compared["variant"], sweep.compared["train.lr"], strict=True))) \
-        == [("dn", 0.01), ("l1", 0.001)]  # fmt: skip
-    result = sweep.compare("l1", "dn", "fvu", 0.5, cl.Rules())
-    assert {pt.judged.words() for pt in result.points} == {"b better"}
-    assert result.points[0].judged.effect.pct() == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.2)
-
-
-def test_the_results_page_shows_how_each_verdict_moves_with_tuning(tmp_path):
-    """At the shared lr 0.003 l1 wins by 20%; each at its best (l1 0.001, dn 0.01) dn wins by
-    5.3%: the page's tuning table gives both, and says the verdict moves."""
-    from analysis import claims as cl
-    from analysis.results_page import tuning_changes
-
-    runs = load_runs(make_tuned_sweep(tmp_path / "s", criterion={"shared": {"train.lr": 0.003}}))
+def _results_folder(tmp_path: Path, runs: pd.DataFrame):
+    """(claims, sweeps) of a results folder holding `runs` as its one sweep's committed table,
+    with one claim: dn better than l1."""
     folder = tmp_path / "results" / "s_penalty"
     folder.mkdir(parents=True)
     runs.to_csv(folder / "runs.csv", index=False)
@@ -213,7 +182,31 @@ def test_the_results_page_shows_how_each_verdict_moves_with_tuning(tmp_path):
         "  - {key: a, statement: x, sweep: penalty, comparisons: [{a: l1, b: dn, expect: b}]}\n"
     )
     claims = cl.load_claims(path)
-    sweeps = cl.load_sweeps(tmp_path / "results", claims)
+    return claims, cl.load_sweeps(tmp_path / "results", claims)
+
+
+def test_a_claim_on_a_tuned_sweep_compares_each_variant_at_its_best(tmp_path):
+    """The results page reads a sweep's committed runs table: a claim on a tuned sweep sees
+    each variant at its best lr, as the sweep's own report does."""
+    runs = load_runs(make_tuned_sweep(tmp_path / "s"))
+    write_report(runs, tmp_path / "report", analysis=analyse(runs, metrics=["fvu"]), plots=False)
+    committed = pd.read_csv(tmp_path / "report" / "tables" / "runs.csv")
+    claims, (sweep,) = _results_folder(tmp_path, committed)
+    assert sweep.variants.order == ["l1", "dn"]
+    assert sorted(set(zip(sweep.compared["variant"], sweep.compared["train.lr"], strict=True))) \
+        == [("dn", 0.01), ("l1", 0.001)]  # fmt: skip
+    result = sweep.compare("l1", "dn", "fvu", 0.5, cl.Rules())
+    assert {pt.judged.words() for pt in result.points} == {"b better"}
+    assert result.points[0].judged.effect.pct() == pytest.approx(100 * (0.9 / 0.95 - 1), abs=0.2)
+
+
+def test_the_results_page_shows_how_each_verdict_moves_with_tuning(tmp_path):
+    """At the shared lr 0.003 l1 wins by 20%; each at its best (l1 0.001, dn 0.01) dn wins by
+    5.3%: the page's tuning table gives both, and says the verdict moves."""
+    from analysis.results_page import tuning_changes
+
+    runs = load_runs(make_tuned_sweep(tmp_path / "s", criterion={"shared": {"train.lr": 0.003}}))
+    claims, sweeps = _results_folder(tmp_path, runs)
     text = tuning_changes(claims, sweeps)
     assert "`train.lr` chosen by fvu at L0 6.4: `l1` 0.001, `dn` 0.01; shared: 0.003." in text
     (row,) = [ln for ln in text.splitlines() if ln.startswith("| (a) |")]
