@@ -237,6 +237,7 @@ def match_at_targets(
     max_l0_fraction: float = MAX_L0_FRACTION,
 ) -> tuple[list[Matched], list[tuple[float, str]]]:
     """(the matched targets, (target, why) per target left out of verdicts for a dense run)."""
+    runs = _columns_for(runs, metric)
     pa, pb = (_variant_points(runs, v, metric) for v in (a, b))
     sparse = runs[~dense(runs, max_l0_fraction)]
     ca, cb = _seed_curves(sparse, a, metric), _seed_curves(sparse, b, metric)
