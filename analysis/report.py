@@ -32,6 +32,7 @@ from analysis.variants import LABEL, frontier_axis, value_key
 from analysis.verdicts import Judged, pct_text, plan_seeds
 from sae_sweep.evaluation.catalogue import higher_is_better
 from sae_sweep.evaluation.catalogue import title as title_of
+from sae_sweep.sweep.planning.targets import lambda_per_of
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
 
@@ -594,13 +595,19 @@ def _targets_section(targets: dict[str, Any] | None, files: _Files) -> list[tupl
         return []
     tt = targets_table(targets)
     files.table(tt, "targets.csv")
+    within = f"{100 * targets.get('l0_tolerance', 0.1):g}%"
+    hit = (
+        f"each seed is placed at a lambda of its own, and hits a target when its L0 is within "
+        f"{within}"
+        if lambda_per_of(targets) == "seed"
+        else f"a target is hit when the seed-mean L0 is within {within}"
+    )
     return [
         ("h2", "Target L0s"),
         (
             "p",
             f"{targets.get('rounds', 0)} refinement rounds after the grid "
-            f"(at most {targets.get('max_rounds')}); a target is hit when the "
-            f"seed-mean L0 is within {100 * targets.get('l0_tolerance', 0.1):g}%.",
+            f"(at most {targets.get('max_rounds')}); {hit}.",
         ),
         ("table", tt),
     ]

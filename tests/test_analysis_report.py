@@ -157,3 +157,21 @@ def test_report_tables_do_not_change_with_the_last_bits_of_the_arithmetic(tmp_pa
     assert all(len(f"{v:.15g}".replace(".", "").lstrip("0")) <= 8 for v in frontier["fvu"])
     kept = pd.read_csv(tmp_path / "exact" / "tables" / "runs.csv")
     assert kept["fvu"].dropna().tolist() == runs["fvu"].dropna().tolist()
+
+
+def test_the_targets_section_says_how_the_seeds_were_placed(tmp_path):
+    """A sweep placed per seed says each seed hits on its own; one whose seeds shared a lambda
+    (its targets.json records so, or names no seed, as before the choice existed) says the
+    seed mean hits."""
+    runs = analysis.load_runs(make_sweep(tmp_path / "s"))
+    per_seed = {"targets": [{"variant": "a, seed=0", "target": 8.0, "status": "hit"}],
+                "l0_tolerance": 0.1, "rounds": 1, "max_rounds": 3}  # fmt: skip
+    shared = {**per_seed, "targets": [{"variant": "a", "target": 8.0, "status": "hit"}]}
+    for name, targets, words in (
+        ("seed", per_seed, "each seed is placed at a lambda of its own, and hits a target when "
+                           "its L0 is within 10%"),
+        ("named", {**shared, "l0_lambda_per": "seed"}, "each seed is placed at a lambda of its"),
+        ("variant", shared, "a target is hit when the seed-mean L0 is within 10%"),
+    ):  # fmt: skip
+        paths = analysis.write_report(runs, tmp_path / name, targets=targets, plots=False)
+        assert words in paths.report_md.read_text(), name

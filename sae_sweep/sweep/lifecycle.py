@@ -194,7 +194,7 @@ class Sweep:
                     for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]))  # fmt: skip
         if not isinstance(earlier, dict) or asked:
             return configured
-        recorded = str(earlier.get("l0_lambda_per") or _placed_by(earlier))
+        recorded = targets.lambda_per_of(earlier)
         if recorded != configured:
             log.info("resuming with l0_lambda_per=%s, as this sweep's targets were placed; "
                      "l0_lambda_per=%s on the command line places them anew",
@@ -550,14 +550,6 @@ their workers (SLURM sends SIGKILL 30 s after its SIGTERM)."""
 def _pairs(returns: list[list[JobReturn]]) -> list[tuple[list[str], Any]]:
     """(launched overrides, return value) of every job of the batches."""
     return [(list(r.overrides or []), r.return_value) for batch in returns for r in batch]
-
-
-def _placed_by(targets_json: dict) -> str:
-    """How a targets.json that does not say placed its seeds: by seed when its chains are
-    named by seed ("gated_original, seed=0"), else by variant (made before the knob)."""
-    chains_ = targets_json.get("targets") or []
-    by_seed = any(", seed=" in str(t.get("variant", "")) for t in chains_ if isinstance(t, dict))
-    return "seed" if by_seed else "variant"
 
 
 def _raw_subdir(cfg: DictConfig) -> str | None:
