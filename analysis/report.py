@@ -32,7 +32,7 @@ from analysis.variants import LABEL, frontier_axis, value_key
 from analysis.verdicts import Judged, pct_text, plan_seeds
 from sae_sweep.evaluation.catalogue import higher_is_better
 from sae_sweep.evaluation.catalogue import title as title_of
-from sae_sweep.sweep.planning.targets import lambda_per_of
+from sae_sweep.record.targets_file import lambda_per_of
 
 __all__ = ["Analysis", "ReportPaths", "analyse", "md_table", "primary_metric", "write_report"]
 

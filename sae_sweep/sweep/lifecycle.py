@@ -52,6 +52,7 @@ from ..config.schema import job_config
 from ..config.validation import ConfigError
 from ..record import layout
 from ..record.atomic import atomic_write_json
+from ..record.targets_file import lambda_per_of
 from . import fault_recovery
 from .bookkeeping import manifest, table
 from .bookkeeping.lock import LaunchLock
@@ -194,7 +195,7 @@ class Sweep:
                     for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]))  # fmt: skip
         if not isinstance(earlier, dict) or asked:
             return configured
-        recorded = targets.lambda_per_of(earlier)
+        recorded = lambda_per_of(earlier)
         if recorded != configured:
             log.info("resuming with l0_lambda_per=%s, as this sweep's targets were placed; "
                      "l0_lambda_per=%s on the command line places them anew",

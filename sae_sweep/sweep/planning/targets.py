@@ -238,17 +238,6 @@ def give_up_pending(states: list[TargetState], points: Mapping[str, list[Point]]
     return out
 
 
-def lambda_per_of(targets_json: Mapping[str, Any]) -> str:
-    """How a sweep's targets.json placed its seeds, "seed" or "variant": as it records, else
-    by seed when its chains are named by seed ("gated_original, seed=0"), else by variant
-    (a file made before seeds found their own lambdas)."""
-    if targets_json.get("l0_lambda_per"):
-        return str(targets_json["l0_lambda_per"])
-    chains = targets_json.get("targets") or []
-    by_seed = any(", seed=" in str(t.get("variant", "")) for t in chains if isinstance(t, dict))
-    return "seed" if by_seed else "variant"
-
-
 def validate_targets(targets: Iterable[float], tolerance: float, max_rounds: int) -> list[float]:
     """The targets as sorted floats; a ValueError that names the problem and the fix."""
     ts = [float(t) for t in targets]
