@@ -188,8 +188,7 @@ class Sweep:
         was made with unless the command line sets it: a folder placed by variant (every
         sweep before the knob existed) would otherwise train new round jobs for every seed."""
         cfg = self.config
-        configured = str(getattr(cfg.get("l0_lambda_per", "seed"), "value",
-                                 cfg.get("l0_lambda_per", "seed")))  # fmt: skip
+        configured = "variant" if cfg.get("l0_lambda_per", "seed") == "variant" else "seed"
         earlier = layout.read_json(self.sweep_dir / layout.TARGETS)
         asked = any(str(o).lstrip("+").split("=", 1)[0] == "l0_lambda_per"
                     for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]))  # fmt: skip

@@ -38,6 +38,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from ...record.targets_file import SEED_CHAIN
 from . import targets as tg
 
 MULTIPLIER_KEY = "lambda_multiplier"
@@ -137,7 +138,7 @@ def plan_targets(
             templates.setdefault(variant, shared[variant])
         else:  # a chain per seed: its template keeps the seed
             template = tuple(o for o in raw if _key(o) not in (lam_key, TARGET_KEY))
-            templates.setdefault(f"{variant}, seed={job[SEED_KEY]}", template)
+            templates.setdefault(f"{variant}{SEED_CHAIN}{job[SEED_KEY]}", template)
     seeded = tuple(v for v in templates if v not in shared)
     return TargetPlan(templates, lam_key, seeds, subdir, direct, one_round, seeded)
 
