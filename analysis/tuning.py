@@ -1,11 +1,13 @@
 """Each variant at its own best value of the tuned knobs, chosen before any comparison.
 
 A sweep that declares `tune` (its spec: sae_sweep/tuning.py) trains every variant at
-every tuned value. Here, per variant, each value's criterion is read: the criterion metric
-at the reference L0 `at_l0`, seed by seed, as the comparisons read a matched L0
-(`analysis.matched.values_at`), on the choosing seeds (`pilot_seeds`, or every seed). The
-best mean wins (the metric's catalogue direction says which way). Every comparison,
-verdict and frontier then sees only each variant's runs at its best value, on the
+every tuned value (at the reference L0; at its other targets, by default, only each variant's
+chosen value and the shared one: sae_sweep/sweep/tuned_stages.py). Here, per variant, each
+value's criterion is read: the criterion metric at the reference L0 `at_l0`, seed by seed,
+from the grid's runs and those aimed at `at_l0` (`reference_evidence`), as the comparisons
+read a matched L0 (`analysis.matched.values_at`), on the choosing seeds (`pilot_seeds`, or
+every seed). The best mean wins (the metric's catalogue direction says which way). Every
+comparison, verdict and frontier then sees only each variant's runs at its best value, on the
 comparing seeds: with `seeds: pilot` the pilot seeds chose and are left out, so the
 verdicts carry no selection bias; with `seeds: same` the same seeds chose and compare,
 which favours every variant a little (the report says so).
@@ -267,10 +269,12 @@ def select(
     compare = ~seeds.isin(pilot) if pilot else pd.Series(True, index=runs.index)
     rank = {k: i for i, k in enumerate(_declared_order(spec))}
 
+    evidence = reference_evidence(runs, spec.at_l0)
+
     def read(v: str, key: tuple[str, ...] | None, which: pd.Series) -> dict[int, float]:
         if key is None:
             return {}
-        sub = runs[(runs[LABEL] == v) & (keys == key) & which]
+        sub = runs[(runs[LABEL] == v) & (keys == key) & which & evidence]
         return values_at(sub, metric, v, spec.at_l0, max_l0_fraction, targets, tol)
 
     variants: dict[str, VariantTuning] = {}
@@ -307,6 +311,19 @@ def select(
         ))  # fmt: skip
     adjust([j for p in t.pairs for j in (p.shared, p.best)], rules.multiplicity)
     return t
+
+
+def reference_evidence(runs: pd.DataFrame, at_l0: float) -> pd.Series:
+    """The runs the criterion reads at the reference L0: those of the grid and those aimed at
+    `at_l0` (their `l0_target`), not the rounds aimed at other targets. Every tuned value is
+    then judged on the same kind of evidence, and a sweep that trains the other targets only
+    at the chosen values (`other_targets: chosen`) chooses, before those rounds, exactly what
+    this reading chooses at the end: their runs would otherwise add points near `at_l0` to
+    the chosen value's curves alone."""
+    if "l0_target" not in runs:
+        return pd.Series(True, index=runs.index)
+    aimed = pd.to_numeric(runs["l0_target"], errors="coerce")
+    return aimed.isna() | np.isclose(aimed.fillna(-1.0), at_l0)
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,10 @@ from .evaluation.catalogue import METRICS
 SEEDS = ("same", "pilot")
 """`tune_criterion.seeds`: the seeds that choose are the seeds that compare (same), or
 `pilot_seeds` choose and are left out of every comparison (pilot: no selection bias)."""
-CRITERION_FIELDS = ("metric", "at_l0", "seeds", "pilot_seeds", "shared")
+CRITERION_FIELDS = ("metric", "at_l0", "seeds", "pilot_seeds", "shared", "other_targets")
+OTHER_TARGETS = ("chosen", "every")
+"""`tune_criterion.other_targets`: at the targets other than `at_l0`, only each variant's
+chosen value and the shared one (chosen), or every value (every)."""
 NOT_TUNABLE = {
     "seed": "seeds pair the comparisons",
     "variant": "variants are what is compared",
@@ -50,6 +53,8 @@ class TuneSpec:
     shared: Mapping[str, Any] = field(default_factory=dict)
     """{knob: value} every variant would share without tuning (the report's "tuning changed
     this much" baseline); empty: the value best on average over the variants."""
+    other_targets: str = "chosen"
+    """The values a target sweep trains at its other targets (OTHER_TARGETS)."""
 
     @property
     def knobs(self) -> tuple[str, ...]:
@@ -77,13 +82,18 @@ def tune_spec(
         return None
     at_l0 = criterion.get("at_l0")
     at_l0 = float(targets[0] if at_l0 is None else at_l0)
-    seeds = str(criterion.get("seeds") or "same")
-    seeds = getattr(seeds, "value", seeds)
+    seeds = _choice(criterion.get("seeds"), "same")
     return TuneSpec(
         {k: tuple(v) for k, v in tune.items()}, at_l0, criterion.get("metric"), seeds,
         tuple(int(s) for s in criterion.get("pilot_seeds") or ()),
-        dict(criterion.get("shared") or {}),
+        dict(criterion.get("shared") or {}), _choice(criterion.get("other_targets"), "chosen"),
     )  # fmt: skip
+
+
+def _choice(value: Any, default: str) -> str:
+    """An enum field as its name (the config passes members, a record passes strings)."""
+    value = getattr(value, "value", value) or default
+    return str(value)
 
 
 def spec_problems(tune: Any, criterion: Mapping[str, Any], targets: Sequence[float]) -> list[str]:
@@ -107,8 +117,12 @@ def spec_problems(tune: Any, criterion: Mapping[str, Any], targets: Sequence[flo
                         f"{', '.join(CRITERION_FIELDS)})")  # fmt: skip
     problems += _metric_problems(criterion.get("metric"))
     problems += _l0_problems(criterion.get("at_l0"), targets)
-    seeds = criterion.get("seeds") or "same"
-    seeds = getattr(seeds, "value", seeds)
+    seeds = _choice(criterion.get("seeds"), "same")
+    other = _choice(criterion.get("other_targets"), "chosen")
+    if other not in OTHER_TARGETS:
+        problems.append(f"tune_criterion.other_targets={other!r}: write chosen (the other "
+                        "targets at each variant's chosen value and the shared one) or every "
+                        "(every value at every target)")  # fmt: skip
     pilot = list(criterion.get("pilot_seeds") or [])
     if seeds not in SEEDS:
         problems.append(f"tune_criterion.seeds={seeds!r}: write same (the compared seeds also "

@@ -228,3 +228,21 @@ def test_a_reference_l0_no_run_spans_tunes_nothing_and_says_how_to_fix_it(tmp_pa
     md = write_report(runs, tmp_path / "out", analysis=a, plots=False).report_md.read_text()
     assert "No tuned value of `l1`, `dn` can be read at L0 24" in md
     assert "Fix: a tune_criterion.at_l0 inside the sparse L0 range the runs cover" in md
+
+
+@pytest.mark.parametrize("aimed_at, chosen", [(4.0, "0.01"), (8.0, "0.001")])
+def test_the_criterion_reads_the_grid_and_the_runs_aimed_at_the_reference_l0(tmp_path, aimed_at,
+                                                                             chosen):  # fmt: skip
+    """Runs aimed at another target (rounds of a value already chosen, which the other values
+    never get) do not move the criterion: with them, a sweep would choose differently at its end
+    than before those rounds. Aimed at the reference L0 they count like any of its runs."""
+    criterion = {"metric": "fvu", "at_l0": 8.0, "seeds": "same", "pilot_seeds": [], "shared": {}}
+    root = make_tuned_sweep(tmp_path / "s", criterion=criterion)
+    for seed in range(4):  # dn at lr 0.001, right at the reference L0, far better than any lr
+        cfg = config(seed=seed, variant="dn", l0_target=aimed_at,
+                     tune={"train.lr": list(LRS)}, tune_criterion=criterion,
+                     **{"penalty.kind": "decoder_norm", "penalty.coefficient": 1.5,
+                        "train.lr": 0.001, "data.d": 64})  # fmt: skip
+        write_job(root / f"round{seed}", cfg, summary(cfg, 8.0, 0.01))
+    t = analyse(load_runs(root), metrics=["fvu"]).tuning
+    assert t.chosen("dn") == chosen and t.chosen("l1") == "0.001"

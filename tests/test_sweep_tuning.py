@@ -13,6 +13,7 @@ from sae_sweep.launch_checks import launch_problems
 from sae_sweep.sweep.planning import chains
 from sae_sweep.sweep.planning.grid import grid_jobs
 from sae_sweep.sweep.planning.tuning import config_problems, expand, folder_pattern, grid_problems
+from sae_sweep.sweep.tuned_stages import staged
 from sae_sweep.tuning import tune_spec
 from tests.sweep_fixtures import jobs, run_sweep_in_process
 
@@ -36,6 +37,7 @@ LR = {"train.lr": [0.001, 0.003, 0.01]}
         (LR, {"at_l0": 8, "shared": {"train.lr": 0.5}}, [], "is not among its tuned values"),
         (LR, {"at_l0": 8, "shared": {"train.steps": 5}}, [], "train.steps is not tuned"),
         (LR, {"at_l0": 8, "metrc": "fvu"}, [], "tune_criterion has no field metrc"),
+        (LR, {"at_l0": 8, "other_targets": "some"}, [], "write chosen"),
     ],
 )
 def test_bad_tuning_names_the_fix(tune, criterion, targets, message):
@@ -47,6 +49,9 @@ def test_bad_tuning_names_the_fix(tune, criterion, targets, message):
 def test_a_good_spec_and_its_defaults():
     spec = tune_spec(LR, {"metric": "fvu"}, [16])
     assert spec.knobs == ("train.lr",) and spec.at_l0 == 16 and spec.seeds == "same"
+    assert spec.other_targets == "chosen"  # the other targets: the chosen and shared values
+    assert staged(spec, [8, 16]) and not staged(spec, [16])  # a target besides the reference
+    assert not staged(tune_spec(LR, {"at_l0": 16, "other_targets": "every"}, [8, 16]), [8, 16])
     assert tune_spec({}, {"at_l0": 3}, []) is None  # no tuning: the criterion is not read
 
 
@@ -167,3 +172,44 @@ def test_real_tuned_sweep_compares_each_variant_at_its_best_lr_and_resumes(tmp_p
     proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
     assert proc.returncode == 0 and set(jobs(d)) == before
     assert all(j["outcome"] == "skipped" for j in json.loads((d / "jobs.json").read_text())["jobs"])
+
+
+@pytest.mark.slow
+def test_other_targets_train_only_the_chosen_and_the_shared_value(tmp_path, monkeypatch, capfd):
+    """`other_targets: chosen` (the default): the reference L0 6 is placed at every lr first;
+    then only the lr the analysis chooses there, and the declared shared one, go on to L0 4.
+    The lr that is neither trains no round at L0 4; the report chooses what the sweep chose;
+    a re-run trains nothing."""
+    d = tmp_path / "sweep"
+    lrs = ("0.001", "0.002", "0.004")
+    args = ["variant=gated_original", "seed=0", "lambda_multiplier=1,4", "train.steps=120",
+            "l0_targets=[4,6]", "l0_placement=rounds", "l0_lambda_per=variant",
+            "tune={train.lr: [0.001, 0.002, 0.004]}",
+            "tune_criterion={metric: fvu, at_l0: 6, shared: {train.lr: 0.002}}"]  # fmt: skip
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args,
+                                "hydra.sweeper.analysis=true", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    recorded = json.loads((d / "targets.json").read_text())
+    chosen = recorded["tuned"]["chosen"]["gated_original"]
+    assert chosen in lrs and recorded["tuned"]["at_l0"] == 6
+    chains_at = {t["variant"].rsplit("=", 1)[1]: [] for t in recorded["targets"]}
+    for t in recorded["targets"]:
+        chains_at[t["variant"].rsplit("=", 1)[1]].append(t["target"])
+    kept = {chosen, "0.002"}
+    assert {lr for lr, ts in chains_at.items() if 4 in ts} == kept  # L0 4: chosen and shared
+    assert all(6 in chains_at[lr] for lr in lrs)  # L0 6: every lr
+    assert recorded["tuned"]["chains_left_out"] == 3 - len(kept)
+    runs = pd.read_csv(d / "tables" / "runs.csv")
+    aimed_at_4 = runs[runs["l0_target"] == 4]
+    assert {f"{lr:g}" for lr in aimed_at_4["train.lr"]} <= kept and len(aimed_at_4)
+    tuning = pd.read_csv(d / "tables" / "tuning.csv")  # the report chooses as the sweep did
+    best = tuning[tuning["chosen"] == "best"].set_index("variant")["train.lr"]
+    assert f"{best['gated_original']:g}" == chosen
+
+    before = set(jobs(d))
+    proc = run_sweep_in_process(monkeypatch, capfd, d, *args, cwd=tmp_path)
+    assert proc.returncode == 0 and set(jobs(d)) == before
+    assert (
+        json.loads((d / "targets.json").read_text())["tuned"]["chosen"]
+        == recorded["tuned"]["chosen"]
+    )

@@ -375,6 +375,13 @@ class TuneSeeds(str, Enum):
     pilot = "pilot"
 
 
+class TuneOtherTargets(str, Enum):
+    """Which tuned values a target sweep trains at its targets other than `at_l0`."""
+
+    chosen = "chosen"  # each variant's chosen value and the shared one, once at_l0 has chosen
+    every = "every"  # every value at every target
+
+
 @dataclass
 class TuneCriterion:
     """How a tuned sweep picks each variant's value (docs/sweeps.md, "Tuning per variant")."""
@@ -393,6 +400,11 @@ class TuneCriterion:
     shared: Any = None
     """{knob: value} every variant would share without tuning: the baseline of "how much
     tuning changed each variant" (null: the value best on average over the variants)."""
+    other_targets: TuneOtherTargets = TuneOtherTargets.chosen
+    """In a target-L0 sweep, the values trained at the targets other than `at_l0`: `chosen`
+    (the reference target's rounds run first at every value; then each variant's chosen value
+    and the shared one go on to the other targets, the only values any comparison reads
+    there) or `every` (every value at every target: rounds no comparison reads)."""
 
 
 @dataclass

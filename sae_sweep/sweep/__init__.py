@@ -6,6 +6,8 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
                         a job whose worker died fails alone, the others launched again
     chain_pipeline.py   target-L0 chains that launch their next lambda when their own seeds
                         finish (submitit's launchers), each placed from its own runs
+    tuned_stages.py     a tuned target sweep: the reference L0 at every value first, then the
+                        other targets at each variant's chosen value and the shared one
     signals.py          SIGTERM / SIGINT to the launcher: jobs told, workers stopped, records
     worker_deaths.py    which worker process died first, and of which signal
     fault_recovery.py   a batch after that: the faulty job fails, the others launched again
@@ -15,7 +17,8 @@ One owner of a sweep's lifecycle, and its parts grouped by what they do:
         chains.py       target-L0 placement: one-round (L0 control) jobs, next round's jobs per
                         (variant, target), which job answers which
         targets.py      the fit: where to put lambda (or k) to land on a target L0
-        tuning.py       `tune`: every variant at every tuned value, a folder per value; its checks
+        tuning.py       `tune`: every variant at every tuned value in the grid, a folder per
+                        value; its checks
     running/            one job, in the process that trains it
         task.py         one sweep job (or pack): policy, threads, GPU, train, contain failures
         policy.py       skip finished jobs, resume interrupted ones, re-run failed ones on request

@@ -70,16 +70,19 @@ class ChainPipeline:
     """The chains of a target sweep after its grid, each moving on its own (module docstring).
 
     launch: the sweep's launch of one batch (thread-safe); read_runs: a batch's returns ->
-    run records (`chains.match_runs`); stopped: whether the launch was told to stop (no chain
+    run records (`chains.match_runs`); targets: every variant at each, or the chains as
+    (variant, target); stopped: whether the launch was told to stop (no chain
     launches again once it is)."""
 
     def __init__(
         self, plan: chains.TargetPlan, launch: Callable[[list[list[str]]], list[JobReturn]],
-        read_runs: Callable[[list[JobReturn]], list[dict[str, Any]]], targets: Sequence[float],
+        read_runs: Callable[[list[JobReturn]], list[dict[str, Any]]],
+        targets: Sequence[float] | Sequence[tuple[str, float]],
         tolerance: float, max_rounds: int, slots: int, stopped: Callable[[], bool],
     ) -> None:  # fmt: skip
         self.plan, self.launch, self.read_runs = plan, launch, read_runs
-        self.targets, self.tolerance, self.max_rounds = list(targets), tolerance, max_rounds
+        self.chains = chains.chain_list(plan, targets)
+        self.tolerance, self.max_rounds = tolerance, max_rounds
         self.stopped = stopped
         self._slots = threading.BoundedSemaphore(max(1, slots))
         self._cond = threading.Condition()
@@ -99,8 +102,7 @@ class ChainPipeline:
         threads = [
             threading.Thread(target=self._chain_guarded, args=(v, t, grid_runs), daemon=True,
                              name=f"chain {v} L0 {t:g}")
-            for v in self.plan.variants
-            for t in self.targets
+            for v, t in self.chains
         ]  # fmt: skip
         try:
             for thread in threads:

@@ -53,7 +53,8 @@ from ..config.validation import ConfigError
 from ..record import layout
 from ..record.atomic import atomic_write_json
 from ..record.targets_file import lambda_per_of
-from . import fault_recovery
+from ..tuning import TuneSpec
+from . import fault_recovery, tuned_stages
 from .bookkeeping import manifest, table
 from .bookkeeping.lock import LaunchLock
 from .chain_pipeline import ChainPipeline, why_rounds
@@ -110,6 +111,7 @@ class Sweep:
         self._launch_lock = threading.RLock()
         self._jobs_at_once: int | None = None  # fixed for the whole chain pipeline
         self.l0_lambda_per = "seed"  # how target rounds place seeds (`lambda_per`)
+        self.tune_spec: TuneSpec | None = None  # the sweep's tuning (`run`)
         # joblib's loky workers are children of this process: their deaths can be told apart
         self.local_workers = type(launcher).__module__.startswith("hydra_plugins.hydra_joblib")
 
@@ -121,7 +123,7 @@ class Sweep:
         that does not compose, another launch into the folder) fails before it writes."""
         global _outcome
         axes = grid.grid_axes(grid.param_lines(self.params, arguments), self.loader)
-        spec = tuning.plan(self.config, axes)
+        spec = self.tune_spec = tuning.plan(self.config, axes)
         if spec is not None:  # every variant at every tuned value, each in a folder of its own
             axes = tuning.expand(axes, spec)
             self._tuned_folders(spec)
@@ -216,32 +218,79 @@ class Sweep:
         reason = why_rounds(str(cfg.hydra.launcher.get("_target_", "")), _raw_subdir(cfg))
         if not self.pipeline_rounds:
             reason = "hydra.sweeper.pipeline_rounds=false"
-        if reason is None:
-            more, states, rounds_of = self.refine_per_chain(plan, runs, l0_targets)
+        every = [(v, t) for v in plan.variants for t in l0_targets]
+        tuned: dict[str, Any] = {}
+        if tuned_stages.staged(self.tune_spec, l0_targets):
+            more, states, rounds_of, tuned = self.refine_tuned(plan, runs, every, reason)
         else:
-            more, states, rounds_of = self.refine_by_rounds(plan, runs, l0_targets)
+            more, states, rounds_of, _ = self.refine_chains(plan, runs, every, reason)
         rounds = max(rounds_of.values(), default=0)
         atomic_write_json(self.sweep_dir / layout.TARGETS, {
             "l0_targets": l0_targets, "l0_tolerance": tolerance, "max_rounds": max_rounds,
             "rounds": rounds, "per_chain": reason is None, "l0_lambda_per": self.l0_lambda_per,
             "targets": [{**s.as_dict(), "rounds": rounds_of[s.variant, s.target]}
                         for s in states],
+            **({"tuned": tuned} if tuned else {}),
         })  # fmt: skip
         how = "per chain, at most" if reason is None else "after"
         print(f"\ntarget L0s {how} {rounds} refinement rounds ({layout.TARGETS}):", flush=True)
         print("\n".join(targets.summary_lines(states)), flush=True)
         return more
 
+    def refine_chains(
+        self,
+        plan: chains.TargetPlan,
+        runs: list[dict[str, Any]],
+        which: list[tuple[str, float]],
+        reason: str | None,
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int], list[dict]]:
+        """The rounds of the chains `which`: each on its own where `reason` is None, else in
+        rounds across them. Returns the launcher's returns, each chain's state and rounds, and
+        every run record seen (the given ones, then the new ones)."""
+        if reason is None:
+            return self.refine_per_chain(plan, runs, which)
+        return self.refine_by_rounds(plan, runs, which)
+
+    def refine_tuned(
+        self,
+        plan: chains.TargetPlan,
+        runs: list[dict[str, Any]],
+        every: list[tuple[str, float]],
+        reason: str | None,
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int], dict]:
+        """A tuned sweep's rounds in two stages (tuned_stages.py): the reference target at every
+        value, then the other targets at each variant's chosen value and the shared one. The
+        last item says what was chosen, for targets.json."""
+        spec = self.tune_spec
+        first = tuned_stages.reference_stage(
+            every, spec, plan, tuned_stages.choose(self.sweep_dir, spec, runs)
+        )
+        more, states, rounds_of, seen = self.refine_chains(plan, runs, first, reason)
+        choice = tuned_stages.choose(self.sweep_dir, spec, seen)
+        second = tuned_stages.band_stage(every, first, choice)
+        left_out = len(every) - len(first) - len(second)
+        chosen = ", ".join(f"{label} {text}" for label, text in choice.texts.items())
+        log.info("tuning at L0 %g chose: %s; %d chains go on to the other targets, %d left out "
+                 "(a value neither chosen nor shared)", spec.at_l0, chosen or "nothing",
+                 len(second), left_out)  # fmt: skip
+        more2, states2, rounds2, _ = self.refine_chains(plan, seen, second, reason)
+        by_chain = {(s.variant, s.target): s for s in states + states2}
+        order = [c for c in every if c in by_chain]
+        tuned = {"at_l0": spec.at_l0, "other_targets": spec.other_targets,
+                 "chosen": choice.texts, "chains_left_out": left_out}  # fmt: skip
+        return more + more2, [by_chain[c] for c in order], {**rounds_of, **rounds2}, tuned
+
     def refine_by_rounds(
-        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], l0_targets: list[float]
-    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int]]:
+        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], which: list[tuple[str, float]]
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int], list[dict]]:
         """Rounds across chains: each launches every open chain's proposal and waits for all.
-        Returns the launcher's returns per round, every chain's state and its rounds."""
+        Returns the launcher's returns per round, every chain's state and its rounds, and the
+        run records (those given, then the rounds')."""
         tolerance, max_rounds = float(self.config.l0_tolerance), int(self.config.l0_max_rounds)
-        rounds, more = 0, []
-        rounds_of = {(v, t): 0 for v in plan.variants for t in l0_targets}
+        rounds, more, runs = 0, [], list(runs)
+        rounds_of = {c: 0 for c in which}
         while True:
-            states = chains.place_targets(plan, runs, l0_targets, tolerance)
+            states = chains.place_targets(plan, runs, which, tolerance)
             batch = chains.next_jobs(plan, states)
             if not batch or rounds >= max_rounds:
                 break
@@ -254,17 +303,17 @@ class Sweep:
             more.append(results)
             runs += chains.match_runs(_pairs([results]), plan, self.grid_overrides)
         states = [chains.close_chain(plan, runs, s, rounds_of[s.variant, s.target]) for s in states]
-        return more, states, rounds_of
+        return more, states, rounds_of, runs
 
     def refine_per_chain(
-        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], l0_targets: list[float]
-    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int]]:
+        self, plan: chains.TargetPlan, runs: list[dict[str, Any]], which: list[tuple[str, float]]
+    ) -> tuple[list[list[JobReturn]], list[targets.TargetState], dict[tuple, int], list[dict]]:
         """Each chain on its own (chain_pipeline.py), as many in flight as the launcher runs
         at once; the jobs' thread budget is set once for them all (the environment is this
         process's, shared by every chain's launch)."""
         launcher_cfg = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
         per_chain = max((plan.n_seeds_of(v) for v in plan.variants), default=1)  # a proposal's jobs
-        slots = len(plan.variants) * len(l0_targets)  # submitit_local starts every job it gets
+        slots = max(1, len(which))  # submitit_local starts every job it gets
         if launcher_cfg.get("array_parallelism"):  # SLURM's cap on an array's running jobs
             slots = min(slots, max(1, int(launcher_cfg["array_parallelism"]) // per_chain))
         self._jobs_at_once = jobs_at_once(launcher_cfg, slots * per_chain, machine_cores())
@@ -273,15 +322,16 @@ class Sweep:
         pipeline = ChainPipeline(
             plan, self.launch,
             lambda results: chains.match_runs(_pairs([results]), plan, self.grid_overrides),
-            l0_targets, float(self.config.l0_tolerance), int(self.config.l0_max_rounds),
+            which, float(self.config.l0_tolerance), int(self.config.l0_max_rounds),
             slots, lambda: self.signals.signum is not None,
         )  # fmt: skip
         try:
             more, outcomes = pipeline.run(runs)
         finally:
             self._jobs_at_once = None
-        order = [(v, t) for v in plan.variants for t in l0_targets]
-        return more, [outcomes[c].state for c in order], {c: outcomes[c].rounds for c in order}
+        seen = tuned_stages.merge_runs(runs, *(outcomes[c].runs for c in which))
+        return (more, [outcomes[c].state for c in which], {c: outcomes[c].rounds for c in which},
+                seen)  # fmt: skip
 
     def end(self) -> list[str]:
         """Table, manifest, analysis; returns the launch's problems (see `table.problems`).

@@ -233,11 +233,21 @@ def _run(record: dict[str, Any], overrides: list[str], plan: TargetPlan) -> dict
 def place_targets(
     plan: TargetPlan,
     runs: Sequence[Mapping[str, Any]],
-    targets: Sequence[float],
+    targets: Sequence[float] | Sequence[tuple[str, float]],
     tolerance: float,
 ) -> list[tg.TargetState]:
-    """Where every chain stands, variants in grid order, targets in the given order."""
-    return [place_chain(plan, runs, v, t, tolerance) for v in plan.variants for t in targets]
+    """Where every chain stands: targets (every variant at each, variants in grid order, then
+    targets in the given order), or the chains themselves as (variant, target)."""
+    return [place_chain(plan, runs, v, t, tolerance) for v, t in chain_list(plan, targets)]
+
+
+def chain_list(
+    plan: TargetPlan, targets: Sequence[float] | Sequence[tuple[str, float]]
+) -> list[tuple[str, float]]:
+    """Chains as (variant, target): given as such, or every variant at each target."""
+    if all(isinstance(t, tuple) for t in targets):
+        return [(str(v), float(t)) for v, t in targets]  # type: ignore[misc]
+    return [(v, float(t)) for v in plan.variants for t in targets]  # type: ignore[arg-type]
 
 
 def place_chain(
