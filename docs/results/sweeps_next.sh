@@ -21,8 +21,9 @@
 #   grid, each seed at its own lambda (l0_lambda_per: seed): none passed the L0-control gate
 #   (docs/sweeps.md). TopK-style variants run at k = target;
 # - the learning rate tuned per variant over 1e-3, 3e-3 and 1e-2, chosen by the headline
-#   metric at L0 8 (tune_criterion), against the shared 3e-3 of the second edition: each
-#   report says what tuning changed.
+#   metric at L0 8 (tune_criterion), against the shared 3e-3 of the second edition: L0 8 is
+#   placed at every value, the other targets at each variant's chosen value and at 3e-3
+#   (tune_criterion.other_targets: chosen); each report says what tuning changed.
 set -euo pipefail
 
 TS=${TS:-../shared/data/tinystories-260k}
