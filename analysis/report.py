@@ -552,6 +552,7 @@ def _tuning_section(a: Analysis, files: _Files) -> list[tuple]:
             "against the shared one on the compared seeds, paired log ratio with its 95% CI.",
         ),
         ("table", tt),
+        *([("warn", edge_warning(t))] if edge_warning(t) else []),
         *(
             [
                 (
@@ -569,6 +570,16 @@ def _tuning_section(a: Analysis, files: _Files) -> list[tuple]:
         ),  # fmt: skip
         *_changes_blocks(a),
     ]
+
+
+def edge_warning(t) -> str:
+    """The variants whose best value is an end of the range tried, and the fix; '' if none."""
+    at_edge = [f"`{v}` ({'; '.join(vt.edges)})" for v, vt in t.variants.items() if vt.edges]
+    if not at_edge:
+        return ""
+    return ("At the edge of the range tried: " + ", ".join(at_edge) + ". The best value may "
+            "lie beyond, untried: add values past the end to `tune` and run the sweep again "
+            "(it trains only the new ones).")  # fmt: skip
 
 
 def _changes_blocks(a: Analysis) -> list[tuple]:

@@ -123,8 +123,11 @@ def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
         t = s.tuning
         chosen = ", ".join(f"`{v}` {t.text(vt.best)}" for v, vt in t.variants.items())
         knobs = ", ".join(f"`{k}`" for k in t.spec.knobs)
+        edges = [f"`{v}`" for v, vt in t.variants.items() if vt.edges]
+        edge = (f" At the edge of the range tried ({', '.join(edges)}): the best value may lie "
+                "beyond." if edges else "")  # fmt: skip
         out += [f"`{s.name}`: {knobs} chosen by {t.metric} at L0 {fmt(t.spec.at_l0)}: {chosen}; "
-                f"shared: {t.text(t.shared)}.", ""]  # fmt: skip
+                f"shared: {t.text(t.shared)}.{edge}", ""]  # fmt: skip
     rows = []
     for claim in claims.claims:
         mine = [s for s in tuned if s.kind in claim.sweeps and s.data.tests(claim.key)]

@@ -66,8 +66,8 @@ def declared(runs: pd.DataFrame) -> tuple[dict[str, list], dict[str, Any]]:
     tune: dict[str, list] = {}
     criterion: dict[str, Any] = {}
     for c in runs.columns:
-        if c.startswith(TUNE_PREFIX) and (v := _first(runs[c])) is not None:
-            tune[c[len(TUNE_PREFIX) :]] = list(v) if isinstance(v, tuple) else [v]
+        if c.startswith(TUNE_PREFIX) and _first(runs[c]) is not None:
+            tune[c[len(TUNE_PREFIX) :]] = _every_value(runs[c])
         elif c.startswith(CRITERION_PREFIX) and (v := _first(runs[c])) is not None:
             name = c[len(CRITERION_PREFIX) :]
             if name.startswith("shared."):
@@ -75,6 +75,19 @@ def declared(runs: pd.DataFrame) -> tuple[dict[str, list], dict[str, Any]]:
             elif name in CRITERION_FIELDS and name != "shared":
                 criterion[name] = list(v) if isinstance(v, tuple) else v
     return tune, criterion
+
+
+def _every_value(col: pd.Series) -> list:
+    """Every tuned value the runs' launches declared, in the order first declared: a sweep
+    resumed with a longer list (a value added beyond the edge of the range) declares both."""
+    out: list = []
+    for v in col:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        for x in v if isinstance(v, tuple | list) else [v]:
+            if x not in out:
+                out.append(x)
+    return out
 
 
 def declared_tuning(runs: pd.DataFrame) -> TuneSpec | None:
@@ -183,6 +196,9 @@ class VariantTuning:
     """None: no value has a criterion (no run at the reference L0)."""
     change: LogRatio | None = None
     """ln(criterion at best / at the shared value) on the comparing seeds."""
+    edges: list[str] = field(default_factory=list)
+    """Per numeric knob whose best value is the largest or smallest one read: what lies
+    beyond was not tried, so the best may be there (`edge_notes`)."""
 
 
 @dataclass
@@ -286,6 +302,7 @@ def select(
             if c.values and (best is None or _better(h, c.mean, best.mean)):
                 best = c
         variants[v] = VariantTuning(v, cands, best.key if best else None)
+        variants[v].edges = edge_notes(spec.knobs, cands, variants[v].best)
     shared = _shared(spec, variants, h)
     chosen = pd.Series([variants[lab].best if lab in variants else None for lab in runs[LABEL]],
                        index=runs.index, dtype=object)  # fmt: skip
@@ -311,6 +328,35 @@ def select(
         ))  # fmt: skip
     adjust([j for p in t.pairs for j in (p.shared, p.best)], rules.multiplicity)
     return t
+
+
+def edge_notes(
+    knobs: tuple[str, ...], candidates: list[Candidate], best: tuple[str, ...] | None
+) -> list[str]:
+    """'train.lr 0.01 is the largest value tried' for each numeric knob whose best value is
+    an end of the values read at the reference L0: the best may lie beyond, untried."""
+    if best is None:
+        return []
+    out = []
+    for i, knob in enumerate(knobs):
+        tried = {c.key[i] for c in candidates if c.values}
+        numbers = {k: _as_number(k) for k in tried}
+        if len(tried) < 2 or any(x is None for x in numbers.values()):
+            continue
+        x = numbers[best[i]]
+        if x == max(numbers.values()):
+            out.append(f"{knob} {best[i]} is the largest value tried")
+        elif x == min(numbers.values()):
+            out.append(f"{knob} {best[i]} is the smallest value tried")
+    return out
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def reference_evidence(runs: pd.DataFrame, at_l0: float) -> pd.Series:

@@ -15,6 +15,7 @@ from analysis import load_runs
 from analysis.cli import main as cli_main
 from analysis.model import analyse
 from analysis.report import write_report
+from analysis.tuning import declared
 from tests.analysis_fixtures import config, summary, write_job
 
 LRS = (0.001, 0.003, 0.01)
@@ -105,6 +106,24 @@ def test_the_report_names_the_chosen_values_and_the_reversal(tmp_path):
     assert chosen == {"l1": 0.001, "dn": 0.01}
     assert tuning.set_index(["variant", "train.lr"]).loc[("dn", 0.01), "best vs shared, 95% CI"] \
         .startswith("-25.0")  # fmt: skip
+    # Both bests are ends of the range tried: the report says the best may lie beyond.
+    assert ("At the edge of the range tried: `l1` (train.lr 0.001 is the smallest value tried), "
+            "`dn` (train.lr 0.01 is the largest value tried).") in md  # fmt: skip
+
+
+def test_a_best_value_inside_the_range_tried_is_not_at_its_edge(tmp_path):
+    inside = {"l1": {0.001: 1.1, 0.003: 1.0, 0.01: 1.5}, "dn": {0.001: 1.3, 0.003: 1.2, 0.01: 1.25}}
+    t = analyse(load_runs(make_tuned_sweep(tmp_path / "s", factors=inside)), metrics=["fvu"]).tuning
+    assert {v: (t.chosen(v), vt.edges) for v, vt in t.variants.items()} == {
+        "l1": ("0.003", []), "dn": ("0.003", []),
+    }  # fmt: skip
+
+
+def test_a_sweep_resumed_with_a_longer_range_declares_every_value(tmp_path):
+    """A value added past the edge on a resume: the runs of each launch declare their list."""
+    runs = load_runs(make_tuned_sweep(tmp_path / "s"))
+    runs["tune.train.lr"] = [(0.001, 0.003, 0.01)] * (len(runs) - 1) + [(0.001, 0.003, 0.01, 0.03)]
+    assert declared(runs)[0] == {"train.lr": [0.001, 0.003, 0.01, 0.03]}
 
 
 def test_pilot_seeds_choose_and_stay_out_of_the_verdicts(tmp_path):

@@ -273,11 +273,17 @@ class Sweep:
         log.info("tuning at L0 %g chose: %s; %d chains go on to the other targets, %d left out "
                  "(a value neither chosen nor shared)", spec.at_l0, chosen or "nothing",
                  len(second), left_out)  # fmt: skip
+        if choice.edges:
+            edges = "; ".join(f"{v} ({', '.join(e)})" for v, e in choice.edges.items())
+            log.warning("tuning: at the edge of the range tried: %s; the best value may lie "
+                        "beyond: add values past the end to `tune` and run the sweep again",
+                        edges)  # fmt: skip
         more2, states2, rounds2, _ = self.refine_chains(plan, seen, second, reason)
         by_chain = {(s.variant, s.target): s for s in states + states2}
         order = [c for c in every if c in by_chain]
         tuned = {"at_l0": spec.at_l0, "other_targets": spec.other_targets,
-                 "chosen": choice.texts, "chains_left_out": left_out}  # fmt: skip
+                 "chosen": choice.texts, "at_edge": choice.edges,
+                 "chains_left_out": left_out}  # fmt: skip
         return more + more2, [by_chain[c] for c in order], {**rounds_of, **rounds2}, tuned
 
     def refine_by_rounds(

@@ -64,6 +64,8 @@ class Choice:
     shared: Key | None = None
     texts: dict[str, str] = field(default_factory=dict)
     """{label: its chosen value as the report writes it}."""
+    edges: dict[str, list[str]] = field(default_factory=dict)
+    """{label: its knobs whose chosen value is an end of the range tried}."""
 
     def value_of(self, variant: str) -> Key | None:
         return self.identity[variant][1] if variant in self.identity else None
@@ -128,7 +130,9 @@ def choose(sweep_dir: Path, spec: TuneSpec, runs: Sequence[Mapping[str, Any]]) -
             identity.setdefault(str(r["variant"]), where)
     best = {label: vt.best for label, vt in tuning.variants.items()} if tuning else {}
     texts = {label: tuning.chosen(label) for label in best} if tuning else {}
-    return Choice(identity, best, tuning.shared if tuning else None, texts)
+    edges = {label: vt.edges for label, vt in tuning.variants.items() if vt.edges} if tuning \
+        else {}  # fmt: skip
+    return Choice(identity, best, tuning.shared if tuning else None, texts, edges)
 
 
 def merge_runs(*groups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
