@@ -43,6 +43,7 @@ from analysis.effects import fmt
 from analysis.matched import relative_to
 from analysis.plots import frontier_plot, relative_plot
 from analysis.report import effect_text, p_text, write_report
+from analysis.tuning import select
 from analysis.variants import LABEL
 from analysis.verdicts import plan_seeds
 from sae_sweep.evaluation.catalogue import title as metric_title
@@ -127,7 +128,7 @@ def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
         edge = (f" At the edge of the range tried ({', '.join(edges)}): the best value may lie "
                 "beyond." if edges else "")  # fmt: skip
         out += [f"`{s.name}`: {knobs} chosen by {t.metric} at L0 {fmt(t.spec.at_l0)}: {chosen}; "
-                f"shared: {t.text(t.shared)}.{edge}", ""]  # fmt: skip
+                f"shared: {t.text(t.shared)}.{edge}{_other_metrics_choose(s)}", ""]  # fmt: skip
     rows = []
     for claim in claims.claims:
         mine = [s for s in tuned if s.kind in claim.sweeps and s.data.tests(claim.key)]
@@ -150,6 +151,23 @@ def tuning_changes(claims: Claims, sweeps: list[Sweep]) -> str:
                 "verdict moves?": "no" if shared.words() == best.words() else "yes",
             })  # fmt: skip
     return "\n".join(out) + "\n" + render.md_table(pd.DataFrame(rows))
+
+
+def _other_metrics_choose(s: Sweep) -> str:
+    """' By mmcs the choice would differ: `a` 0.001 (not 0.01).': whether the data set's other
+    headline metrics, read at the same reference L0, would choose the same values (a best by
+    one metric need not be best by another)."""
+    t = s.tuning
+    out = []
+    for m in s.data.headline:
+        if m == t.metric or m not in s.metrics:
+            continue
+        alt = select(s.runs, replace(t.spec, metric=m), list(t.variants), m)
+        moved = [f"`{v}` {alt.chosen(v)} (not {t.chosen(v)})" for v in t.variants
+                 if alt.variants[v].best is not None and alt.chosen(v) != t.chosen(v)]  # fmt: skip
+        out.append(f" By {m} the choice would differ: {', '.join(moved)}." if moved
+                   else f" By {m} the same values would be chosen.")  # fmt: skip
+    return "".join(out)
 
 
 def detectable(claims: Claims, vs: list[Verdict]) -> str:

@@ -186,7 +186,7 @@ def test_bad_tuning_arguments_name_the_fix(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def _results_folder(tmp_path: Path, runs: pd.DataFrame):
+def _results_folder(tmp_path: Path, runs: pd.DataFrame, headline: str = "[fvu]"):
     """(claims, sweeps) of a results folder holding `runs` as its one sweep's committed table,
     with one claim: dn better than l1."""
     folder = tmp_path / "results" / "s_penalty"
@@ -196,7 +196,7 @@ def _results_folder(tmp_path: Path, runs: pd.DataFrame):
     path.write_text(
         "sweeps: [penalty]\n"
         "data_sets:\n"
-        "  - {key: s, title: synthetic, metrics: [fvu], headline: [fvu]}\n"
+        f"  - {{key: s, title: synthetic, metrics: {headline}, headline: {headline}}}\n"
         "claims:\n"
         "  - {key: a, statement: x, sweep: penalty, comparisons: [{a: l1, b: dn, expect: b}]}\n"
     )
@@ -237,6 +237,21 @@ def test_the_results_page_shows_how_each_verdict_moves_with_tuning(tmp_path):
     # Without tuning the page says so.
     untuned = [cl.Sweep(sw.data, sw.kind, sw.folder, sw.runs, sw.variants, None) for sw in sweeps]
     assert tuning_changes(claims, untuned).startswith("No sweep of these tables tunes")
+
+
+def test_the_results_page_says_whether_another_headline_metric_would_choose_alike(tmp_path):
+    """A best by FVU need not be best by MMCS: the page names the variants whose choice the
+    data set's other headline metric would change. Here MMCS (higher is better) prefers lr
+    0.003 for l1, and agrees with FVU for dn."""
+    from analysis.results_page import tuning_changes
+
+    runs = load_runs(make_tuned_sweep(tmp_path / "s", criterion={"shared": {"train.lr": 0.003}}))
+    prefers = {("l1", 0.003): 0.95, ("dn", 0.01): 0.97}
+    runs["mmcs"] = [prefers.get((v, lr), 0.9) for v, lr in zip(runs["variant"], runs["train.lr"],
+                                                                strict=True)]  # fmt: skip
+    claims, sweeps = _results_folder(tmp_path, runs, headline="[fvu, mmcs]")
+    text = tuning_changes(claims, sweeps)
+    assert "By mmcs the choice would differ: `l1` 0.003 (not 0.001)." in text
 
 
 def test_a_reference_l0_no_run_spans_tunes_nothing_and_says_how_to_fix_it(tmp_path):
