@@ -249,3 +249,47 @@ def test_targets_json_records_how_the_seeds_were_placed(tmp_path):
     launcher = DelayedLauncher(tmp_path, {"fast": 0.0, "slow": 0.0})
     _sweep(tmp_path, launcher, lambda_per="seed").run(ARGS)
     assert _targets(tmp_path)["l0_lambda_per"] == "seed"
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_a_tuned_sweep_takes_only_the_chosen_and_shared_values_past_the_reference(
+    tmp_path, monkeypatch, pipeline
+):
+    """tune_criterion.other_targets: chosen, per chain and by rounds: L0 8 (the reference) at
+    every lr, then L0 4 only at each variant's chosen lr and the shared 0.003. The choice is
+    faked here (fast chooses 0.001, slow the shared value); tests/test_sweep_tuning.py makes it
+    through the analysis on real runs."""
+    from sae_sweep.sweep import tuned_stages
+
+    def choose(sweep_dir, spec, runs):
+        identity = {}
+        for r in runs:
+            variant, lr = (part.split("=")[1] for part in r["variant"].split(", "))
+            identity[r["variant"]] = (variant, (lr,))
+        best = {"fast": ("0.001",), "slow": ("0.003",)}
+        return tuned_stages.Choice(identity, best, ("0.003",), {"fast": "0.001", "slow": "0.003"})
+
+    monkeypatch.setattr(tuned_stages, "choose", choose)
+    launcher = DelayedLauncher(tmp_path, {"fast": 0.0, "slow": 0.0})
+    sweep = _sweep(tmp_path, launcher, pipeline_rounds=pipeline)
+    sweep.config.l0_targets = [4, 8]
+    sweep.config.tune = {"train.lr": [0.001, 0.003, 0.01]}
+    sweep.config.tune_criterion = {"at_l0": 8, "shared": {"train.lr": 0.003}}
+    sweep.config.train = {"lr": 0.003}
+    sweep.run(ARGS)
+
+    report = _targets(tmp_path)
+    chains = {(t["variant"], t["target"]) for t in report["targets"]}
+    every_lr_at_8 = {(f"variant={v}, train.lr={lr}", 8.0) for v in ("fast", "slow")
+                     for lr in ("0.001", "0.003", "0.01")}  # fmt: skip
+    kept_at_4 = {
+        (f"variant={v}, train.lr={lr}", 4.0)
+        for v, lr in (("fast", "0.001"), ("fast", "0.003"), ("slow", "0.003"))
+    }
+    assert chains == every_lr_at_8 | kept_at_4
+    assert {t["status"] for t in report["targets"]} == {"hit"}
+    assert report["tuned"] == {"at_l0": 8, "other_targets": "chosen", "at_edge": {},
+                               "chosen": {"fast": "0.001", "slow": "0.003"},
+                               "chains_left_out": 3}  # fmt: skip
+    assert report["per_chain"] is pipeline
+    assert lifecycle.take_exit_code() == 0
