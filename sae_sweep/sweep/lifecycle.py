@@ -7,7 +7,8 @@
 bookkeeping/lock.py) before it writes anything, so a refused launch changes nothing; then it
 starts the sweep (sweep.json, the launch id and GPU list every job inherits), launches the
 grid in batches (with `tune`, every variant at every tuned value: planning/tuning.py), then,
-when the sweep sets `l0_targets`, refinement rounds until no target is open (targets.json):
+when the sweep sets `l0_targets`, refinement rounds until no target is open (targets.json;
+a tuned sweep's in two stages, the reference L0 first: tuned_stages.py):
 under submitit's launchers each (variant, target) chain launches its next lambda as soon as
 its own seeds finish (chain_pipeline.py; `launch` is then called from several threads, and
 takes one batch at a time up to the launcher's call), with the others a round waits for
